@@ -1,0 +1,148 @@
+"""The emulator's two catalogs behind one interface: synthetic (drawn) and replay (recorded).
+
+A catalog answers four questions: which ids the listing holds under its filters, the JSON
+body of one object, the bytes of one image-host path, and (for search) every record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import cv2
+
+from metdata.emulator.synthetic import ImageSpec, SyntheticCatalog
+from metdata.schema import department_of_record
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+}
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image-host answer: its bytes and content type."""
+
+    body: bytes
+    content_type: str
+
+
+class ReplayCatalog:
+    """Recorded responses served verbatim: ``DIR/objects/<id>.json`` (or ``DIR/<id>.json``)
+    and image files under ``DIR/images/CRDImages/...``.
+
+    Args:
+        root: the catalog folder.
+
+    Raises:
+        ValueError: if the folder holds no ``<id>.json`` file, or a file is not a record.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        folder = self.root / "objects" if (self.root / "objects").is_dir() else self.root
+        self._files: dict[int, Path] = {}
+        self._meta: dict[int, tuple[int | None, str]] = {}
+        for path in sorted(folder.glob("*.json")):
+            if not path.stem.isdigit():
+                continue
+            try:
+                record = json.loads(path.read_bytes())
+                object_id = int(record["objectID"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path} is not a Met object record ({exc}); remove it or fix it"
+                ) from exc
+            self._files[object_id] = path
+            self._meta[object_id] = (
+                department_of_record(record.get("department", "")),
+                record.get("metadataDate", "")[:10],
+            )
+        if not self._files:
+            raise ValueError(
+                f"no <objectID>.json files in {folder}; a replay catalog holds "
+                "recorded API responses as objects/<objectID>.json"
+            )
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def listing(self, department_ids: set[int] | None, since: dt.date | None) -> list[int]:
+        """Return the ids kept by the listing filters."""
+        return [
+            i
+            for i, (dept, date) in self._meta.items()
+            if (department_ids is None or dept in department_ids)
+            and (since is None or date >= since.isoformat())
+        ]
+
+    def record_bytes(self, object_id: int) -> bytes | None:
+        """Return the recorded body of an object, byte for byte, or None."""
+        path = self._files.get(object_id)
+        return path.read_bytes() if path else None
+
+    def image(self, path: str) -> Image | None:
+        """Return the recorded file at an image-host path (case-sensitive), or None."""
+        file = (self.root / "images" / path.lstrip("/")).resolve()
+        if not file.is_relative_to(self.root.resolve()) or not file.is_file():
+            return None
+        return Image(
+            file.read_bytes(), CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream")
+        )
+
+    @cached_property
+    def all_records(self) -> list[dict]:
+        """Every record, parsed once for search."""
+        return [json.loads(p.read_bytes()) for p in self._files.values()]
+
+    def has_museum_image(self, record: dict) -> bool:
+        """A recorded object has an image when its record links one."""
+        return bool(record.get("primaryImage"))
+
+
+class Synthetic(SyntheticCatalog):
+    """The synthetic catalog with its images drawn and encoded on demand."""
+
+    def image(self, path: str) -> Image | None:  # type: ignore[override]
+        """Return the drawn image at an image-host path, or None if the path is unknown."""
+        spec = super().image(path)
+        if spec is None:
+            return None
+        return render(spec, original="/original/" in path)
+
+
+@lru_cache(maxsize=512)
+def render(spec: ImageSpec, original: bool) -> Image:
+    """Draw and encode one image file: web-large as specified, originals ``spec.scale`` larger."""
+    from metdata.emulator import artwork  # drawing code loads with the first image
+
+    scale = spec.scale if original else 1.0
+    width, height = round(spec.width * scale), round(spec.height * scale)
+    pixels = artwork.render_artwork(spec.style, spec.seed, width, height)
+    if spec.gray:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    if spec.fmt == "png":
+        ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        ctype = "image/png"
+    else:
+        ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 88])
+        ctype = "image/jpeg"
+    if not ok:  # pragma: no cover - OpenCV only fails here on a broken build
+        raise RuntimeError(f"OpenCV could not encode {spec}")
+    return Image(encoded.tobytes(), ctype)
+
+
+def open_catalog(objects: int, seed: int, catalog: Path | None) -> Synthetic | ReplayCatalog:
+    """Return the replay catalog at ``catalog`` if given, else a synthetic one."""
+    if catalog is not None:
+        return ReplayCatalog(catalog)
+    return Synthetic(objects, seed)

@@ -1,0 +1,338 @@
+"""The Met emulator's HTTP server: both Met hosts, their errors and their bot protection.
+
+One threaded server on one port answers the collection API under ``/public/collection/`` and
+the image host under ``/CRDImages/``; the two keep separate throttle budgets, as the real hosts
+do. Counters are readable at ``/__emulator__/stats``, outside the API paths and unthrottled.
+
+In-process use (tests, the demo)::
+
+    with MetEmulator(EmulatorConfig(objects=100, throttle=False)) as met:
+        requests.get(f"{met.url}/objects/{some_id}")
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from metdata.emulator import search
+from metdata.emulator.catalog import Image, open_catalog
+from metdata.emulator.faults import FaultPlan, draw
+from metdata.emulator.protection import Throttle, ThrottleConfig, block_page
+from metdata.emulator.synthetic import IMAGE_HOST
+from metdata.schema import DEPARTMENTS, department_of_record
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/public/collection"
+STATS_PATH = "/__emulator__/stats"
+BAD_DATE = "Date not valid. Dates must be in the format YYYY-MM-DD e.g. 1987-05-03"
+RETIRED = {
+    "message": "The /public/collection/v1/search endpoint was retired on 2026-10-01; "
+    "use /public/collection/v1.1/search instead.",
+    "replacement": "/public/collection/v1.1/search",
+}
+NOT_FOUND_PAGE = (
+    b"<!DOCTYPE html><html><head><title>404 - File or directory not found.</title></head>"
+    b"<body><h2>404 - File or directory not found.</h2><p>The resource you are looking for "
+    b"might have been removed, had its name changed, or is temporarily unavailable.</p>"
+    b"</body></html>"
+)
+_OBJECT = re.compile(r"^/public/collection/v1/objects/(?P<id>[^/]+)$")
+_ID = re.compile(r"^-?\d+$")
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything the emulator can be told; the CLI builds one from its flags.
+
+    Attributes:
+        host, port: where to listen; port 0 picks a free port.
+        objects, seed: size and seed of the synthetic catalog.
+        catalog: a replay catalog folder instead of the synthetic one.
+        latency: seconds added to every answer.
+        throttle: the bot protection on or off; ``throttle_*`` its budget.
+        block_200_share: share of block pages sent with status 200 instead of 403.
+        fault_rate, faults: which faults, how often (see ``faults``).
+        slow_seconds: how long a ``slow`` fault holds its answer.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    objects: int = 10_000
+    seed: int = 0
+    catalog: Path | None = None
+    latency: float = 0.0
+    throttle: bool = True
+    throttle_window: float = ThrottleConfig.window
+    throttle_burst: int = ThrottleConfig.burst
+    throttle_penalty: float = ThrottleConfig.penalty
+    block_200_share: float = 0.2
+    fault_rate: float = 0.0
+    faults: frozenset[str] = field(default_factory=frozenset)
+    slow_seconds: float = 30.0
+
+
+class _Stats:
+    """Per-host counters, updated from many handler threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, Counter] = defaultdict(Counter)
+
+    def add(self, host: str, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self._counts[host][name] += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {host: dict(counts) for host, counts in self._counts.items()}
+
+
+class MetEmulator:
+    """A running (or ready-to-run) emulator. The socket is bound on construction, so ``url``
+    is valid before ``start()`` and requests queue until the server thread accepts them.
+
+    Raises:
+        OSError: if the address cannot be bound.
+        ValueError: for a bad catalog folder or catalog size.
+    """
+
+    def __init__(self, config: EmulatorConfig = EmulatorConfig()) -> None:
+        self.config = config
+        self.catalog = open_catalog(config.objects, config.seed, config.catalog)
+        self.throttle = Throttle(
+            ThrottleConfig(config.throttle_window, config.throttle_burst, config.throttle_penalty)
+        )
+        self.faults = FaultPlan(config.seed, config.fault_rate, frozenset(config.faults))
+        self.stats = _Stats()
+        self._attempts: Counter[str] = Counter()
+        self._attempts_lock = threading.Lock()
+        self._incidents = 0
+        self._server = _Server((config.host, config.port), _Handler)
+        self._server.emulator = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base(self) -> str:
+        """``http://HOST:PORT``, the address of both hosts."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        """The API base URL, what ``--api`` takes: ``http://HOST:PORT/public/collection/v1``."""
+        return f"{self.base}{API_PREFIX}/v1"
+
+    def start(self) -> MetEmulator:
+        """Serve in a background thread; return self."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-met", daemon=True
+        )
+        self._thread.start()
+        log.info("Met emulator serving %d objects at %s", len(self.catalog), self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (if started) and close the socket."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> MetEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def attempt(self, key: str) -> int:
+        """Count one request for ``key``; return how many came before it."""
+        with self._attempts_lock:
+            n = self._attempts[key]
+            self._attempts[key] += 1
+            return n
+
+    def incident(self) -> int:
+        """Number the next block incident."""
+        with self._attempts_lock:
+            self._incidents += 1
+            return self._incidents
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    emulator: MetEmulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so clients can pool connections
+    # Headers and body go out in two writes; without this, Nagle + delayed ACK add 40 ms.
+    disable_nagle_algorithm = True
+    server_version = "fake-met"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: object) -> None:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        self._send(status, body, "application/json; charset=UTF-8")
+
+    def _html(self, status: int, body: bytes) -> None:
+        self._send(status, body, "text/html; charset=UTF-8")
+
+    def _drop(self) -> None:
+        """Close the connection without an answer, as a failing proxy does."""
+        self.close_connection = True
+        self.connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        self.connection.close()
+
+    # -- the request path -------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        met = self.server.emulator
+        parts = urlsplit(self.path)
+        path, params = parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
+        if path == STATS_PATH:
+            return self._json(200, met.stats.snapshot())
+        host = "images" if path.startswith("/CRDImages/") else "api"
+        met.stats.add(host, "requests")
+        if met.config.latency:
+            time.sleep(met.config.latency)
+        if met.config.throttle and not met.throttle.admit(self.client_address[0], host):
+            return self._block(met, host)
+        fault = met.faults.transient(self.path, met.attempt(self.path))
+        if fault is not None:
+            return self._transient(met, host, fault)
+        if host == "images":
+            return self._image(met, path)
+        return self._api(met, path, params)
+
+    def _block(self, met: MetEmulator, host: str) -> None:
+        n = met.incident()
+        page = block_page(1_000_000_000 + n * 7919 + met.config.seed, int(time.time()))
+        as_200 = draw(met.config.seed, "block-200", n) < met.config.block_200_share
+        met.stats.add(host, "blocked", "blocked_200" if as_200 else "blocked_403")
+        self._html(200 if as_200 else 403, page)
+
+    def _transient(self, met: MetEmulator, host: str, fault: str) -> None:
+        met.stats.add(host, f"fault_{fault}")
+        if fault == "drop":
+            return self._drop()
+        if fault == "slow":
+            time.sleep(met.config.slow_seconds)
+            return self._route_after_slow(met, host)
+        status = int(fault)
+        reason = self.responses.get(status, ("Error",))[0]
+        self._html(status, f"<html><body><h1>{status} {reason}</h1></body></html>".encode())
+
+    def _route_after_slow(self, met: MetEmulator, host: str) -> None:
+        parts = urlsplit(self.path)
+        if host == "images":
+            return self._image(met, parts.path)
+        return self._api(met, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)))
+
+    def _api(self, met: MetEmulator, path: str, params: dict[str, str]) -> None:
+        if path == f"{API_PREFIX}/v1/objects":
+            return self._listing(met, params)
+        if path == f"{API_PREFIX}/v1/departments":
+            payload = {
+                "departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]
+            }
+            return self._json(200, payload)
+        if path == f"{API_PREFIX}/v1/search":
+            return self._json(410, RETIRED)
+        if path == f"{API_PREFIX}/v1.1/search":
+            return self._search(met, params)
+        match = _OBJECT.match(path)
+        if match:
+            return self._object(met, match["id"])
+        self._html(404, NOT_FOUND_PAGE)
+
+    def _listing(self, met: MetEmulator, params: dict[str, str]) -> None:
+        since = None
+        if "metadataDate" in params:
+            try:
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", params["metadataDate"]):
+                    raise ValueError
+                since = dt.date.fromisoformat(params["metadataDate"])
+            except ValueError:
+                return self._json(400, BAD_DATE)
+        departments = None
+        if "departmentIds" in params:
+            departments = {
+                int(d) for d in params["departmentIds"].split("|") if d.strip().isdigit()
+            }
+        ids = met.catalog.listing(departments, since)
+        self._json(200, {"total": len(ids), "objectIDs": ids})
+
+    def _object(self, met: MetEmulator, raw_id: str) -> None:
+        if not _ID.match(raw_id):
+            return self._json(400, {"message": "could not parse objectID"})
+        object_id = int(raw_id)
+        body = met.catalog.record_bytes(object_id) if object_id > 0 else None
+        if body is None:
+            return self._json(404, {"message": "ObjectID not found"})
+        if met.faults.permanent("not-valid", object_id):
+            met.stats.add("api", "fault_not-valid")
+            return self._json(404, {"message": "Not a valid object"})
+        met.stats.add("api", "ok")
+        self._send(
+            200,
+            body.replace(IMAGE_HOST.encode(), met.base.encode()),
+            "application/json; charset=UTF-8",
+        )
+
+    def _search(self, met: MetEmulator, params: dict[str, str]) -> None:
+        def dept(record: dict) -> int | None:
+            return department_of_record(record["department"])
+
+        ids = [
+            r["objectID"]
+            for r in met.catalog.all_records
+            if search.matches(r, params, met.catalog.has_museum_image, dept)
+        ]
+        self._json(200, search.page(ids, params))
+
+    def _image(self, met: MetEmulator, path: str) -> None:
+        image: Image | None = met.catalog.image(path)
+        if image is None or met.faults.permanent("image-404", path):
+            if image is not None:
+                met.stats.add("images", "fault_image-404")
+            return self._html(404, NOT_FOUND_PAGE)
+        if met.faults.permanent("not-image", path):
+            met.stats.add("images", "fault_not-image")
+            return self._send(200, NOT_FOUND_PAGE, image.content_type)
+        body = image.body
+        if met.faults.permanent("truncate", path):
+            met.stats.add("images", "fault_truncate")
+            body = body[
+                : max(64, int(len(body) * (0.2 + 0.6 * draw(met.config.seed, "cut", path))))
+            ]
+        met.stats.add("images", "ok")
+        self._send(200, body, image.content_type)

@@ -1,0 +1,40 @@
+"""Classification of API answers: every status and body the real service sends."""
+
+from __future__ import annotations
+
+import pytest
+
+from metdata.api import Outcome, classify
+from metdata.emulator.protection import block_page
+
+JSON = "application/json; charset=UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("status", "ctype", "body", "expected"),
+    [
+        (200, JSON, b'{"objectID": 1}', Outcome.OK),
+        (404, JSON, b'{"message":"ObjectID not found"}', Outcome.NOT_FOUND),
+        (404, JSON, b'{"message":"Not a valid object"}', Outcome.NOT_VALID),
+        (400, JSON, b'{"message":"could not parse objectID"}', Outcome.INVALID_ID),
+        (403, "text/html", block_page(12345, 1), Outcome.BLOCKED),
+        (200, "text/html", block_page(12345, 1), Outcome.BLOCKED),  # a block with status 200
+        (502, "text/html", b"<html>502 Bad Gateway</html>", Outcome.TRANSIENT),
+        (503, JSON, b"{}", Outcome.TRANSIENT),
+        (400, JSON, b'"Date not valid. Dates must be in the format YYYY-MM-DD e.g. 1987-05-03"', Outcome.FAILED),
+        (410, JSON, b'{"message":"retired"}', Outcome.FAILED),
+        (200, "application/octet-stream", b"\x00\x01garbage", Outcome.FAILED),
+    ],
+)
+def test_classify(status, ctype, body, expected):
+    answer = classify(status, ctype, body)
+    assert answer.outcome is expected
+    assert (answer.error == "") == (expected is Outcome.OK)
+    assert answer.outcome.retryable == (expected in (Outcome.BLOCKED, Outcome.TRANSIENT))
+
+
+def test_failed_answers_name_the_reason():
+    assert "Date not valid" in classify(400, JSON, b'"Date not valid. Dates must be ..."').error
+    assert classify(200, "application/octet-stream", b"\x00").error == (
+        "HTTP 200 application/octet-stream, not JSON"
+    )
