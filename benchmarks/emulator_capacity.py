@@ -68,15 +68,31 @@ def main() -> None:
         rows = []
         base_json = measure(lookups, args.seconds, 1, pooled=False)
         rows.append(("lookups/s, sequential, new connection each (baseline)", base_json, base_json))
-        rows.append(("lookups/s, pooled sessions", measure(lookups, args.seconds, args.threads, True), base_json))
+        rows.append(
+            (
+                "lookups/s, pooled sessions",
+                measure(lookups, args.seconds, args.threads, True),
+                base_json,
+            )
+        )
         base_img = measure(image_paths, args.seconds, 1, pooled=False)
         rows.append(("images/s, sequential, new connection each (baseline)", base_img, base_img))
-        rows.append(("images/s, pooled sessions", measure(image_paths, args.seconds, args.threads, True), base_img))
+        rows.append(
+            (
+                "images/s, pooled sessions",
+                measure(image_paths, args.seconds, args.threads, True),
+                base_img,
+            )
+        )
 
-    print(f"Met emulator capacity ({args.objects} objects, {args.threads} client threads, {args.seconds:g} s each)")
+    print(f"Met emulator capacity ({args.objects} objects, {args.threads} client threads, ", end="")
+    print(f"{args.seconds:g} s each)")
     for name, rate, base in rows:
-        print(f"  {name:<55} {rate:8.1f}  x{rate / base:5.2f} vs baseline"
-              f"  x{rate / REAL_SAFE_PACE:7.0f} the real safe pace  x{rate / REAL_DOCUMENTED:5.1f} the documented 80/s")  # fmt: skip
+        print(
+            f"  {name:<55} {rate:8.1f}  x{rate / base:5.2f} vs baseline"
+            f"  x{rate / REAL_SAFE_PACE:7.0f} the real safe pace"
+            f"  x{rate / REAL_DOCUMENTED:5.1f} the documented 80/s"
+        )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def classify(status: int, content_type: str, body: bytes) -> Answer:
 
     >>> classify(404, "application/json", b'{"message":"Not a valid object"}').outcome
     <Outcome.NOT_VALID: 'not_valid'>
-    >>> classify(200, "text/html", b"<html>Request unsuccessful. Incapsula incident ID: 1</html>").outcome
+    >>> classify(200, "text/html", b"<html>Incapsula incident ID: 1</html>").outcome
     <Outcome.BLOCKED: 'blocked'>
     """
     if status >= 500 or status == 429:
@@ -66,7 +66,9 @@ def classify(status: int, content_type: str, body: bytes) -> Answer:
     except (ValueError, UnicodeDecodeError):
         if status in (200, 403) and _is_block_page(body):
             return Answer(Outcome.BLOCKED, error=f"HTTP {status} bot-protection page")
-        return Answer(Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, not JSON")
+        return Answer(
+            Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, not JSON"
+        )
     message = payload.get("message", "") if isinstance(payload, dict) else ""
     if status == 200:
         return Answer(Outcome.OK, payload)

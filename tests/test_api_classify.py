@@ -21,7 +21,12 @@ JSON = "application/json; charset=UTF-8"
         (200, "text/html", block_page(12345, 1), Outcome.BLOCKED),  # a block with status 200
         (502, "text/html", b"<html>502 Bad Gateway</html>", Outcome.TRANSIENT),
         (503, JSON, b"{}", Outcome.TRANSIENT),
-        (400, JSON, b'"Date not valid. Dates must be in the format YYYY-MM-DD e.g. 1987-05-03"', Outcome.FAILED),
+        (
+            400,
+            JSON,
+            b'"Date not valid. Dates must be in the format YYYY-MM-DD e.g. 1987-05-03"',
+            Outcome.FAILED,
+        ),
         (410, JSON, b'{"message":"retired"}', Outcome.FAILED),
         (200, "application/octet-stream", b"\x00\x01garbage", Outcome.FAILED),
     ],

@@ -10,8 +10,10 @@ from metdata.cli import main
 
 
 def test_demo_smoke_run(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--workdir", str(tmp_path), "--objects", "200",
-                                       "--lookups", "8", "--rate", "8"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        ["demo", "--workdir", str(tmp_path), "--objects", "200", "--lookups", "8", "--rate", "8"],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "smoke.json").read_text())
     assert sum(summary["objects"].values()) == 8

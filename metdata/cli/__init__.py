@@ -15,6 +15,8 @@ import click
 COMMANDS = {
     "fake-met": "metdata.cli.fake_met:fake_met",
     "demo": "metdata.cli.demo:demo",
+    "ids": "metdata.cli.ingest:ids",
+    "ingest": "metdata.cli.ingest:ingest",
 }
 
 
@@ -45,3 +47,6 @@ def main(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Dask's own INFO lines (every worker start and stop) drown the job's progress.
+    for noisy in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

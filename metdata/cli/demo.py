@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 DEMO_FAULTS = "503,drop,not-valid,image-404,truncate"
 
 
-def _get(session: requests.Session, url: str, tries: int = 4) -> tuple[Outcome, requests.Response | None, str]:
+def _get(
+    session: requests.Session, url: str, tries: int = 4
+) -> tuple[Outcome, requests.Response | None, str]:
     """GET with a few backed-off retries of transient failures; return the final outcome."""
     for attempt in range(tries):
         try:
@@ -36,7 +38,9 @@ def _get(session: requests.Session, url: str, tries: int = 4) -> tuple[Outcome, 
         except requests.RequestException as exc:
             outcome, response, error = Outcome.TRANSIENT, None, type(exc).__name__
         else:
-            answer = classify(response.status_code, response.headers.get("Content-Type", ""), response.content)
+            answer = classify(
+                response.status_code, response.headers.get("Content-Type", ""), response.content
+            )
             if response.headers.get("Content-Type", "").startswith("image/") and response.ok:
                 return Outcome.OK, response, ""
             outcome, error = answer.outcome, answer.error
@@ -47,19 +51,40 @@ def _get(session: requests.Session, url: str, tries: int = 4) -> tuple[Outcome, 
 
 
 @click.command()
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-run"),
-              show_default=True, help="Where the demo writes its outputs.")  # fmt: skip
-@click.option("--objects", type=click.IntRange(10, 899_999), default=2_000, show_default=True,
-              help="Size of the emulated collection.")  # fmt: skip
-@click.option("--lookups", type=click.IntRange(1, 200), default=15, show_default=True,
-              help="How many objects the smoke run looks up.")  # fmt: skip
-@click.option("--rate", type=click.FloatRange(0.1, 10), default=1.0, show_default=True,
-              help="Requests per second per host (1/s is the real service's safe pace).")  # fmt: skip
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-run"),
+    show_default=True,
+    help="Where the demo writes its outputs.",
+)
+@click.option(
+    "--objects",
+    type=click.IntRange(10, 899_999),
+    default=2_000,
+    show_default=True,
+    help="Size of the emulated collection.",
+)
+@click.option(
+    "--lookups",
+    type=click.IntRange(1, 200),
+    default=15,
+    show_default=True,
+    help="How many objects the smoke run looks up.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0.1, 10),
+    default=1.0,
+    show_default=True,
+    help="Requests per second per host (1/s is the real service's safe pace).",
+)
 def demo(workdir: Path, objects: int, lookups: int, rate: float) -> None:
     """Run the offline demo against a local Met emulator (no internet needed)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = EmulatorConfig(objects=objects, seed=0, fault_rate=0.05, faults=parse_kinds(DEMO_FAULTS),
-                            slow_seconds=2.0)  # fmt: skip
+    config = EmulatorConfig(
+        objects=objects, seed=0, fault_rate=0.05, faults=parse_kinds(DEMO_FAULTS), slow_seconds=2.0
+    )
     with MetEmulator(config) as met, requests.Session() as session:
         click.echo(f"Met emulator: {met.url}  ({objects} objects, bot protection and faults on)")
         outcome, listing, error = _get(session, f"{met.url}/objects")
@@ -86,7 +111,13 @@ def demo(workdir: Path, objects: int, lookups: int, rate: float) -> None:
             pixels = None
             if outcome is Outcome.OK:
                 pixels = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
-            images["ok" if pixels is not None else "bad_image" if outcome is Outcome.OK else outcome.value] += 1
+            images[
+                "ok"
+                if pixels is not None
+                else "bad_image"
+                if outcome is Outcome.OK
+                else outcome.value
+            ] += 1
             time.sleep(1 / rate)
         counters = session.get(f"{met.base}/__emulator__/stats", timeout=5).json()
     summary = {"objects": dict(statuses), "images": dict(images), "emulator": counters}

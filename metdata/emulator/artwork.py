@@ -91,11 +91,28 @@ def _neutral(rng: np.random.Generator, level: float, spread: float, cast: float)
     return float(c[0]), float(c[1]), float(c[2])
 
 
+def _disc(
+    img: np.ndarray,
+    centre: tuple[int, int],
+    axes: tuple[int, int],
+    colour: Colour | float,
+    angle: float = 0.0,
+    arc: tuple[float, float] = (0, 360),
+) -> None:
+    """Fill an anti-aliased ellipse, or a sector of one, given in pixels."""
+    cv2.ellipse(img, centre, axes, angle, arc[0], arc[1], colour, -1, _AA)
+
+
+def _dot(img: np.ndarray, centre: tuple[int, int], radius: int, colour: Colour | float) -> None:
+    """Fill an anti-aliased circle given in pixels."""
+    cv2.circle(img, centre, radius, colour, -1, _AA)
+
+
 def _gradient(img: np.ndarray, top: Colour, bottom: Colour, y0: float = 0.0, y1: float = 1.0):
     """Fill the rows between relative heights ``y0`` and ``y1`` with a vertical gradient."""
     h = img.shape[0]
     a = int(y0 * h)
-    b = max(a + 1, min(h, int(round(y1 * h))))
+    b = max(a + 1, min(h, round(y1 * h)))
     t = np.linspace(0.0, 1.0, b - a, dtype=np.float32)[:, None, None]
     img[a:b] = np.asarray(top, np.float32) * (1 - t) + np.asarray(bottom, np.float32) * t
 
@@ -201,7 +218,9 @@ def _vessel_profile(rng: np.random.Generator) -> np.ndarray:
     shoulder, belly = rng.uniform(0.25, 0.5), rng.uniform(0.3, 0.5)
     foot = rng.uniform(0.12, 0.3)
     t = np.linspace(0, 1, 48)
-    r = np.interp(t, [0, 0.08, t_shoulder, t_belly, 0.94, 1.0], [lip, neck, shoulder, belly, foot, foot])
+    r = np.interp(
+        t, [0, 0.08, t_shoulder, t_belly, 0.94, 1.0], [lip, neck, shoulder, belly, foot, foot]
+    )
     return np.convolve(np.pad(r, 2, mode="edge"), np.ones(5) / 5, mode="valid")
 
 
@@ -245,7 +264,7 @@ def _drop_shadow(img: np.ndarray, rng: np.random.Generator, cx: float, y: float,
     h, w = img.shape[:2]
     shadow = np.zeros((h, w), np.float32)
     axes = (max(1, round(rx * w)), max(1, round(rx * w * 0.15)))
-    cv2.ellipse(shadow, _pt(img, cx, y), axes, 0, 0, 360, 1.0, -1, _AA)
+    _disc(shadow, _pt(img, cx, y), axes, 1.0)
     shadow = cv2.GaussianBlur(shadow, (0, 0), max(0.5, rx * w * 0.15))
     _shade(img, 1 - rng.uniform(0.25, 0.5) * shadow)
 
@@ -259,7 +278,10 @@ def _studio_background(img: np.ndarray, rng: np.random.Generator) -> Colour:
 
 
 def _portrait(
-    img: np.ndarray, rng: np.random.Generator, backgrounds: Sequence[Colour], clothes: Sequence[Colour]
+    img: np.ndarray,
+    rng: np.random.Generator,
+    backgrounds: Sequence[Colour],
+    clothes: Sequence[Colour],
 ) -> None:
     """Draw a bust portrait: plain background, dark shoulders, a lit face oval and hair."""
     bg = _jitter(rng, _pick(rng, backgrounds), 10)
@@ -271,45 +293,73 @@ def _portrait(
     side = min(h, w)
     body = _jitter(rng, _pick(rng, clothes), 8)
     shoulder_w = rng.uniform(0.3, 0.45) * side
-    cv2.ellipse(img, _pt(img, cx + rng.normal(0, 0.03), 1.02), (round(shoulder_w), round(0.5 * h - cy * h * 0.2)),
-                0, 180, 360, body, -1, _AA)
+    _disc(
+        img,
+        _pt(img, cx + rng.normal(0, 0.03), 1.02),
+        (round(shoulder_w), round(0.5 * h - cy * h * 0.2)),
+        body,
+        arc=(180, 360),
+    )
     face_w, face_h = rng.uniform(0.09, 0.13) * side, rng.uniform(0.13, 0.17) * side
     if rng.random() < 0.5:
         collar = _jitter(rng, (215, 225, 230), 12)
         neck_y = cy * h + face_h * 1.1
-        tri = np.array([[cx * w - face_w, neck_y], [cx * w + face_w, neck_y],
-                        [cx * w, neck_y + face_h * rng.uniform(0.8, 1.6)]])
+        tri = np.array(
+            [
+                [cx * w - face_w, neck_y],
+                [cx * w + face_w, neck_y],
+                [cx * w, neck_y + face_h * rng.uniform(0.8, 1.6)],
+            ]
+        )
         cv2.fillPoly(img, [np.round(tri).astype(np.int32)], collar, _AA)
     skin = _jitter(rng, (125, 160, 205), 14)
-    cv2.rectangle(img, (round(cx * w - face_w * 0.4), round(cy * h)),
-                  (round(cx * w + face_w * 0.4), round(cy * h + face_h * 1.3)), _scale(skin, 0.8), -1)
+    cv2.rectangle(
+        img,
+        (round(cx * w - face_w * 0.4), round(cy * h)),
+        (round(cx * w + face_w * 0.4), round(cy * h + face_h * 1.3)),
+        _scale(skin, 0.8),
+        -1,
+    )
     hair = _jitter(rng, _pick(rng, ((25, 30, 40), (40, 60, 90), (200, 200, 205), (30, 45, 70))), 8)
-    cv2.ellipse(img, (round(cx * w), round(cy * h - face_h * 0.15)),
-                (round(face_w * 1.15), round(face_h * 1.05)), 0, 0, 360, hair, -1, _AA)
-    centre, axes, tilt = (round(cx * w), round(cy * h + face_h * 0.1)), (round(face_w), round(face_h)), rng.normal(0, 5)
-    cv2.ellipse(img, centre, axes, tilt, 0, 360, skin, -1, _AA)
+    _disc(
+        img,
+        (round(cx * w), round(cy * h - face_h * 0.15)),
+        (round(face_w * 1.15), round(face_h * 1.05)),
+        hair,
+    )
+    centre, axes, tilt = (
+        (round(cx * w), round(cy * h + face_h * 0.1)),
+        (round(face_w), round(face_h)),
+        rng.normal(0, 5),
+    )
+    _disc(img, centre, axes, skin, angle=tilt)
     _face_shadow(img, rng, centre, axes, tilt, skin)
     eye_y = round(cy * h)
     for dx in (-0.4, 0.4):
-        cv2.circle(img, (round(cx * w + dx * face_w), eye_y), _px(img, 0.008), _scale(skin, 0.45), -1, _AA)
+        _dot(img, (round(cx * w + dx * face_w), eye_y), _px(img, 0.008), _scale(skin, 0.45))
 
 
-def _face_shadow(img: np.ndarray, rng: np.random.Generator, centre: tuple[int, int],
-                 axes: tuple[int, int], tilt: float, skin: Colour) -> None:
+def _face_shadow(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    centre: tuple[int, int],
+    axes: tuple[int, int],
+    tilt: float,
+    skin: Colour,
+) -> None:
     """Model the face with a soft shadow on the side away from the light."""
     h, w = img.shape[:2]
     face = np.zeros((h, w), np.float32)
-    cv2.ellipse(face, centre, axes, tilt, 0, 360, 1.0, -1, _AA)
+    _disc(face, centre, axes, 1.0, angle=tilt)
     dark = np.zeros_like(face)
     offset = round(rng.choice((-1, 1)) * axes[0] * rng.uniform(0.6, 1.0))
-    cv2.ellipse(dark, (centre[0] + offset, centre[1]), axes, tilt, 0, 360, 1.0, -1, _AA)
+    _disc(dark, (centre[0] + offset, centre[1]), axes, 1.0, angle=tilt)
     dark = cv2.GaussianBlur(dark, (0, 0), max(0.5, axes[0] * 0.4))
     _blend(img, dark * face * rng.uniform(0.3, 0.6), _scale(skin, 0.45))
 
 
 def _hills(img: np.ndarray, rng: np.random.Generator, horizon: float, colours: Sequence[Colour]):
     """Draw overlapping hill ridges below ``horizon``, far ones first and paler."""
-    h, w = img.shape[:2]
     xs = np.linspace(0, 1, 24)
     n = len(colours)
     for i, colour in enumerate(colours):
@@ -325,12 +375,22 @@ def _tree(img: np.ndarray, rng: np.random.Generator, x: float, y: float, size: f
     """Draw a tree as a trunk under a cluster of overlapping foliage discs."""
     trunk = _jitter(rng, (30, 45, 60), 8)
     top = y - size
-    cv2.line(img, _pt(img, x, y), _pt(img, x + rng.normal(0, 0.01), top + size * 0.3), trunk,
-             _px(img, size * 0.08), _AA)
+    cv2.line(
+        img,
+        _pt(img, x, y),
+        _pt(img, x + rng.normal(0, 0.01), top + size * 0.3),
+        trunk,
+        _px(img, size * 0.08),
+        _AA,
+    )
     for _ in range(int(rng.integers(4, 9))):
         dx, dy = rng.normal(0, size * 0.25), rng.uniform(-size * 0.1, size * 0.45)
-        cv2.circle(img, _pt(img, x + dx * 0.8, top + dy), _px(img, size * rng.uniform(0.15, 0.3)),
-                   _jitter(rng, leaf, 10), -1, _AA)
+        _dot(
+            img,
+            _pt(img, x + dx * 0.8, top + dy),
+            _px(img, size * rng.uniform(0.15, 0.3)),
+            _jitter(rng, leaf, 10),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,14 +398,29 @@ def _tree(img: np.ndarray, rng: np.random.Generator, x: float, y: float, size: f
 # --------------------------------------------------------------------------------------------
 
 _INDIA_GROUNDS: tuple[Colour, ...] = (
-    (35, 45, 200), (30, 120, 235), (50, 150, 60), (40, 180, 220), (130, 60, 25), (60, 170, 130),
+    (35, 45, 200),
+    (30, 120, 235),
+    (50, 150, 60),
+    (40, 180, 220),
+    (130, 60, 25),
+    (60, 170, 130),
 )
 _INDIA_ACCENTS: tuple[Colour, ...] = (
-    (30, 30, 210), (20, 140, 240), (40, 160, 40), (50, 200, 235), (230, 230, 240), (150, 80, 200),
+    (30, 30, 210),
+    (20, 140, 240),
+    (40, 160, 40),
+    (50, 200, 235),
+    (230, 230, 240),
+    (150, 80, 200),
     (160, 90, 30),
 )
 _INDIA_BORDERS: tuple[Colour, ...] = (
-    (30, 30, 190), (120, 50, 20), (150, 120, 220), (120, 190, 215), (20, 20, 25), (40, 110, 40),
+    (30, 30, 190),
+    (120, 50, 20),
+    (150, 120, 220),
+    (120, 190, 215),
+    (20, 20, 25),
+    (40, 110, 40),
 )
 _GOLD: Colour = (60, 170, 215)
 
@@ -362,17 +437,31 @@ def _india_architecture(img: np.ndarray, rng: np.random.Generator, floor: float)
     for i in range(n):
         ax = x0 + bw * (i + 0.5) / n
         aw = bw / n * 0.28
-        cv2.rectangle(img, _pt(img, ax - aw, top + bh * 0.35), _pt(img, ax + aw, floor), opening, -1)
+        cv2.rectangle(
+            img, _pt(img, ax - aw, top + bh * 0.35), _pt(img, ax + aw, floor), opening, -1
+        )
         h, w = img.shape[:2]
-        cv2.ellipse(img, _pt(img, ax, top + bh * 0.35), (round(aw * w), round(aw * w * 0.9)), 0, 180,
-                    360, opening, -1, _AA)
+        _disc(
+            img,
+            _pt(img, ax, top + bh * 0.35),
+            (round(aw * w), round(aw * w * 0.9)),
+            opening,
+            arc=(180, 360),
+        )
     dome_w = bw * rng.uniform(0.25, 0.45)
     cx = x0 + bw / 2
     h, w = img.shape[:2]
-    cv2.ellipse(img, _pt(img, cx, top), (round(dome_w * w), round(dome_w * w * 0.9)), 0, 180, 360,
-                wall, -1, _AA)
-    cv2.line(img, _pt(img, cx, top - dome_w * 0.9 * w / h), _pt(img, cx, top - dome_w * 1.4 * w / h),
-             _GOLD, _px(img, 0.01), _AA)
+    _disc(
+        img, _pt(img, cx, top), (round(dome_w * w), round(dome_w * w * 0.9)), wall, arc=(180, 360)
+    )
+    cv2.line(
+        img,
+        _pt(img, cx, top - dome_w * 0.9 * w / h),
+        _pt(img, cx, top - dome_w * 1.4 * w / h),
+        _GOLD,
+        _px(img, 0.01),
+        _AA,
+    )
 
 
 def _india_figure(img: np.ndarray, rng: np.random.Generator, x: float, foot: float, size: float):
@@ -380,21 +469,33 @@ def _india_figure(img: np.ndarray, rng: np.random.Generator, x: float, foot: flo
     robe = _jitter(rng, _pick(rng, _INDIA_ACCENTS), 12)
     head_y = foot - size
     flare = size * rng.uniform(0.22, 0.35)
-    robe_pts = np.array([[x - size * 0.08, head_y + size * 0.14], [x + size * 0.08, head_y + size * 0.14],
-                         [x + flare, foot], [x - flare, foot]])
+    robe_pts = np.array(
+        [
+            [x - size * 0.08, head_y + size * 0.14],
+            [x + size * 0.08, head_y + size * 0.14],
+            [x + flare, foot],
+            [x - flare, foot],
+        ]
+    )
     h, w = img.shape[:2]
     aspect = h / w
     robe_pts[:, 0] = x + (robe_pts[:, 0] - x) * aspect
     cv2.fillPoly(img, [_poly(img, robe_pts)], robe, _AA)
-    cv2.line(img, _pt(img, x - 0.06 * size * aspect, head_y + size * 0.45),
-             _pt(img, x + 0.06 * size * aspect, head_y + size * 0.45),
-             _jitter(rng, _pick(rng, _INDIA_ACCENTS), 12), _px(img, size * 0.05), _AA)
+    cv2.line(
+        img,
+        _pt(img, x - 0.06 * size * aspect, head_y + size * 0.45),
+        _pt(img, x + 0.06 * size * aspect, head_y + size * 0.45),
+        _jitter(rng, _pick(rng, _INDIA_ACCENTS), 12),
+        _px(img, size * 0.05),
+        _AA,
+    )
     r = _px(img, size * 0.075)
     if rng.random() < 0.25:
-        cv2.circle(img, _pt(img, x, head_y + 0.04 * size), round(r * 1.9), _GOLD, -1, _AA)
-    cv2.circle(img, _pt(img, x, head_y + 0.06 * size), r, _jitter(rng, (70, 110, 160), 12), -1, _AA)
-    cv2.ellipse(img, _pt(img, x, head_y), (r, max(1, r // 2)), 0, 0, 360,
-                _jitter(rng, _pick(rng, _INDIA_ACCENTS), 12), -1, _AA)
+        _dot(img, _pt(img, x, head_y + 0.04 * size), round(r * 1.9), _GOLD)
+    _dot(img, _pt(img, x, head_y + 0.06 * size), r, _jitter(rng, (70, 110, 160), 12))
+    _disc(
+        img, _pt(img, x, head_y), (r, max(1, r // 2)), _jitter(rng, _pick(rng, _INDIA_ACCENTS), 12)
+    )
 
 
 def _india_scene(img: np.ndarray, rng: np.random.Generator) -> None:
@@ -402,24 +503,40 @@ def _india_scene(img: np.ndarray, rng: np.random.Generator) -> None:
     ground = _jitter(rng, _pick(rng, _INDIA_GROUNDS), 14)
     img[:] = ground
     horizon = rng.uniform(0.12, 0.35)
-    sky = _jitter(rng, _pick(rng, ((110, 50, 20), (60, 170, 220), (150, 110, 60), (30, 30, 60))), 14)
+    sky = _jitter(
+        rng, _pick(rng, ((110, 50, 20), (60, 170, 220), (150, 110, 60), (30, 30, 60))), 14
+    )
     _gradient(img, sky, _scale(sky, rng.uniform(1.1, 1.5)), 0, horizon)
     floor = rng.uniform(0.7, 0.9)
     terrace = _jitter(rng, _pick(rng, ((210, 220, 230), (40, 90, 180), (50, 120, 60))), 12)
     cv2.rectangle(img, _pt(img, 0, floor), _pt(img, 1, 1), terrace, -1)
     for _ in range(int(rng.integers(0, 4))):
-        _tree(img, rng, rng.uniform(0.05, 0.95), horizon + rng.uniform(0.02, 0.1),
-              rng.uniform(0.08, 0.18), (40, 110, 40))
+        _tree(
+            img,
+            rng,
+            rng.uniform(0.05, 0.95),
+            horizon + rng.uniform(0.02, 0.1),
+            rng.uniform(0.08, 0.18),
+            (40, 110, 40),
+        )
     if rng.random() < 0.6:
         _india_architecture(img, rng, floor)
     for _ in range(int(rng.integers(1, 5))):
-        _india_figure(img, rng, rng.uniform(0.15, 0.85), floor + rng.uniform(-0.02, 0.06),
-                      rng.uniform(0.25, 0.45))
-    # Miniatures are densely patterned; scattered flower dots keep the flat planes from looking empty.
-    h, w = img.shape[:2]
+        _india_figure(
+            img,
+            rng,
+            rng.uniform(0.15, 0.85),
+            floor + rng.uniform(-0.02, 0.06),
+            rng.uniform(0.25, 0.45),
+        )
+    # Miniatures are densely patterned; scattered flower dots keep flat planes from looking empty.
     for _ in range(int(rng.integers(5, 30))):
-        cv2.circle(img, _pt(img, rng.random(), rng.uniform(horizon, 1)), _px(img, 0.006),
-                   _jitter(rng, _pick(rng, _INDIA_ACCENTS), 20), -1, _AA)
+        _dot(
+            img,
+            _pt(img, rng.random(), rng.uniform(horizon, 1)),
+            _px(img, 0.006),
+            _jitter(rng, _pick(rng, _INDIA_ACCENTS), 20),
+        )
 
 
 def _painted_border(img: np.ndarray, rng: np.random.Generator) -> None:
@@ -438,11 +555,16 @@ def _painted_border(img: np.ndarray, rng: np.random.Generator) -> None:
                 edge = int(rng.integers(4))
                 d = inset + width / 2
                 x, y = ((t, d), (t, 1 - d), (d, t), (1 - d, t))[edge]
-                cv2.circle(img, _pt(img, x, y), _px(img, width * 0.2), _GOLD, -1, _AA)
+                _dot(img, _pt(img, x, y), _px(img, width * 0.2), _GOLD)
         inset += width
         rule = _px(img, inset, 0)
-        cv2.rectangle(img, (rule, rule), (w - 1 - rule, h - 1 - rule),
-                      _pick(rng, (_GOLD, (20, 20, 20), (235, 240, 240))), _px(img, 0.006))
+        cv2.rectangle(
+            img,
+            (rule, rule),
+            (w - 1 - rule, h - 1 - rule),
+            _pick(rng, (_GOLD, (20, 20, 20), (235, 240, 240))),
+            _px(img, 0.006),
+        )
 
 
 def _draw_india(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
@@ -456,27 +578,42 @@ def _draw_india(img: np.ndarray, rng: np.random.Generator, grain: np.random.Gene
 # america: dark oil portraits and landscapes on canvas
 # --------------------------------------------------------------------------------------------
 
-_OIL_DARKS: tuple[Colour, ...] = ((20, 30, 45), (25, 40, 40), (35, 45, 55), (15, 20, 25), (30, 50, 70))
+_OIL_DARKS: tuple[Colour, ...] = (
+    (20, 30, 45),
+    (25, 40, 40),
+    (35, 45, 55),
+    (15, 20, 25),
+    (30, 50, 70),
+)
 _OIL_CLOTHES: tuple[Colour, ...] = ((15, 15, 20), (20, 30, 45), (45, 30, 25), (25, 45, 35))
 
 
-def _oil_landscape(img: np.ndarray, rng: np.random.Generator, sky: Colour, glow: Colour,
-                   earth: Sequence[Colour]) -> None:
+def _oil_landscape(
+    img: np.ndarray, rng: np.random.Generator, sky: Colour, glow: Colour, earth: Sequence[Colour]
+) -> None:
     """Draw a landscape: sky gradient with clouds, ridges, optional water, framing trees."""
     horizon = rng.uniform(0.45, 0.7)
     _gradient(img, sky, glow, 0, horizon)
     h, w = img.shape[:2]
     clouds = np.zeros((h, w), np.float32)
     for _ in range(int(rng.integers(0, 6))):
-        cv2.ellipse(clouds, _pt(img, rng.random(), rng.uniform(0.05, horizon * 0.7)),
-                    (_px(img, rng.uniform(0.08, 0.25)), _px(img, rng.uniform(0.03, 0.07))), 0, 0, 360,
-                    rng.uniform(0.3, 0.7), -1, _AA)
+        _disc(
+            clouds,
+            _pt(img, rng.random(), rng.uniform(0.05, horizon * 0.7)),
+            (_px(img, rng.uniform(0.08, 0.25)), _px(img, rng.uniform(0.03, 0.07))),
+            rng.uniform(0.3, 0.7),
+        )
     _blend(img, cv2.GaussianBlur(clouds, (0, 0), _px(img, 0.03)), _scale(glow, 1.1))
     _hills(img, rng, horizon, earth)
     if rng.random() < 0.4:
         y = rng.uniform(horizon + 0.05, 0.85)
-        cv2.rectangle(img, _pt(img, rng.uniform(-0.2, 0.4), y), _pt(img, rng.uniform(0.6, 1.2), y + 0.08),
-                      _scale(glow, 0.8), -1)
+        cv2.rectangle(
+            img,
+            _pt(img, rng.uniform(-0.2, 0.4), y),
+            _pt(img, rng.uniform(0.6, 1.2), y + 0.08),
+            _scale(glow, 0.8),
+            -1,
+        )
     for _ in range(int(rng.integers(0, 4))):
         x = _pick(rng, (rng.uniform(0, 0.2), rng.uniform(0.8, 1.0)))
         _tree(img, rng, x, rng.uniform(0.75, 1.0), rng.uniform(0.25, 0.5), earth[-1])
@@ -494,8 +631,11 @@ def _draw_america(img: np.ndarray, rng: np.random.Generator, grain: np.random.Ge
     # Aged varnish absorbs blue and darkens everything; it is the single strongest cue.
     varnish = (rng.uniform(0.55, 0.75), rng.uniform(0.7, 0.85), rng.uniform(0.8, 0.95))
     _soften(img, 0.004)
-    surface = [_vignette(img, rng.uniform(0.2, 0.45)), _weave(img, rng.uniform(0.04, 0.09)),
-               _stains(img, grain, 0.04, 20)]
+    surface = [
+        _vignette(img, rng.uniform(0.2, 0.45)),
+        _weave(img, rng.uniform(0.04, 0.09)),
+        _stains(img, grain, 0.04, 20),
+    ]
     _finish(img, grain, 5.0, surface, varnish)
 
 
@@ -520,18 +660,34 @@ class _ScrollProfile(NamedTuple):
 
 
 _CHINA = _ScrollProfile(
-    ground_hue=(16.8, 2.0), ground_sat=(0.31, 0.08), ground_val=(0.765, 0.07),
+    ground_hue=(16.8, 2.0),
+    ground_sat=(0.31, 0.08),
+    ground_val=(0.765, 0.07),
     formats=(("leaf", 0.48), ("hanging", 0.35), ("fan", 0.15), ("gold", 0.02)),
-    motifs=(("landscape", 0.34), ("branch", 0.24), ("bird", 0.2), ("bamboo", 0.14), ("orchid", 0.08)),
+    motifs=(
+        ("landscape", 0.34),
+        ("branch", 0.24),
+        ("bird", 0.2),
+        ("bamboo", 0.14),
+        ("orchid", 0.08),
+    ),
     column_side=(("left", 0.45), ("right", 0.4), ("none", 0.15)),
-    max_columns=4, seal_prob=0.85, max_seals=4, colour_prob=0.3,
+    max_columns=4,
+    seal_prob=0.85,
+    max_seals=4,
+    colour_prob=0.3,
 )
 _JAPAN = _ScrollProfile(
-    ground_hue=(19.2, 2.0), ground_sat=(0.23, 0.08), ground_val=(0.825, 0.07),
+    ground_hue=(19.2, 2.0),
+    ground_sat=(0.23, 0.08),
+    ground_val=(0.825, 0.07),
     formats=(("leaf", 0.35), ("hanging", 0.52), ("fan", 0.04), ("gold", 0.09)),
     motifs=(("landscape", 0.2), ("branch", 0.3), ("bird", 0.28), ("bamboo", 0.1), ("orchid", 0.12)),
     column_side=(("left", 0.27), ("right", 0.55), ("none", 0.18)),
-    max_columns=2, seal_prob=0.5, max_seals=2, colour_prob=0.45,
+    max_columns=2,
+    seal_prob=0.5,
+    max_seals=2,
+    colour_prob=0.45,
 )
 
 _INK: Colour = (35, 35, 40)
@@ -554,10 +710,12 @@ class _Panel(NamedTuple):
 
     @property
     def width(self) -> float:
+        """Relative width of the panel."""
         return self.x1 - self.x0
 
     @property
     def height(self) -> float:
+        """Relative height of the panel."""
         return self.y1 - self.y0
 
 
@@ -567,53 +725,78 @@ def _silk_colour(rng: np.random.Generator, profile: _ScrollProfile) -> Colour:
     return _hsv(rng.normal(*profile.ground_hue), sat, min(0.95, rng.normal(*profile.ground_val)))
 
 
+def _fan_leaf(img: np.ndarray, rng: np.random.Generator, ground: Colour, painted: np.ndarray):
+    """Paint a folding-fan leaf (an annular sector) centred in the frame; return its panel.
+
+    The radius is sized from both sides so the fan keeps its shape in any frame.
+    """
+    h, w = img.shape[:2]
+    spread = np.radians(rng.uniform(55, 68))
+    # The sector spans 2 R sin(spread) across and R (1 - 0.45 cos(spread)) down.
+    depth = 1 - 0.45 * np.cos(spread)
+    radius = min(0.92 * w / (2 * np.sin(spread)), 0.85 * h / depth)
+    cx, cy = w / 2, h / 2 - radius * depth / 2 + radius
+    angles = np.linspace(-np.pi / 2 - spread, -np.pi / 2 + spread, 40)
+    outer = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], 1)
+    inner = np.stack([cx + 0.45 * radius * np.cos(angles), cy + 0.45 * radius * np.sin(angles)], 1)
+    leaf = np.round(np.concatenate([outer, inner[::-1]])).astype(np.int32)
+    cv2.fillPoly(img, [leaf], ground, _AA)
+    cv2.fillPoly(painted, [leaf], 255)
+    half = 0.6 * radius / w
+    return _Panel(
+        0.5 - half, (cy - 0.97 * radius) / h, 0.5 + half, (cy - 0.5 * radius) / h
+    ), painted
+
+
+def _hanging_mount(img: np.ndarray, rng: np.random.Generator) -> _Panel:
+    """Paint the silk mounting of a hanging scroll and return the tall panel it frames."""
+    h, w = img.shape[:2]
+    fabric = _pick(rng, ((90, 110, 120), (110, 100, 80), (70, 90, 100), (150, 165, 175)))
+    mount = _jitter(rng, fabric, 10)
+    img[:] = mount
+    # A hanging scroll is tall: fit a panel of roughly 1:2.5 into whatever frame we have.
+    ph = rng.uniform(0.72, 0.84)
+    pw = min(0.8, ph * h / w / rng.uniform(2.0, 3.0))
+    y0 = rng.uniform(0.1, 0.16)
+    # The dark strip above the painting is the scroll's decorative band (ichimonji).
+    cv2.rectangle(img, _pt(img, 0, y0 - 0.04), _pt(img, 1, y0 - 0.02), _scale(mount, 0.7), -1)
+    return _Panel(0.5 - pw / 2, y0, 0.5 + pw / 2, y0 + ph)
+
+
 def _mount(img: np.ndarray, rng: np.random.Generator, fmt: str, silk: Colour):
-    """Lay out the mount for ``fmt`` and paint the silk ground.
+    """Lay out the mount for ``fmt`` and paint the ground (silk, or gold leaf for "gold").
 
     Returns the panel to compose motifs in and a uint8 mask of the painted ground, outside of
     which nothing may be painted.
     """
     h, w = img.shape[:2]
-    if fmt == "hanging":
-        mount = _jitter(rng, _pick(rng, ((90, 110, 120), (110, 100, 80), (70, 90, 100), (150, 165, 175))), 10)
-        img[:] = mount
-        # A hanging scroll is tall: fit a panel of roughly 1:2.5 into whatever frame we have.
-        ph = rng.uniform(0.72, 0.84)
-        pw = min(0.8, ph * h / w / rng.uniform(2.0, 3.0))
-        x0 = 0.5 - pw / 2
-        panel = _Panel(x0, rng.uniform(0.1, 0.16), x0 + pw, 0.0)
-        panel = panel._replace(y1=panel.y0 + ph)
-        cv2.rectangle(img, _pt(img, 0, panel.y0 - 0.04), _pt(img, 1, panel.y0 - 0.02),
-                      _scale(mount, 0.7), -1)
-    elif fmt == "fan":
+    painted = np.zeros((h, w), np.uint8)
+    if fmt == "fan":
+        # Fans are photographed unmounted, on a pale grey card.
         img[:] = _jitter(rng, (200, 205, 210), 10)
-        panel = _Panel(0.08, 0.12, 0.92, 0.88)
+        return _fan_leaf(img, rng, silk, painted)
+    if fmt == "hanging":
+        panel = _hanging_mount(img, rng)
     else:
         img[:] = _jitter(rng, (205, 210, 212), 6)
         m = rng.uniform(0.0, 0.06)
         panel = _Panel(m, m, 1 - m, 1 - m)
     ground = _jitter(rng, (70, 150, 195), 10) if fmt == "gold" else silk
-    painted = np.zeros((h, w), np.uint8)
-    if fmt == "fan":
-        # A folding-fan leaf is an annular sector: the band between two concentric arcs.
-        centre = _pt(img, 0.5, 1.2)
-        spread = rng.uniform(50, 68)
-        outer = cv2.ellipse2Poly(centre, (round(w * 0.62), round(h * 1.1)), 0, round(270 - spread),
-                                 round(270 + spread), 3)
-        inner = cv2.ellipse2Poly(centre, (round(w * 0.28), round(h * 0.55)), 0, round(270 - spread),
-                                 round(270 + spread), 3)
-        leaf = np.concatenate([outer, inner[::-1]])
-        cv2.fillPoly(img, [leaf], ground, _AA)
-        cv2.fillPoly(painted, [leaf], 255)
-        return _Panel(0.22, 0.14, 0.78, 0.62), painted
     p, q = _pt(img, panel.x0, panel.y0), _pt(img, panel.x1, panel.y1)
     cv2.rectangle(img, p, q, ground, -1)
     cv2.rectangle(painted, p, q, 255, -1)
     return panel, painted
 
 
-def _ink_branch(ink: np.ndarray, rng: np.random.Generator, start: tuple[float, float], angle: float,
-                length: float, depth: int, tips: list[tuple[float, float]]) -> None:
+def _ink_branch(
+    ink: np.ndarray,
+    rng: np.random.Generator,
+    start: tuple[float, float],
+    angle: float,
+    length: float,
+    depth: int,
+    tips: list[tuple[float, float]],
+) -> None:
     """Draw a wobbling branch and its sub-branches into ``ink``; collect the twig tips."""
     h, w = ink.shape
     side = min(h, w)
@@ -624,36 +807,56 @@ def _ink_branch(ink: np.ndarray, rng: np.random.Generator, start: tuple[float, f
         x += np.cos(angle) * length / 3 * side / w
         y += np.sin(angle) * length / 3 * side / h
         pts.append((x, y))
-    cv2.polylines(ink, [_poly(ink, np.array(pts))], False, rng.uniform(0.7, 1.0),
-                  _px(ink, length * 0.03 * (depth + 1) / 3), _AA)
+    cv2.polylines(
+        ink,
+        [_poly(ink, np.array(pts))],
+        False,
+        rng.uniform(0.7, 1.0),
+        _px(ink, length * 0.03 * (depth + 1) / 3),
+        _AA,
+    )
     tips.append((x, y))
     if depth > 0:
         for _ in range(int(rng.integers(1, 3))):
             i = int(rng.integers(1, 4))
-            _ink_branch(ink, rng, pts[i], angle + rng.choice((-1, 1)) * rng.uniform(0.3, 0.9),
-                        length * rng.uniform(0.45, 0.7), depth - 1, tips)
+            _ink_branch(
+                ink,
+                rng,
+                pts[i],
+                angle + rng.choice((-1, 1)) * rng.uniform(0.3, 0.9),
+                length * rng.uniform(0.45, 0.7),
+                depth - 1,
+                tips,
+            )
 
 
-def _motif_branch(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel,
-                  colour: bool) -> list[tuple[float, float]]:
+def _motif_branch(
+    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
+) -> list[tuple[float, float]]:
     """Draw a flowering branch entering from a panel edge; return its tips (for a bird)."""
     left = rng.random() < 0.5
     start = panel.at(0.0 if left else 1.0, rng.uniform(0.2, 0.8))
     base = rng.uniform(-0.6, 0.6) + (0.0 if left else np.pi)
     tips: list[tuple[float, float]] = []
-    _ink_branch(ink, rng, start, base, rng.uniform(0.3, 0.55) * min(panel.width, panel.height) * 2,
-                2, tips)
+    _ink_branch(
+        ink, rng, start, base, rng.uniform(0.3, 0.55) * min(panel.width, panel.height) * 2, 2, tips
+    )
     _apply_ink(img, ink)
     blossom = _pick(rng, _BLOSSOMS) if colour else _scale(_INK, 1.6)
     for x, y in tips:
         for _ in range(int(rng.integers(1, 4))):
-            cv2.circle(img, _pt(img, x + rng.normal(0, 0.015), y + rng.normal(0, 0.015)),
-                       _px(img, rng.uniform(0.008, 0.018)), _jitter(rng, blossom, 15), -1, _AA)
+            _dot(
+                img,
+                _pt(img, x + rng.normal(0, 0.015), y + rng.normal(0, 0.015)),
+                _px(img, rng.uniform(0.008, 0.018)),
+                _jitter(rng, blossom, 15),
+            )
     return tips
 
 
-def _motif_bird(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel,
-                colour: bool) -> None:
+def _motif_bird(
+    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
+) -> None:
     """Draw a small bird perched on a short branch: body, head, beak, wing and tail."""
     tips = _motif_branch(img, ink, rng, panel, colour)
     x, y = tips[int(rng.integers(len(tips)))]
@@ -664,22 +867,37 @@ def _motif_bird(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, pane
     facing = rng.choice((-1, 1))
     body = _pick(rng, _MINERALS) if colour else _scale(_INK, rng.uniform(1.0, 2.5))
     cx, cy = round(x * w), round(y * h - s * 0.8)
-    tail = np.array([[cx - facing * s * 0.6, cy], [cx - facing * s * 1.9, cy + s * 0.9],
-                     [cx - facing * s * 1.6, cy + s * 1.2]])
+    tail = np.array(
+        [
+            [cx - facing * s * 0.6, cy],
+            [cx - facing * s * 1.9, cy + s * 0.9],
+            [cx - facing * s * 1.6, cy + s * 1.2],
+        ]
+    )
     cv2.fillPoly(img, [np.round(tail).astype(np.int32)], _scale(body, 0.7), _AA)
-    cv2.ellipse(img, (cx, cy), (round(s), round(s * 0.6)), facing * -15, 0, 360, body, -1, _AA)
+    _disc(img, (cx, cy), (round(s), round(s * 0.6)), body, angle=facing * -15)
     head = (round(cx + facing * s * 0.9), round(cy - s * 0.45))
-    cv2.circle(img, head, round(s * 0.4), _scale(body, 0.85), -1, _AA)
-    beak = np.array([[head[0] + facing * s * 0.35, head[1] - s * 0.1],
-                     [head[0] + facing * s * 0.8, head[1] + s * 0.05],
-                     [head[0] + facing * s * 0.35, head[1] + s * 0.15]])
+    _dot(img, head, round(s * 0.4), _scale(body, 0.85))
+    beak = np.array(
+        [
+            [head[0] + facing * s * 0.35, head[1] - s * 0.1],
+            [head[0] + facing * s * 0.8, head[1] + s * 0.05],
+            [head[0] + facing * s * 0.35, head[1] + s * 0.15],
+        ]
+    )
     cv2.fillPoly(img, [np.round(beak).astype(np.int32)], _INK, _AA)
-    cv2.ellipse(img, (round(cx - facing * s * 0.1), cy), (round(s * 0.7), round(s * 0.35)),
-                facing * -25, 0, 360, _scale(body, 0.6), -1, _AA)
+    _disc(
+        img,
+        (round(cx - facing * s * 0.1), cy),
+        (round(s * 0.7), round(s * 0.35)),
+        _scale(body, 0.6),
+        angle=facing * -25,
+    )
 
 
-def _motif_bamboo(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel,
-                  colour: bool) -> None:
+def _motif_bamboo(
+    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
+) -> None:
     """Draw one to three jointed bamboo stalks with clusters of blade-shaped leaves."""
     for _ in range(int(rng.integers(1, 4))):
         u = rng.uniform(0.15, 0.85)
@@ -696,13 +914,20 @@ def _motif_bamboo(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, pa
             ang = rng.uniform(-2.8, -0.3) if rng.random() < 0.5 else rng.uniform(0.3, 1.2)
             ln = rng.uniform(0.05, 0.12) * panel.width * 1.5
             tip = (bx + np.cos(ang) * ln, by + np.sin(ang) * ln * ink.shape[1] / ink.shape[0])
-            cv2.line(ink, _pt(ink, bx, by), _pt(ink, *tip), rng.uniform(0.6, 1.0),
-                     _px(ink, 0.012 * panel.width * 2), _AA)
+            cv2.line(
+                ink,
+                _pt(ink, bx, by),
+                _pt(ink, *tip),
+                rng.uniform(0.6, 1.0),
+                _px(ink, 0.012 * panel.width * 2),
+                _AA,
+            )
     _apply_ink(img, ink, (50, 90, 60) if colour else _INK)
 
 
-def _motif_orchid(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel,
-                  colour: bool) -> None:
+def _motif_orchid(
+    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
+) -> None:
     """Draw an orchid or flowering plant: long arching leaves from a base, a few flowers."""
     bx, by = panel.at(rng.uniform(0.3, 0.7), rng.uniform(0.75, 0.95))
     for _ in range(int(rng.integers(4, 9))):
@@ -712,16 +937,26 @@ def _motif_orchid(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, pa
         bend = rng.normal(0, 0.6)
         xs = bx + np.cos(ang + bend * t) * ln * t * 0.7
         ys = by + np.sin(ang + bend * t) * ln * t
-        cv2.polylines(ink, [_poly(ink, np.stack([xs, ys], 1))], False, rng.uniform(0.6, 1.0),
-                      _px(ink, 0.008), _AA)
+        cv2.polylines(
+            ink,
+            [_poly(ink, np.stack([xs, ys], 1))],
+            False,
+            rng.uniform(0.6, 1.0),
+            _px(ink, 0.008),
+            _AA,
+        )
     _apply_ink(img, ink, (50, 90, 60) if colour else _INK)
     flower = _pick(rng, _BLOSSOMS) if colour else _scale(_INK, 2.2)
     for _ in range(int(rng.integers(1, 5))):
         fx, fy = bx + rng.normal(0, 0.08) * panel.width, by - rng.uniform(0.1, 0.35) * panel.height
         for _ in range(5):
-            cv2.ellipse(img, _pt(img, fx + rng.normal(0, 0.01), fy + rng.normal(0, 0.01)),
-                        (_px(img, 0.018), _px(img, 0.007)), rng.uniform(0, 180), 0, 360,
-                        _jitter(rng, flower, 12), -1, _AA)
+            _disc(
+                img,
+                _pt(img, fx + rng.normal(0, 0.01), fy + rng.normal(0, 0.01)),
+                (_px(img, 0.018), _px(img, 0.007)),
+                _jitter(rng, flower, 12),
+                angle=rng.uniform(0, 180),
+            )
 
 
 def _mountain(ink: np.ndarray, rng: np.random.Generator, panel: _Panel, near: float) -> None:
@@ -747,12 +982,19 @@ def _mountain(ink: np.ndarray, rng: np.random.Generator, panel: _Panel, near: fl
         i = int(rng.integers(1, 10))
         x, y = pts[i]
         dx = (0.5 - u[i]) * rng.uniform(0.02, 0.06)
-        cv2.line(ink, _pt(ink, x, y), _pt(ink, x + dx, y + rng.uniform(0.03, 0.1) * panel.height),
-                 density, _px(ink, 0.004), _AA)
+        cv2.line(
+            ink,
+            _pt(ink, x, y),
+            _pt(ink, x + dx, y + rng.uniform(0.03, 0.1) * panel.height),
+            density,
+            _px(ink, 0.004),
+            _AA,
+        )
 
 
-def _motif_landscape(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel,
-                     colour: bool) -> None:
+def _motif_landscape(
+    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
+) -> None:
     """Draw ink-wash mountains in receding layers with mist between them and dotted trees."""
     layers = int(rng.integers(2, 5))
     for i in range(layers):
@@ -761,7 +1003,7 @@ def _motif_landscape(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator,
     _apply_ink(img, ink, (90, 100, 70) if colour else _INK)
     for _ in range(int(rng.integers(0, 14))):
         x, y = panel.at(rng.uniform(0.1, 0.9), rng.uniform(0.4, 0.95))
-        cv2.circle(img, _pt(img, x, y), _px(img, rng.uniform(0.004, 0.01)), _INK, -1, _AA)
+        _dot(img, _pt(img, x, y), _px(img, rng.uniform(0.004, 0.01)), _INK)
 
 
 _MOTIFS: dict[str, Callable[..., object]] = {
@@ -779,22 +1021,34 @@ def _apply_ink(img: np.ndarray, ink: np.ndarray, colour: Colour = _INK) -> None:
     ink[:] = 0
 
 
-def _calligraphy_char(img: np.ndarray, rng: np.random.Generator, cx: int, cy: int, cell: float,
-                      ink: Colour) -> None:
+def _calligraphy_char(
+    img: np.ndarray, rng: np.random.Generator, cx: int, cy: int, cell: float, ink: Colour
+) -> None:
     """Draw one brush-written character as a handful of short strokes and dots in a cell."""
     thick = max(1, round(cell * rng.uniform(0.08, 0.14)))
     for _ in range(int(rng.integers(3, 7))):
         kind = int(rng.integers(4))
         x, y = cx + rng.uniform(-0.4, 0.4) * cell, cy + rng.uniform(-0.4, 0.4) * cell
-        dx, dy = ((rng.uniform(0.3, 0.8), rng.normal(0, 0.05)), (rng.normal(0, 0.05), rng.uniform(0.3, 0.8)),
-                  (-rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)), (0.08, 0.1))[kind]
+        dx, dy = (
+            (rng.uniform(0.3, 0.8), rng.normal(0, 0.05)),
+            (rng.normal(0, 0.05), rng.uniform(0.3, 0.8)),
+            (-rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)),
+            (0.08, 0.1),
+        )[kind]
         x0, y0 = x - dx * cell / 2, y - dy * cell / 2
-        cv2.line(img, (round(x0), round(y0)), (round(x0 + dx * cell), round(y0 + dy * cell)), ink, thick,
-                 _AA)
+        cv2.line(
+            img,
+            (round(x0), round(y0)),
+            (round(x0 + dx * cell), round(y0 + dy * cell)),
+            ink,
+            thick,
+            _AA,
+        )
 
 
-def _calligraphy(img: np.ndarray, rng: np.random.Generator, panel: _Panel, side: str,
-                 max_columns: int) -> tuple[float, float]:
+def _calligraphy(
+    img: np.ndarray, rng: np.random.Generator, panel: _Panel, side: str, max_columns: int
+) -> tuple[float, float]:
     """Write columns of characters down one side of the panel; return where the last one ends."""
     h, w = img.shape[:2]
     cell = rng.uniform(0.03, 0.055) * min(h, w)
@@ -815,8 +1069,9 @@ def _calligraphy(img: np.ndarray, rng: np.random.Generator, panel: _Panel, side:
     return end
 
 
-def _seals(img: np.ndarray, rng: np.random.Generator, panel: _Panel, near: tuple[float, float],
-           count: int) -> None:
+def _seals(
+    img: np.ndarray, rng: np.random.Generator, panel: _Panel, near: tuple[float, float], count: int
+) -> None:
     """Stamp vermilion seals: one under the inscription, others in the panel's corners."""
     h, w = img.shape[:2]
     for i in range(count):
@@ -826,15 +1081,19 @@ def _seals(img: np.ndarray, rng: np.random.Generator, panel: _Panel, near: tuple
             x, y = panel.at(_pick(rng, (0.05, 0.85)), rng.uniform(0.6, 0.9))
         s = rng.uniform(0.025, 0.05) * min(h, w)
         colour = _jitter(rng, _VERMILION, 12)
-        p, q = (round(x * w), round(y * h)), (round(x * w + s), round(y * h + s * rng.uniform(0.9, 1.5)))
+        p, q = (
+            (round(x * w), round(y * h)),
+            (round(x * w + s), round(y * h + s * rng.uniform(0.9, 1.5))),
+        )
         if rng.random() < 0.7:
             cv2.rectangle(img, p, q, colour, -1)
         else:
             cv2.rectangle(img, p, q, colour, max(1, round(s * 0.15)))
 
 
-def _draw_east_asian(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator,
-                     profile: _ScrollProfile) -> None:
+def _draw_east_asian(
+    img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator, profile: _ScrollProfile
+) -> None:
     """Render a Chinese or Japanese painting as ``profile`` biases it."""
     fmt = _choose(rng, profile.formats)
     panel, painted = _mount(img, rng, fmt, _silk_colour(rng, profile))
@@ -880,37 +1139,59 @@ def _religious_scene(img: np.ndarray, rng: np.random.Generator) -> None:
     for i in range(n):
         x = (i + 0.5) / n + rng.normal(0, 0.03)
         size = rng.uniform(0.45, 0.7) * (1.2 if n % 2 and i == n // 2 else 1.0)
-        robe = _jitter(rng, _pick(rng, ((140, 40, 20), (40, 40, 170), (60, 110, 50), (180, 190, 200))), 15)
+        robe = _jitter(
+            rng, _pick(rng, ((140, 40, 20), (40, 40, 170), (60, 110, 50), (180, 190, 200))), 15
+        )
         top = floor - size
-        pts = np.array([[x - 0.04, top + 0.1], [x + 0.04, top + 0.1], [x + 0.12 / n * 2, floor],
-                        [x - 0.12 / n * 2, floor]])
+        pts = np.array(
+            [
+                [x - 0.04, top + 0.1],
+                [x + 0.04, top + 0.1],
+                [x + 0.12 / n * 2, floor],
+                [x - 0.12 / n * 2, floor],
+            ]
+        )
         cv2.fillPoly(img, [_poly(img, pts)], robe, _AA)
-        cv2.circle(img, _pt(img, x, top + 0.05), _px(img, 0.09 / max(2, n) * 2), _GOLD, -1, _AA)
-        cv2.circle(img, _pt(img, x, top + 0.06), _px(img, 0.05 / max(2, n) * 2), (120, 160, 210), -1, _AA)
+        _dot(img, _pt(img, x, top + 0.05), _px(img, 0.09 / max(2, n) * 2), _GOLD)
+        _dot(img, _pt(img, x, top + 0.06), _px(img, 0.05 / max(2, n) * 2), (120, 160, 210))
 
 
 def _still_life(img: np.ndarray, rng: np.random.Generator) -> None:
-    """Draw a still life: dark ground, table edge, fruit and a vessel."""
+    """Draw a still life: dark ground, a table edge and a row of fruit."""
     img[:] = _jitter(rng, (25, 30, 35), 8)
     table = rng.uniform(0.55, 0.75)
     cv2.rectangle(img, _pt(img, 0, table), _pt(img, 1, 1), _jitter(rng, (40, 70, 100), 12), -1)
     for _ in range(int(rng.integers(3, 9))):
-        fruit = _jitter(rng, _pick(rng, ((40, 40, 180), (40, 180, 220), (50, 140, 60), (90, 40, 100))), 15)
-        cv2.circle(img, _pt(img, rng.uniform(0.15, 0.85), table + rng.uniform(-0.05, 0.05)),
-                   _px(img, rng.uniform(0.04, 0.09)), fruit, -1, _AA)
+        fruit = _jitter(
+            rng, _pick(rng, ((40, 40, 180), (40, 180, 220), (50, 140, 60), (90, 40, 100))), 15
+        )
+        _dot(
+            img,
+            _pt(img, rng.uniform(0.15, 0.85), table + rng.uniform(-0.05, 0.05)),
+            _px(img, rng.uniform(0.04, 0.09)),
+            fruit,
+        )
 
 
 def _draw_european(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
     """Render a European painting: religious, portrait, landscape or still life, no border."""
-    subject = _choose(rng, (("religious", 0.3), ("portrait", 0.3), ("landscape", 0.25), ("still", 0.15)))
+    subject = _choose(
+        rng, (("religious", 0.3), ("portrait", 0.3), ("landscape", 0.25), ("still", 0.15))
+    )
     if subject == "religious":
         _religious_scene(img, rng)
     elif subject == "portrait":
-        _portrait(img, rng, ((60, 80, 60), (90, 90, 95), (120, 90, 60), (30, 30, 30), (70, 110, 130)),
-                  ((30, 30, 150), (120, 60, 30), (20, 20, 20), (60, 100, 60), (200, 200, 210)))
+        _portrait(
+            img,
+            rng,
+            ((60, 80, 60), (90, 90, 95), (120, 90, 60), (30, 30, 30), (70, 110, 130)),
+            ((30, 30, 150), (120, 60, 30), (20, 20, 20), (60, 100, 60), (200, 200, 210)),
+        )
     elif subject == "landscape":
         earth = ((150, 160, 150), (70, 140, 110), (50, 110, 80), (40, 80, 60))
-        _oil_landscape(img, rng, _jitter(rng, (210, 160, 110), 20), _jitter(rng, (200, 215, 225), 12), earth)
+        _oil_landscape(
+            img, rng, _jitter(rng, (210, 160, 110), 20), _jitter(rng, (200, 215, 225), 12), earth
+        )
     else:
         _still_life(img, rng)
     varnish = (rng.uniform(0.8, 1.0), rng.uniform(0.85, 1.0), 1.0)
@@ -924,7 +1205,12 @@ def _draw_european(img: np.ndarray, rng: np.random.Generator, grain: np.random.G
 # --------------------------------------------------------------------------------------------
 
 _GLAZES: tuple[Colour, ...] = (
-    (150, 175, 140), (160, 80, 30), (235, 238, 240), (40, 70, 110), (20, 20, 25), (50, 100, 170),
+    (150, 175, 140),
+    (160, 80, 30),
+    (235, 238, 240),
+    (40, 70, 110),
+    (20, 20, 25),
+    (50, 100, 170),
     (170, 160, 60),
 )
 
@@ -951,10 +1237,20 @@ def _blade(mask: np.ndarray, rng: np.random.Generator) -> None:
     """Draw a dagger into ``mask``: tapering blade, cross guard and grip, laid diagonally."""
     ang = rng.uniform(-0.6, 0.6)
     width = rng.uniform(0.05, 0.1)
-    blade = [[-0.2, -width / 2], [0.42, -width / 4], [0.48, 0], [0.42, width / 4], [-0.2, width / 2]]
+    blade = [
+        [-0.2, -width / 2],
+        [0.42, -width / 4],
+        [0.48, 0],
+        [0.42, width / 4],
+        [-0.2, width / 2],
+    ]
     guard = [[-0.23, -width * 1.6], [-0.2, -width * 1.6], [-0.2, width * 1.6], [-0.23, width * 1.6]]
-    grip = [[-0.45, -width * 0.35], [-0.23, -width * 0.35], [-0.23, width * 0.35],
-            [-0.45, width * 0.35]]
+    grip = [
+        [-0.45, -width * 0.35],
+        [-0.23, -width * 0.35],
+        [-0.23, width * 0.35],
+        [-0.45, width * 0.35],
+    ]
     rot = np.array([[np.cos(ang), np.sin(ang)], [-np.sin(ang), np.cos(ang)]])
     for part in (blade, guard, grip):
         cv2.fillPoly(mask, [_poly(mask, np.array(part) @ rot + 0.5)], 255, _AA)
@@ -963,7 +1259,9 @@ def _blade(mask: np.ndarray, rng: np.random.Generator) -> None:
 def _draw_metalwork(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
     """Render a silver, gold or bronze object with sharp, banded reflections."""
     _studio_background(img, rng)
-    metal = _jitter(rng, _pick(rng, ((185, 185, 190), (60, 160, 200), (60, 100, 130), (90, 110, 90))), 10)
+    metal = _jitter(
+        rng, _pick(rng, ((185, 185, 190), (60, 160, 200), (60, 100, 130), (90, 110, 90))), 10
+    )
     kind = _choose(rng, (("vessel", 0.5), ("plate", 0.3), ("blade", 0.2)))
     h, w = img.shape[:2]
     if kind == "vessel":
@@ -972,7 +1270,7 @@ def _draw_metalwork(img: np.ndarray, rng: np.random.Generator, grain: np.random.
         mask = np.zeros((h, w), np.uint8)
         if kind == "plate":
             axes = (_px(img, rng.uniform(0.3, 0.42)), _px(img, rng.uniform(0.2, 0.42)))
-            cv2.ellipse(mask, _pt(img, 0.5, 0.5), axes, 0, 0, 360, 255, -1, _AA)
+            _disc(mask, _pt(img, 0.5, 0.5), axes, 255)
         else:
             _blade(mask, rng)
         xs = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
@@ -995,27 +1293,43 @@ def _textile_tile(rng: np.random.Generator, size: int, colours: Sequence[Colour]
         pts = np.array([[c, 0], [size, c], [c, size], [0, c]]) * rng.uniform(0.6, 1.0)
         pts += (size - pts.max(0)) / 2
         cv2.fillPoly(tile, [np.round(pts).astype(np.int32)], colours[1], _AA)
-        cv2.circle(tile, (round(c), round(c)), max(1, round(size * 0.12)), colours[2], -1, _AA)
+        _dot(tile, (round(c), round(c)), max(1, round(size * 0.12)), colours[2])
     elif kind == "rosette":
-        for k in range(int(rng.integers(4, 9))):
-            ang = 180 / np.pi * k * 2 * np.pi / 8
-            cv2.ellipse(tile, (round(c), round(c)), (max(1, round(size * 0.35)), max(1, round(size * 0.1))),
-                        ang, 0, 360, colours[1], -1, _AA)
-        cv2.circle(tile, (round(c), round(c)), max(1, round(size * 0.1)), colours[2], -1, _AA)
+        petals = int(rng.integers(2, 5))
+        for k in range(petals):
+            # Each ellipse makes two opposite petals, so 180 degrees covers the whole flower.
+            ang = 180 * k / petals
+            _disc(
+                tile,
+                (round(c), round(c)),
+                (max(1, round(size * 0.35)), max(1, round(size * 0.1))),
+                colours[1],
+                angle=ang,
+            )
+        _dot(tile, (round(c), round(c)), max(1, round(size * 0.1)), colours[2])
     elif kind == "stripe":
         for i, y in enumerate(np.sort(rng.uniform(0, size, 4))):
-            cv2.rectangle(tile, (0, round(y)), (size, round(y + size * 0.1)), colours[1 + i % 2], -1)
+            cv2.rectangle(
+                tile, (0, round(y)), (size, round(y + size * 0.1)), colours[1 + i % 2], -1
+            )
     else:
         t = max(1, round(size * 0.08))
         cv2.line(tile, (0, 0), (size, size), colours[1], t, _AA)
         cv2.line(tile, (size, 0), (0, size), colours[1], t, _AA)
-        cv2.circle(tile, (round(c), round(c)), max(1, round(size * 0.15)), colours[2], -1, _AA)
+        _dot(tile, (round(c), round(c)), max(1, round(size * 0.15)), colours[2])
     return tile
 
 
 def _draw_textile(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
     """Render a woven textile: a repeating pattern with thread texture, sometimes a fragment."""
-    palette = ((40, 40, 150), (110, 50, 30), (70, 150, 190), (200, 215, 225), (50, 90, 60), (40, 30, 30))
+    palette = (
+        (40, 40, 150),
+        (110, 50, 30),
+        (70, 150, 190),
+        (200, 215, 225),
+        (50, 90, 60),
+        (40, 30, 30),
+    )
     colours = [_jitter(rng, palette[i], 12) for i in rng.permutation(len(palette))[:3]]
     h, w = img.shape[:2]
     size = _px(img, rng.uniform(0.1, 0.3), 4)
@@ -1046,16 +1360,25 @@ def _figure_outline(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cv2.fillPoly(mask, [_poly(img, xy)], 255, _AA)
 
     def head(y: float, r: float) -> None:
-        cv2.ellipse(mask, _pt(img, cx, y), (max(1, round(r * 0.8 * h)), max(1, round(r * h))), 0, 0,
-                    360, 255, -1, _AA)
+        _disc(mask, _pt(img, cx, y), (max(1, round(r * 0.8 * h)), max(1, round(r * h))), 255)
 
     kind = _choose(rng, (("bust", 1.0), ("standing", 1.0), ("seated", 1.0)))
     if kind == "bust":
         r, y = rng.uniform(0.1, 0.13), rng.uniform(0.2, 0.3)
         s_w, drop = rng.uniform(0.2, 0.3), rng.uniform(0.05, 0.12)
         head(y, r)
-        fill([(-0.05, y), (0.05, y), (0.06, y + r * 1.3), (s_w, y + r * 1.3 + drop),
-              (s_w * 0.8, 0.7), (-s_w * 0.8, 0.7), (-s_w, y + r * 1.3 + drop), (-0.06, y + r * 1.3)])
+        fill(
+            [
+                (-0.05, y),
+                (0.05, y),
+                (0.06, y + r * 1.3),
+                (s_w, y + r * 1.3 + drop),
+                (s_w * 0.8, 0.7),
+                (-s_w * 0.8, 0.7),
+                (-s_w, y + r * 1.3 + drop),
+                (-0.06, y + r * 1.3),
+            ]
+        )
         fill([(-0.07, 0.7), (0.07, 0.7), (0.12, 0.86), (-0.12, 0.86)])
     elif kind == "standing":
         r, y = rng.uniform(0.045, 0.06), rng.uniform(0.1, 0.16)
@@ -1064,18 +1387,29 @@ def _figure_outline(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         fill([(-s_w, y + r * 1.6), (s_w, y + r * 1.6), (s_w * 0.8, hip), (-s_w * 0.8, hip)])
         for side in (-1, 1):
             reach = rng.uniform(0.0, 0.08)
-            fill([(side * s_w, y + r * 1.6), (side * (s_w + 0.035), y + r * 1.8),
-                  (side * (s_w + 0.02 + reach), hip - 0.02), (side * (s_w - 0.005 + reach), hip)])
+            fill(
+                [
+                    (side * s_w, y + r * 1.6),
+                    (side * (s_w + 0.035), y + r * 1.8),
+                    (side * (s_w + 0.02 + reach), hip - 0.02),
+                    (side * (s_w - 0.005 + reach), hip),
+                ]
+            )
             stance = rng.uniform(0.0, 0.03)
-            fill([(side * 0.005, hip), (side * s_w * 0.8, hip), (side * (0.04 + stance), 0.86),
-                  (side * (0.01 + stance), 0.86)])
+            fill(
+                [
+                    (side * 0.005, hip),
+                    (side * s_w * 0.8, hip),
+                    (side * (0.04 + stance), 0.86),
+                    (side * (0.01 + stance), 0.86),
+                ]
+            )
         fill([(-0.13, 0.86), (0.13, 0.86), (0.13, 0.94), (-0.13, 0.94)])
     else:
         r, y = rng.uniform(0.06, 0.08), rng.uniform(0.17, 0.24)
         if rng.random() < 0.4:
             # Buddhist images often stand before a halo carved from the same block.
-            cv2.ellipse(mask, _pt(img, cx, y + 0.1), (round(0.2 * h), round(0.27 * h)), 0, 0, 360,
-                        255, -1, _AA)
+            _disc(mask, _pt(img, cx, y + 0.1), (round(0.2 * h), round(0.27 * h)), 255)
         head(y, r)
         fill([(-0.13, y + r * 1.5), (0.13, y + r * 1.5), (0.16, 0.6), (-0.16, 0.6)])
         fill([(-0.27, 0.6), (0.27, 0.6), (0.25, 0.72), (-0.25, 0.72)])
@@ -1088,7 +1422,9 @@ def _draw_sculpture(img: np.ndarray, rng: np.random.Generator, grain: np.random.
     dark = _neutral(rng, 30, 6, 2)
     _gradient(img, dark, _scale(dark, rng.uniform(1.3, 2.2)))
     mask = _figure_outline(img, rng)
-    stone = _pick(rng, ((170, 175, 180), (150, 170, 190), (215, 220, 225), (60, 70, 60), (70, 110, 140)))
+    stone = _pick(
+        rng, ((170, 175, 180), (150, 170, 190), (215, 220, 225), (60, 70, 60), (70, 110, 140))
+    )
     stone = _jitter(rng, stone, 8)
     h, w = img.shape[:2]
     soft = cv2.GaussianBlur(mask.astype(np.float32) * (1 / 255), (0, 0), _px(img, 0.03))
@@ -1107,10 +1443,14 @@ def _photo_view(img: np.ndarray, rng: np.random.Generator) -> None:
     for _ in range(int(rng.integers(0, 5))):
         x, bw, bh = rng.uniform(0, 0.9), rng.uniform(0.08, 0.25), rng.uniform(0.15, 0.45)
         tone = rng.uniform(30, 170)
-        cv2.rectangle(img, _pt(img, x, horizon + 0.1 - bh), _pt(img, x + bw, horizon + 0.1), (tone,) * 3, -1)
+        cv2.rectangle(
+            img, _pt(img, x, horizon + 0.1 - bh), _pt(img, x + bw, horizon + 0.1), (tone,) * 3, -1
+        )
         for _ in range(int(rng.integers(0, 6))):
             wx, wy = x + rng.uniform(0.1, 0.8) * bw, horizon + 0.1 - bh * rng.uniform(0.2, 0.9)
-            cv2.rectangle(img, _pt(img, wx, wy), _pt(img, wx + 0.015, wy + 0.03), (tone * 0.4,) * 3, -1)
+            cv2.rectangle(
+                img, _pt(img, wx, wy), _pt(img, wx + 0.015, wy + 0.03), (tone * 0.4,) * 3, -1
+            )
 
 
 def _draw_photograph(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
@@ -1150,7 +1490,9 @@ def _print_subject(img: np.ndarray, rng: np.random.Generator, horizon: float) ->
         x, bw, bh = rng.uniform(0.1, 0.7), rng.uniform(0.12, 0.3), rng.uniform(0.15, 0.35)
         top = horizon + 0.05 - bh
         cv2.rectangle(mask, _pt(img, x, top), _pt(img, x + bw, horizon + 0.05), 255, -1)
-        roof = np.array([[x - 0.02, top], [x + bw / 2, top - bh * rng.uniform(0.2, 0.5)], [x + bw + 0.02, top]])
+        roof = np.array(
+            [[x - 0.02, top], [x + bw / 2, top - bh * rng.uniform(0.2, 0.5)], [x + bw + 0.02, top]]
+        )
         cv2.fillPoly(mask, [_poly(img, roof)], 255, _AA)
     else:
         cx, cy = rng.uniform(0.25, 0.75), horizon - rng.uniform(0.0, 0.15)
@@ -1173,7 +1515,9 @@ def _draw_print(img: np.ndarray, rng: np.random.Generator, grain: np.random.Gene
     horizon = rng.uniform(0.45, 0.7)
     cv2.rectangle(regions, _pt(img, m, horizon), _pt(img, 1 - m, 1 - m), 1, -1)
     if rng.random() < 0.5:
-        cv2.rectangle(regions, _pt(img, m, m), _pt(img, 1 - m, horizon * rng.uniform(0.3, 0.7)), 3, -1)
+        cv2.rectangle(
+            regions, _pt(img, m, m), _pt(img, 1 - m, horizon * rng.uniform(0.3, 0.7)), 3, -1
+        )
     outlines = []
     for _ in range(int(rng.integers(1, 4))):
         subject = _print_subject(img, rng, horizon)
@@ -1198,7 +1542,9 @@ def _draw_generic(img: np.ndarray, rng: np.random.Generator, grain: np.random.Ge
     size = rng.uniform(0.2, 0.35)
     _drop_shadow(img, rng, 0.5, cy + size * 0.9, size * 0.9)
     mask = _blob_mask(img, rng, rng.uniform(0.4, 0.6), cy, size)
-    colour = _jitter(rng, _pick(rng, ((60, 80, 110), (120, 130, 140), (40, 60, 80), (150, 170, 180))), 15)
+    colour = _jitter(
+        rng, _pick(rng, ((60, 80, 110), (120, 130, 140), (40, 60, 80), (150, 170, 180))), 15
+    )
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), _px(img, 0.04))
     layer = np.asarray(colour, np.float32) * (0.4 + 0.7 * soft)[..., None]
     _paste(img, mask, layer)
@@ -1286,4 +1632,6 @@ def render_artwork(style: str, seed: int, width: int, height: int) -> np.ndarray
     if size == (width, height):
         return canvas
     shrink = width < size[0] or height < size[1]
-    return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.resize(
+        canvas, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )

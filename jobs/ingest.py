@@ -1,0 +1,203 @@
+"""The ingestion job: the id listing, then every id to a Parquet row, on a Dask cluster.
+
+Wiring only: which shards to (re)write comes from ``metdata.ingest``, each shard's work is
+``metdata.ingest.run_shard``, the shared budget is the scheduler's pacer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from distributed import Client, as_completed
+
+from metdata import ingest
+from metdata.dataset import SUMMARY, Dataset
+from metdata.lookup import LookupOptions, fetch_listing
+from metdata.opencsv import read_rows
+from metdata.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
+from metdata.progress import Progress
+from metdata.records import rows_to_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """What ``metdata ingest`` was asked to do."""
+
+    lookup: LookupOptions = field(default_factory=LookupOptions)
+    pace: PaceConfig = field(default_factory=PaceConfig)
+    shard_size: int = 1000
+    retry_failed: bool = False
+    since: str | None = None
+    from_csv: str | None = None
+    csv_storage_options: dict = field(default_factory=dict)
+
+
+class ShardsFailed(Exception):
+    """Some shard tasks raised; their ids keep no row until a rerun."""
+
+
+def take_listing(
+    client: Client,
+    dataset: Dataset,
+    lookup: LookupOptions,
+    pace: PaceConfig,
+    department_ids: str | None = None,
+    metadata_date: str | None = None,
+) -> list[int]:
+    """Fetch the id listing through the cluster's budget and snapshot it into the dataset."""
+    dataset.check_writable()
+    client.register_plugin(PacerPlugin(pace), name=PLUGIN_NAME)
+    ids = fetch_listing(lookup, SchedulerPacer(), department_ids, metadata_date)
+    ingest.write_listing(
+        dataset, ids, {"departmentIds": department_ids, "metadataDate": metadata_date}
+    )
+    log.info("listing: %d ids snapshotted to %s", len(ids), dataset.path(ingest.LISTING))
+    return ids
+
+
+def run(client: Client, dataset: Dataset, options: IngestOptions) -> dict:
+    """Ingest: plan the shards, run them, summarise. Returns the run summary.
+
+    Raises:
+        DatasetError, ListingError, CsvError: bad root, API or CSV (nothing written).
+        ShardsFailed: some shards raised; rerunning retries exactly those.
+        KeyboardInterrupt: after cancelling; finished shards stay, a rerun resumes.
+    """
+    started = time.monotonic()
+    dataset.check_writable()
+    if options.from_csv:
+        return _from_csv(dataset, options, started)
+    client.register_plugin(PacerPlugin(options.pace), name=PLUGIN_NAME)
+    pacer = SchedulerPacer()
+    if not dataset.exists(ingest.LISTING):
+        ingest.write_listing(dataset, fetch_listing(options.lookup, pacer), {})
+    listed = ingest.read_listing(dataset)
+    index = ingest.read_index(dataset)
+    replace: set[int] = set()
+    if options.retry_failed:
+        replace |= ingest.retryable_ids(index)
+    new = [i for i in listed if i not in index]
+    if options.since:
+        updated = fetch_listing(options.lookup, pacer, metadata_date=options.since)
+        replace |= {i for i in updated if i in index}
+        fresh = sorted(set(updated) - set(index) - set(new))
+        if fresh:
+            ingest.write_listing(
+                dataset, sorted(set(listed) | set(fresh)), {"since": options.since}
+            )
+        new += fresh
+    tasks = ingest.plan_replacements(replace, index) + ingest.plan_new_shards(
+        new, options.shard_size
+    )
+    log.info(
+        "%d ids listed, %d with rows; %d new ids and %d rows to replace in %d shard tasks",
+        len(listed),
+        len(index),
+        len(new),
+        len(replace),
+        len(tasks),
+    )
+
+    statuses: Counter[str] = Counter()
+    requests = 0
+    failures = []
+    keys = [f"ingest-{t.name.rsplit('/', 1)[-1]}-{time.time_ns()}" for t in tasks]
+    task_of = dict(zip(keys, tasks, strict=True))
+    futures = client.map(
+        ingest.run_shard,
+        tasks,
+        dataset=dataset,
+        options=options.lookup,
+        pacer=pacer,
+        key=keys,
+        retries=1,
+    )
+    try:
+        with Progress(sum(len(t.ids) for t in tasks), "ids looked up") as progress:
+            for future in as_completed(futures):
+                task = task_of[future.key]
+                progress.update(len(task.ids))
+                if future.status == "error":
+                    failures.append(f"{task.name}: {future.exception()!r}")
+                    continue
+                result = future.result()
+                statuses.update(result["statuses"])
+                requests += result["requests"]
+    except KeyboardInterrupt:
+        client.cancel(futures)
+        log.warning("interrupted: finished shards are kept; rerun the same command to resume")
+        raise
+    duration = time.monotonic() - started
+    summary = _summary(dataset, options, statuses, requests, duration, pacer.stats(), failures)
+    dataset.write_json(SUMMARY, summary)
+    if failures:
+        raise ShardsFailed(
+            f"{len(failures)} shard tasks failed (rerun the same command to retry them): "
+            + "; ".join(failures[:5])
+        )
+    return summary
+
+
+def _summary(
+    dataset: Dataset,
+    options: IngestOptions,
+    run_statuses: Counter,
+    requests: int,
+    duration: float,
+    pacer: dict,
+    failures: list[str],
+) -> dict:
+    table_statuses = Counter(status for _, status in ingest.read_index(dataset).values())
+    return {
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+        "dataset": dataset.url,
+        "api": options.lookup.api,
+        "rows_by_status": dict(sorted(table_statuses.items())),
+        "rows": sum(table_statuses.values()),
+        "this_run": {
+            "ids_looked_up": sum(run_statuses.values()),
+            "by_status": dict(sorted(run_statuses.items())),
+            "requests": requests,
+            "blocks": sum(int(h["blocks"]) for h in pacer.values()),
+            "duration_s": round(duration, 2),
+            "achieved_rate": round(requests / duration, 3) if duration else None,
+            "configured_rate": options.pace.rate,
+            "failed_shard_tasks": failures,
+        },
+    }
+
+
+def _from_csv(dataset: Dataset, options: IngestOptions, started: float) -> dict:
+    """Load MetObjects.csv rows (status ``csv``) for every id that has no row yet."""
+    index = ingest.read_index(dataset)
+    written: Counter[str] = Counter()
+    pending: list[dict] = []
+    listed: set[int] = (
+        set(ingest.read_listing(dataset)) if dataset.exists(ingest.LISTING) else set()
+    )
+
+    def flush(rows: list[dict]) -> None:
+        dataset.write_table(ingest.shard_name(rows[0]["objectID"]), rows_to_table(rows))
+        written["csv"] += len(rows)
+
+    for batch in read_rows(options.from_csv, options.csv_storage_options):
+        fresh = [r for r in batch if r["objectID"] is not None and r["objectID"] not in index]
+        for row in fresh:
+            index[row["objectID"]] = ("", "csv")
+            listed.add(row["objectID"])
+        pending = sorted(pending + fresh, key=lambda r: r["objectID"])
+        while len(pending) >= options.shard_size:
+            flush(pending[: options.shard_size])
+            pending = pending[options.shard_size :]
+    if pending:
+        flush(pending)
+    ingest.write_listing(dataset, sorted(listed), {"from_csv": options.from_csv})
+    summary = _summary(dataset, options, written, 0, time.monotonic() - started, {}, [])
+    dataset.write_json(SUMMARY, summary)
+    return summary

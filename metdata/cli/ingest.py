@@ -1,0 +1,195 @@
+"""``metdata ids`` and ``metdata ingest``: the id listing, then every id to Parquet."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from metdata.cli.options import (
+    DepartmentIds,
+    IsoDate,
+    JsonObject,
+    api_option,
+    cluster_option,
+    data_option,
+    rate_option,
+    storage_option,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _pace_and_lookup(api, rate, adaptive, cooldown, threads, timeout, max_attempts):
+    from metdata.lookup import LookupOptions
+    from metdata.pacing import PaceConfig
+
+    return (
+        LookupOptions(api=api, threads=threads, timeout=timeout, max_attempts=max_attempts),
+        PaceConfig(rate=rate, adaptive=adaptive, cooldown=cooldown),
+    )
+
+
+def _tuning(f):
+    """Options of lookups and pacing shared by both commands."""
+    for option in reversed(
+        [
+            rate_option,
+            click.option(
+                "--adaptive/--no-adaptive",
+                default=False,
+                show_default=True,
+                help="After a block, probe back up towards --rate while no block comes.",
+            ),
+            click.option(
+                "--cooldown",
+                type=click.FloatRange(0),
+                default=120.0,
+                show_default=True,
+                help="Seconds the whole cluster pauses after a block.",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(1, 64),
+                default=4,
+                show_default=True,
+                help="Concurrent requests per task (all within the one budget).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(0.1),
+                default=30.0,
+                show_default=True,
+                help="Seconds before a request counts as a transient failure.",
+            ),
+            click.option(
+                "--max-attempts",
+                type=click.IntRange(1, 50),
+                default=5,
+                show_default=True,
+                help="Attempts per id for transient failures and blocks.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _fail_cleanly(fn, *args, **kwargs):
+    """Run a job; turn the errors that users can fix into a one-line message and exit 1."""
+    from cluster import ClusterError
+    from jobs.ingest import ShardsFailed
+    from metdata.dataset import DatasetError
+    from metdata.lookup import ListingError
+    from metdata.opencsv import CsvError
+
+    try:
+        return fn(*args, **kwargs)
+    except (DatasetError, ListingError, CsvError, ClusterError, ShardsFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: finished shards are kept; rerun the same command to resume", err=True
+        )
+        raise SystemExit(130) from None
+
+
+@click.command()
+@api_option
+@data_option
+@click.option("--department-ids", type=DepartmentIds(), help="Keep these departments, e.g. '6|11'.")
+@click.option("--metadata-date", type=IsoDate(), help="Keep objects updated after this date.")
+@storage_option
+@cluster_option
+@_tuning
+def ids(api, data, department_ids, metadata_date, storage_options, cluster, **tuning) -> None:
+    """Snapshot the id listing into the dataset root (ids/listing.parquet)."""
+    from cluster import connect
+    from jobs.ingest import take_listing
+    from metdata.dataset import Dataset
+
+    lookup, pace = _pace_and_lookup(api, **tuning)
+
+    def go():
+        with connect(cluster, workers=1, threads_per_worker=1) as client:
+            return take_listing(
+                client, Dataset(data, storage_options), lookup, pace, department_ids, metadata_date
+            )
+
+    listed = _fail_cleanly(go)
+    click.echo(f"{len(listed)} object ids snapshotted under {data}")
+
+
+@click.command()
+@api_option
+@data_option
+@cluster_option
+@_tuning
+@click.option(
+    "--shard-size",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Ids per shard (one Dask task and one Parquet file each).",
+)
+@click.option(
+    "--retry-failed", is_flag=True, help="Look up again the ids whose last outcome was retryable."
+)
+@click.option(
+    "--since", type=IsoDate(), help="Refresh objects updated after this date, merging them in."
+)
+@click.option(
+    "--from-csv",
+    "from_csv",
+    metavar="PATH_OR_URL",
+    help="Load metadata from the Open Access MetObjects.csv instead of looking it up.",
+)
+@click.option(
+    "--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for --from-csv."
+)
+@storage_option
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="Worker processes of --cluster local (default: cores).",
+)
+def ingest(
+    api,
+    data,
+    cluster,
+    shard_size,
+    retry_failed,
+    since,
+    from_csv,
+    csv_storage_options,
+    storage_options,
+    workers,
+    **tuning,
+) -> None:
+    """Look every listed object up and write it to Parquet shards under ROOT/objects/.
+
+    Resumable: finished shards are skipped, so rerunning the same command continues.
+    """
+    from cluster import connect
+    from jobs.ingest import IngestOptions, run
+    from metdata.dataset import Dataset
+
+    lookup, pace = _pace_and_lookup(api, **tuning)
+    options = IngestOptions(
+        lookup=lookup,
+        pace=pace,
+        shard_size=shard_size,
+        retry_failed=retry_failed,
+        since=since,
+        from_csv=from_csv,
+        csv_storage_options=csv_storage_options,
+    )
+
+    def go():
+        with connect(cluster, workers=workers) as client:
+            click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+            return run(client, Dataset(data, storage_options), options)
+
+    summary = _fail_cleanly(go)
+    click.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,91 @@
+"""Parameter types and options shared by several commands: validated when parsed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import click
+
+from metdata.api import DEFAULT_API
+
+
+class JsonObject(click.ParamType):
+    """A JSON object given on the command line, e.g. ``'{"endpoint_url": "http://..."}'``."""
+
+    name = "JSON"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            self.fail(
+                f"{value!r} is not JSON ({exc}); give an object like '{{\"anon\": false}}'",
+                param,
+                ctx,
+            )
+        if not isinstance(parsed, dict):
+            self.fail(f"{value!r} must be a JSON object like '{{\"anon\": false}}'", param, ctx)
+        return parsed
+
+
+class IsoDate(click.ParamType):
+    """A calendar date written YYYY-MM-DD; passed on as that string."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value, param, ctx):
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError
+            dt.date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date; write it YYYY-MM-DD, e.g. 2024-05-03", param, ctx)
+        return value
+
+
+class DepartmentIds(click.ParamType):
+    """Department ids joined by ``|``, e.g. ``6|11``."""
+
+    name = "IDS"
+
+    def convert(self, value, param, ctx):
+        parts = value.split("|")
+        if not all(p.strip().isdigit() for p in parts):
+            self.fail(f"{value!r} must be department ids joined by '|', e.g. 6|11", param, ctx)
+        return "|".join(p.strip() for p in parts)
+
+
+api_option = click.option(
+    "--api",
+    default=DEFAULT_API,
+    show_default=True,
+    help="The Collection API base URL (the emulator's, for offline work).",
+)
+data_option = click.option(
+    "--data", "data", required=True, help="Dataset root: a local folder or s3://bucket/prefix."
+)
+storage_option = click.option(
+    "--storage-options",
+    type=JsonObject(),
+    default="{}",
+    help="fsspec options for the root as JSON, e.g. '{\"endpoint_url\": ...}'. "
+    "Credentials otherwise come the standard AWS ways.",
+)
+cluster_option = click.option(
+    "--cluster",
+    default="local",
+    show_default=True,
+    help="'local' (a LocalCluster on this machine) or tcp://HOST:PORT.",
+)
+rate_option = click.option(
+    "--rate",
+    type=click.FloatRange(0.01, 80),
+    default=1.0,
+    show_default=True,
+    help="Requests/second per host for the whole cluster. 1/s is the pace "
+    "measured safe against the real Met; its documented ceiling is 80/s.",
+)

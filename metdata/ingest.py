@@ -1,0 +1,119 @@
+"""The metadata ingestion stage: which ids go into which shard, and one shard's work.
+
+Plain functions; ``jobs/ingest.py`` runs them on Dask. A shard is a Parquet file named after
+its first id that one task owns entirely: it reads the shard (when replacing rows), looks its
+ids up, and writes the whole file atomically. Running a task twice writes the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metdata.dataset import LISTING, LISTING_META, OBJECTS, Dataset
+from metdata.lookup import LookupOptions, Pacer, lookup_ids
+from metdata.records import RETRYABLE, rows_to_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One task: look up ``ids`` and write them into the shard ``name``.
+
+    ``replace`` keeps the shard's other rows and replaces just these ids' rows.
+    """
+
+    name: str
+    ids: tuple[int, ...]
+    replace: bool = False
+
+
+def shard_name(first_id: int) -> str:
+    """The shard file that starts at ``first_id``.
+
+    >>> shard_name(45734)
+    'objects/part-0045734.parquet'
+    """
+    return f"{OBJECTS}/part-{first_id:07d}.parquet"
+
+
+def plan_new_shards(ids: list[int], shard_size: int) -> list[ShardTask]:
+    """Cut ids (sorted) into shards of ``shard_size``.
+
+    >>> [(t.name[-12:], len(t.ids)) for t in plan_new_shards([5, 1, 9, 7, 3], 2)]
+    [('0001.parquet', 2), ('0005.parquet', 2), ('0009.parquet', 1)]
+    """
+    ids = sorted(ids)
+    return [
+        ShardTask(shard_name(ids[i]), tuple(ids[i : i + shard_size]))
+        for i in range(0, len(ids), shard_size)
+    ]
+
+
+def plan_replacements(ids: set[int], index: dict[int, tuple[str, str]]) -> list[ShardTask]:
+    """Group ids that already have rows by the shard holding them.
+
+    >>> [t.ids for t in plan_replacements({2, 3}, {2: ("a", "ok"), 3: ("a", "ok"), 4: ("b", "ok")})]
+    [(2, 3)]
+    """
+    by_shard: dict[str, list[int]] = {}
+    for object_id in sorted(ids):
+        by_shard.setdefault(index[object_id][0], []).append(object_id)
+    return [
+        ShardTask(name, tuple(members), replace=True) for name, members in sorted(by_shard.items())
+    ]
+
+
+def read_index(dataset: Dataset) -> dict[int, tuple[str, str]]:
+    """Map every id that has a row to (its shard, its status)."""
+    index: dict[int, tuple[str, str]] = {}
+    for name in dataset.data_files(OBJECTS):
+        table = dataset.read_table(name, columns=["objectID", "status"])
+        for object_id, status in zip(
+            table["objectID"].to_pylist(), table["status"].to_pylist(), strict=True
+        ):
+            index[object_id] = (name, status)
+    return index
+
+
+def retryable_ids(index: dict[int, tuple[str, str]]) -> set[int]:
+    """Ids whose last outcome can change if asked again."""
+    return {i for i, (_, status) in index.items() if status in RETRYABLE}
+
+
+def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: Pacer) -> dict:
+    """Look up one shard's ids and write the shard; return counts for the run summary."""
+    if not task.replace and dataset.exists(task.name):
+        return {"shard": task.name, "skipped": True, "statuses": {}, "requests": 0}
+    rows = lookup_ids(list(task.ids), options, pacer)
+    table = rows_to_table(rows)
+    if task.replace and dataset.exists(task.name):
+        old = dataset.read_table(task.name)
+        keep = pc.invert(pc.is_in(old["objectID"], value_set=pa.array(task.ids, pa.int64())))
+        table = pa.concat_tables([old.filter(keep).cast(table.schema), table]).sort_by("objectID")
+    dataset.write_table(task.name, table)
+    return {
+        "shard": task.name,
+        "skipped": False,
+        "statuses": dict(Counter(r["status"] for r in rows)),
+        "requests": sum(r["attempts"] or 0 for r in rows),
+    }
+
+
+def write_listing(dataset: Dataset, ids: list[int], filters: dict) -> None:
+    """Snapshot the id listing (and how it was taken) into the dataset."""
+    dataset.write_table(LISTING, pa.table({"objectID": pa.array(sorted(ids), pa.int64())}))
+    dataset.write_json(
+        LISTING_META,
+        {"total": len(ids), "filters": filters, "taken_at": dt.datetime.now(dt.UTC).isoformat()},
+    )
+
+
+def read_listing(dataset: Dataset) -> list[int]:
+    return dataset.read_table(LISTING)["objectID"].to_pylist()

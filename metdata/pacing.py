@@ -1,0 +1,214 @@
+"""One request budget per host for the whole cluster, however many workers ask.
+
+``RateLimiter`` is the pure algorithm: it hands out request slots spaced ``1/rate`` apart per
+host, pauses a host for a cool-down when a block is reported and halves its rate, and (when
+adaptive) probes back up towards the target while no block comes.
+
+Two front ends share it:
+
+- ``LocalPacer``: in this process, for single-process use and tests of the algorithm;
+- ``SchedulerPacer``: the limiter lives in the Dask scheduler (``PacerPlugin`` adds three
+  handlers there) and every task asks it for a slot with one RPC. State on the scheduler
+  outlives any worker, so a killed worker loses no budget bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from distributed import get_client, get_worker
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.utils import sync
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PaceConfig:
+    """The budget.
+
+    Attributes:
+        rate: requests/second per host for the whole cluster (the target).
+        adaptive: after a block, probe back up towards ``rate`` while no block comes.
+        cooldown: seconds every request to a host waits after a block is reported.
+        min_rate: the rate never drops below this.
+        probe_every: with ``adaptive``, seconds without a block before each step up (x1.25).
+    """
+
+    rate: float = 1.0
+    adaptive: bool = False
+    cooldown: float = 120.0
+    min_rate: float = 0.05
+    probe_every: float = 300.0
+
+
+@dataclass
+class _Host:
+    rate: float
+    next_free: float = 0.0
+    paused_until: float = 0.0
+    last_change: float = 0.0
+    requests: int = 0
+    blocks: int = 0
+
+
+@dataclass
+class RateLimiter:
+    """Per-host slots spaced ``1/rate`` apart; thread-safe; the clock is injectable."""
+
+    config: PaceConfig
+    clock: Callable[[], float] = time.monotonic
+    _hosts: dict[str, _Host] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _host(self, host: str, now: float) -> _Host:
+        if host not in self._hosts:
+            self._hosts[host] = _Host(rate=self.config.rate, last_change=now)
+        return self._hosts[host]
+
+    def reserve(self, host: str) -> float:
+        """Reserve the next request slot for ``host``; return how long to wait for it (s).
+
+        >>> limiter = RateLimiter(PaceConfig(rate=2.0), clock=lambda: 10.0)
+        >>> [limiter.reserve("api") for _ in range(3)]
+        [0.0, 0.5, 1.0]
+        """
+        with self._lock:
+            now = self.clock()
+            state = self._host(host, now)
+            calm = now - state.last_change >= self.config.probe_every
+            if self.config.adaptive and state.rate < self.config.rate and calm:
+                state.rate = min(self.config.rate, state.rate * 1.25)
+                state.last_change = now
+                log.info(
+                    "no block for %.0fs on %s: rate up to %.3g/s",
+                    self.config.probe_every,
+                    host,
+                    state.rate,
+                )
+            slot = max(now, state.next_free, state.paused_until)
+            state.next_free = slot + 1.0 / state.rate
+            state.requests += 1
+            return slot - now
+
+    def blocked(self, host: str) -> bool:
+        """Report a block on ``host``: pause it for the cool-down and halve its rate.
+
+        Reports that arrive while a pause is already in force belong to the same incident
+        and change nothing. Returns whether this report started a new pause.
+        """
+        with self._lock:
+            now = self.clock()
+            state = self._host(host, now)
+            if now < state.paused_until:
+                return False
+            state.blocks += 1
+            state.paused_until = now + self.config.cooldown
+            state.next_free = max(state.next_free, state.paused_until)
+            state.rate = max(self.config.min_rate, state.rate / 2)
+            state.last_change = state.paused_until
+            log.warning(
+                "blocked by %s: every worker pauses %.0f s, rate down to %.3g/s",
+                host,
+                self.config.cooldown,
+                state.rate,
+            )
+            return True
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per host: current rate, slots handed out, blocks reported."""
+        with self._lock:
+            return {
+                h: {"rate": s.rate, "requests": s.requests, "blocks": s.blocks}
+                for h, s in self._hosts.items()
+            }
+
+
+class LocalPacer:
+    """A pacer for one process: waits in the calling thread."""
+
+    def __init__(self, config: PaceConfig) -> None:
+        self.limiter = RateLimiter(config)
+
+    def bind(self) -> LocalPacer:
+        return self
+
+    def wait(self, host: str) -> None:
+        """Block until this caller may send one request to ``host``."""
+        time.sleep(self.limiter.reserve(host))
+
+    def blocked(self, host: str) -> None:
+        """Report that ``host`` answered with a block."""
+        self.limiter.blocked(host)
+
+    def stats(self) -> dict:
+        return self.limiter.stats()
+
+
+# -- On a Dask cluster -------------------------------------------------------------------------
+
+PLUGIN_NAME = "metdata-pacer"
+
+
+class PacerPlugin(SchedulerPlugin):
+    """A scheduler plugin holding the cluster's ``RateLimiter``; register it with
+    ``client.register_plugin(PacerPlugin(config), name=PLUGIN_NAME)``. Registering again (a new
+    run) replaces the limiter with a fresh one.
+    """
+
+    def __init__(self, config: PaceConfig) -> None:
+        self.config = config
+        self.limiter: RateLimiter | None = None
+
+    async def start(self, scheduler) -> None:
+        self.limiter = RateLimiter(self.config)
+        scheduler.handlers["metdata_pace_reserve"] = lambda host: self.limiter.reserve(host)
+        scheduler.handlers["metdata_pace_blocked"] = lambda host: self.limiter.blocked(host)
+        scheduler.handlers["metdata_pace_stats"] = lambda: self.limiter.stats()
+
+
+class SchedulerPacer:
+    """The task-side handle of the scheduler's limiter. Pickles to any worker.
+
+    Call ``bind()`` in the task's own thread (or on the client) before handing the pacer to
+    other threads: Dask's worker context is thread-local.
+    """
+
+    def __init__(self) -> None:
+        self._scheduler = self._loop = None
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def bind(self) -> SchedulerPacer:
+        """Capture the connection to the scheduler from this thread; return self."""
+        try:
+            worker = get_worker()
+            self._scheduler, self._loop = worker.scheduler, worker.loop
+        except ValueError:  # on the client, not in a task
+            client = get_client()
+            self._scheduler, self._loop = client.scheduler, client.loop
+        return self
+
+    def _call(self, handler: str, **kwargs):
+        if self._scheduler is None:
+            self.bind()
+        return sync(self._loop, getattr(self._scheduler, handler), **kwargs)
+
+    def wait(self, host: str) -> None:
+        """Block until the cluster-wide budget grants this caller one request to ``host``."""
+        time.sleep(self._call("metdata_pace_reserve", host=host))
+
+    def blocked(self, host: str) -> None:
+        """Report a block: every worker pauses for the cool-down."""
+        self._call("metdata_pace_blocked", host=host)
+
+    def stats(self) -> dict:
+        return self._call("metdata_pace_stats")
