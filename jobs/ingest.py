@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ from metdata import ingest
 from metdata.dataset import SUMMARY, Dataset
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
-from metdata.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
+from metdata.pacing import PLUGIN_NAME, LocalPacer, PaceConfig, PacerPlugin, SchedulerPacer
 from metdata.progress import Progress
 from metdata.records import rows_to_table
 
@@ -43,17 +44,15 @@ class ShardsFailed(Exception):
 
 
 def take_listing(
-    client: Client,
     dataset: Dataset,
     lookup: LookupOptions,
     pace: PaceConfig,
     department_ids: str | None = None,
     metadata_date: str | None = None,
 ) -> list[int]:
-    """Fetch the id listing through the cluster's budget and snapshot it into the dataset."""
+    """Fetch the id listing (one request, paced) and snapshot it into the dataset."""
     dataset.check_writable()
-    client.register_plugin(PacerPlugin(pace), name=PLUGIN_NAME)
-    ids = fetch_listing(lookup, SchedulerPacer(), department_ids, metadata_date)
+    ids = fetch_listing(lookup, LocalPacer(pace), department_ids, metadata_date)
     ingest.write_listing(
         dataset, ids, {"departmentIds": department_ids, "metadataDate": metadata_date}
     )
@@ -61,20 +60,25 @@ def take_listing(
     return ids
 
 
-def run(client: Client, dataset: Dataset, options: IngestOptions) -> dict:
-    """Ingest: plan the shards, run them, summarise. Returns the run summary.
+@dataclass(frozen=True)
+class Plan:
+    """The shard tasks of one run, and what they cover."""
+
+    tasks: list[ingest.ShardTask]
+    listed: int
+    with_rows: int
+
+
+def plan(dataset: Dataset, options: IngestOptions) -> Plan:
+    """Decide the run's shard tasks. Needs no cluster, so bad input fails before one starts.
+
+    Takes the listing snapshot if there is none; with ``since``, fetches the updated ids.
 
     Raises:
-        DatasetError, ListingError, CsvError: bad root, API or CSV (nothing written).
-        ShardsFailed: some shards raised; rerunning retries exactly those.
-        KeyboardInterrupt: after cancelling; finished shards stay, a rerun resumes.
+        DatasetError, ListingError: a bad root or API (nothing written).
     """
-    started = time.monotonic()
     dataset.check_writable()
-    if options.from_csv:
-        return _from_csv(dataset, options, started)
-    client.register_plugin(PacerPlugin(options.pace), name=PLUGIN_NAME)
-    pacer = SchedulerPacer()
+    pacer = LocalPacer(options.pace)
     if not dataset.exists(ingest.LISTING):
         ingest.write_listing(dataset, fetch_listing(options.lookup, pacer), {})
     listed = ingest.read_listing(dataset)
@@ -88,9 +92,8 @@ def run(client: Client, dataset: Dataset, options: IngestOptions) -> dict:
         replace |= {i for i in updated if i in index}
         fresh = sorted(set(updated) - set(index) - set(new))
         if fresh:
-            ingest.write_listing(
-                dataset, sorted(set(listed) | set(fresh)), {"since": options.since}
-            )
+            listed = sorted(set(listed) | set(fresh))
+            ingest.write_listing(dataset, listed, {"since": options.since})
         new += fresh
     tasks = ingest.plan_replacements(replace, index) + ingest.plan_new_shards(
         new, options.shard_size
@@ -103,7 +106,25 @@ def run(client: Client, dataset: Dataset, options: IngestOptions) -> dict:
         len(replace),
         len(tasks),
     )
+    return Plan(tasks, len(listed), len(index))
 
+
+def run(
+    client: Client, dataset: Dataset, options: IngestOptions, planned: Plan | None = None
+) -> dict:
+    """Ingest: run the planned shard tasks on the cluster within one budget, then summarise.
+
+    Raises:
+        DatasetError, ListingError: bad root or API (nothing written).
+        ShardsFailed: some shards raised; rerunning retries exactly those.
+        KeyboardInterrupt: after cancelling; finished shards stay, a rerun resumes.
+    """
+    started = time.monotonic()
+    tasks = (planned or plan(dataset, options)).tasks
+    with warnings.catch_warnings():  # a new run replaces the last run's pacer on purpose
+        warnings.filterwarnings("ignore", message=".*already contains a plugin")
+        client.register_plugin(PacerPlugin(options.pace), name=PLUGIN_NAME)
+    pacer = SchedulerPacer()
     statuses: Counter[str] = Counter()
     requests = 0
     failures = []
@@ -173,8 +194,17 @@ def _summary(
     }
 
 
-def _from_csv(dataset: Dataset, options: IngestOptions, started: float) -> dict:
-    """Load MetObjects.csv rows (status ``csv``) for every id that has no row yet."""
+def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
+    """Load MetObjects.csv rows (status ``csv``) for every id that has no row yet.
+
+    One sequential pass over one file: no cluster needed. Rows already looked up through the
+    API are richer (image URLs, measurements) and are kept.
+
+    Raises:
+        DatasetError, CsvError: a bad root, or a file that is not MetObjects.csv.
+    """
+    started = time.monotonic()
+    dataset.check_writable()
     index = ingest.read_index(dataset)
     written: Counter[str] = Counter()
     pending: list[dict] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 
 import fsspec
@@ -28,10 +29,8 @@ def read_rows(
     """
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as f:
-            head = f.read(65536)
-            columns = (
-                next(pacsv.open_csv(pa.py_buffer(head)).iter_batches()).schema.names if head else []
-            )
+            first_line = f.readline().decode("utf-8-sig", errors="replace")
+            columns = next(csv.reader([first_line]), [])
             missing = [c for c in CSV_REQUIRED if c not in columns]
             if missing:
                 raise CsvError(f"{url} is not MetObjects.csv: missing columns {', '.join(missing)}")
@@ -46,5 +45,5 @@ def read_rows(
                 rows = [csv_row(r) for r in batch.to_pylist()]
                 for i in range(0, len(rows), batch_rows):
                     yield rows[i : i + batch_rows]
-    except (OSError, pa.ArrowInvalid, StopIteration) as exc:
+    except (OSError, pa.ArrowInvalid) as exc:
         raise CsvError(f"cannot read the CSV {url}: {exc}") from exc

@@ -226,7 +226,8 @@ def csv_row(values: Mapping[str, str | None]) -> dict:
             row[name] = value if value is not None else ""
     artists = {name: _split(values.get(column)) for column, name in CSV_ARTIST.items()}
     for name, parts in artists.items():
-        row[name] = parts[0] if parts else ""
+        # like the API: artist* fields decoded, constituents' names as written (entities kept)
+        row[name] = html.unescape(parts[0]) if parts else ""
     ids = _split(values.get("Constituent ID"))
     if ids:
 
@@ -237,7 +238,7 @@ def csv_row(values: Mapping[str, str | None]) -> dict:
             {
                 "constituentID": _int_or_none(cid),
                 "role": part("artistRole", i),
-                "name": html.unescape(part("artistDisplayName", i)),
+                "name": part("artistDisplayName", i),
                 "constituentULAN_URL": part("artistULAN_URL", i),
                 "constituentWikidata_URL": part("artistWikidata_URL", i),
                 "gender": part("artistGender", i),

@@ -45,3 +45,40 @@ def http() -> Iterator[requests.Session]:
 
 def stats(met: MetEmulator) -> dict:
     return requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real LocalCluster: 2 worker processes, 2 threads each, shared by the session."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server on 127.0.0.1, random port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{server._server.server_port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_server):
+    """A fresh bucket on the moto server; yields (root URL, storage options). Reset per test."""
+    import s3fs
+
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10)
+    options = {"endpoint_url": moto_server, "key": "testing", "secret": "testing"}
+    fs = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": moto_server}, key="testing", secret="testing"
+    )
+    fs.mkdir("metdata-test")
+    fs.invalidate_cache()
+    return "s3://metdata-test/dataset", options

@@ -101,23 +101,18 @@ def _fail_cleanly(fn, *args, **kwargs):
 @click.option("--department-ids", type=DepartmentIds(), help="Keep these departments, e.g. '6|11'.")
 @click.option("--metadata-date", type=IsoDate(), help="Keep objects updated after this date.")
 @storage_option
-@cluster_option
 @_tuning
-def ids(api, data, department_ids, metadata_date, storage_options, cluster, **tuning) -> None:
-    """Snapshot the id listing into the dataset root (ids/listing.parquet)."""
-    from cluster import connect
+def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> None:
+    """Snapshot the id listing into the dataset root (ids/listing.parquet).
+
+    One paced request: no cluster needed.
+    """
     from jobs.ingest import take_listing
     from metdata.dataset import Dataset
 
     lookup, pace = _pace_and_lookup(api, **tuning)
-
-    def go():
-        with connect(cluster, workers=1, threads_per_worker=1) as client:
-            return take_listing(
-                client, Dataset(data, storage_options), lookup, pace, department_ids, metadata_date
-            )
-
-    listed = _fail_cleanly(go)
+    dataset = Dataset(data, storage_options)
+    listed = _fail_cleanly(take_listing, dataset, lookup, pace, department_ids, metadata_date)
     click.echo(f"{len(listed)} object ids snapshotted under {data}")
 
 
@@ -172,7 +167,7 @@ def ingest(
     Resumable: finished shards are skipped, so rerunning the same command continues.
     """
     from cluster import connect
-    from jobs.ingest import IngestOptions, run
+    from jobs.ingest import IngestOptions, load_csv, plan, run
     from metdata.dataset import Dataset
 
     lookup, pace = _pace_and_lookup(api, **tuning)
@@ -186,10 +181,15 @@ def ingest(
         csv_storage_options=csv_storage_options,
     )
 
+    dataset = Dataset(data, storage_options)
+
     def go():
+        if from_csv:
+            return load_csv(dataset, options)
+        planned = plan(dataset, options)  # bad input fails here, before a cluster starts
         with connect(cluster, workers=workers) as client:
             click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-            return run(client, Dataset(data, storage_options), options)
+            return run(client, dataset, options, planned)
 
     summary = _fail_cleanly(go)
     click.echo(json.dumps(summary, indent=2))
