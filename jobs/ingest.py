@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from distributed import Client, as_completed
 
 from metdata import ingest
-from metdata.dataset import SUMMARY, Dataset
+from metdata.dataset import RUNS, SUMMARY, Dataset
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
 from metdata.pacing import PLUGIN_NAME, LocalPacer, PaceConfig, PacerPlugin, SchedulerPacer
@@ -121,6 +121,10 @@ def run(
     """
     started = time.monotonic()
     tasks = (planned or plan(dataset, options)).tasks
+    if not tasks:  # nothing to look up: no cluster needed
+        summary = _summary(dataset, options, Counter(), 0, time.monotonic() - started, {}, [])
+        _save_summary(dataset, summary)
+        return summary
     with warnings.catch_warnings():  # a new run replaces the last run's pacer on purpose
         warnings.filterwarnings("ignore", message=".*already contains a plugin")
         client.register_plugin(PacerPlugin(options.pace), name=PLUGIN_NAME)
@@ -156,7 +160,7 @@ def run(
         raise
     duration = time.monotonic() - started
     summary = _summary(dataset, options, statuses, requests, duration, pacer.stats(), failures)
-    dataset.write_json(SUMMARY, summary)
+    _save_summary(dataset, summary)
     if failures:
         raise ShardsFailed(
             f"{len(failures)} shard tasks failed (rerun the same command to retry them): "
@@ -194,6 +198,12 @@ def _summary(
     }
 
 
+def _save_summary(dataset: Dataset, summary: dict) -> None:
+    stamp = summary["finished_at"].replace(":", "").replace("+0000", "Z")
+    dataset.write_json(f"{RUNS}/ingest-{stamp}.json", summary)
+    dataset.write_json(SUMMARY, summary)
+
+
 def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
     """Load MetObjects.csv rows (status ``csv``) for every id that has no row yet.
 
@@ -229,5 +239,5 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
         flush(pending)
     ingest.write_listing(dataset, sorted(listed), {"from_csv": options.from_csv})
     summary = _summary(dataset, options, written, 0, time.monotonic() - started, {}, [])
-    dataset.write_json(SUMMARY, summary)
+    _save_summary(dataset, summary)
     return summary

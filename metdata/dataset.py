@@ -7,6 +7,7 @@ A root is a URL: a local folder (``data``, ``file:///data``) or an object-store 
     ids/_listing.json          when and with which filters it was taken
     objects/part-NNNNNNN.parquet  one shard per ~1,000 ids, named after its first id
     objects/_summary.json      the last ingestion run's summary
+    objects/_runs/ingest-<UTC time>.json  every run's summary
 
 Files whose names start with ``_`` or ``.`` are not data (pyarrow, pandas and DuckDB skip
 them). Every file appears atomically: local files are written aside and renamed; an S3 PUT is
@@ -29,6 +30,7 @@ LISTING = "ids/listing.parquet"
 LISTING_META = "ids/_listing.json"
 OBJECTS = "objects"
 SUMMARY = "objects/_summary.json"
+RUNS = "objects/_runs"
 
 
 class DatasetError(Exception):

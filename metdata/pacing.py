@@ -49,6 +49,7 @@ class PaceConfig:
 @dataclass
 class _Host:
     rate: float
+    pause: float
     next_free: float = 0.0
     paused_until: float = 0.0
     last_change: float = 0.0
@@ -67,7 +68,9 @@ class RateLimiter:
 
     def _host(self, host: str, now: float) -> _Host:
         if host not in self._hosts:
-            self._hosts[host] = _Host(rate=self.config.rate, last_change=now)
+            self._hosts[host] = _Host(
+                rate=self.config.rate, pause=self.config.cooldown, last_change=now
+            )
         return self._hosts[host]
 
     def reserve(self, host: str) -> float:
@@ -99,22 +102,33 @@ class RateLimiter:
         """Report a block on ``host``: pause it for the cool-down and halve its rate.
 
         Reports that arrive while a pause is already in force belong to the same incident
-        and change nothing. Returns whether this report started a new pause.
+        and change nothing. A block soon after a pause ended means the penalty outlasted it:
+        the next pause doubles (up to an hour), since blocks last 40+ minutes for some IPs.
+        Returns whether this report started a new pause.
+
+        >>> clock = [0.0]
+        >>> limiter = RateLimiter(PaceConfig(rate=4, cooldown=10), clock=lambda: clock[0])
+        >>> limiter.blocked("api"), limiter.reserve("api")
+        (True, 10.0)
+        >>> clock[0] = 11.0; limiter.blocked("api"), limiter.reserve("api")
+        (True, 20.0)
         """
         with self._lock:
             now = self.clock()
             state = self._host(host, now)
             if now < state.paused_until:
                 return False
+            soon_after = state.blocks and now - state.paused_until < state.pause
+            state.pause = min(3600.0, state.pause * 2) if soon_after else self.config.cooldown
             state.blocks += 1
-            state.paused_until = now + self.config.cooldown
+            state.paused_until = now + state.pause
             state.next_free = max(state.next_free, state.paused_until)
             state.rate = max(self.config.min_rate, state.rate / 2)
             state.last_change = state.paused_until
             log.warning(
                 "blocked by %s: every worker pauses %.0f s, rate down to %.3g/s",
                 host,
-                self.config.cooldown,
+                state.pause,
                 state.rate,
             )
             return True

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
+import pyarrow.dataset as pads
 from click.testing import CliRunner
 
 from metdata.cli import main
 
 
-def test_demo_smoke_run(tmp_path):
+def test_demo_runs_end_to_end(tmp_path):
     result = CliRunner().invoke(
         main,
-        ["demo", "--workdir", str(tmp_path), "--objects", "200", "--lookups", "8", "--rate", "8"],
+        ["demo", "--workdir", str(tmp_path), "--objects", "120", "--rate", "40", "--images", "5"],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "smoke.json").read_text())
-    assert sum(summary["objects"].values()) == 8
-    assert summary["emulator"]["api"]["requests"] >= 9
-    assert "objects by status" in result.output
+    table = pads.dataset(tmp_path / "data" / "objects", format="parquet").to_table()
+    assert table.num_rows == 120 == len(set(table["objectID"].to_pylist()))
+    assert "objects by status" in result.output and "images checked" in result.output

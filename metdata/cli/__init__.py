@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 import click
 
@@ -47,6 +48,7 @@ def main(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Dask's own INFO lines (every worker start and stop) drown the job's progress.
-    for noisy in ("distributed", "bokeh", "tornado"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Dask's own INFO lines (every worker start and stop) drown the job's progress. Set before
+    # distributed is imported (it configures its loggers then), and inherited by its workers.
+    if log_level.upper() != "DEBUG":
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")

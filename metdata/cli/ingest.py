@@ -187,6 +187,8 @@ def ingest(
         if from_csv:
             return load_csv(dataset, options)
         planned = plan(dataset, options)  # bad input fails here, before a cluster starts
+        if not planned.tasks:
+            return run(None, dataset, options, planned)
         with connect(cluster, workers=workers) as client:
             click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
             return run(client, dataset, options, planned)
