@@ -232,20 +232,20 @@ def main() -> None:
         )
     verdict = "ok" if ours["achieved"] / args.rate >= 0.95 and ours["blocked"] == 0 else "FAIL"
     print(
-        f"  metdata: target ratio >= 0.95 and 0 blocked: {verdict}. Pace measured over "
-        f"{ours['span']:.1f} s of lookups; the run summary says {s['requests']} requests in "
-        f"{s['duration_s']} s = {s['achieved_rate']}/s (whole run), {s['blocks']} blocks "
-        "reported to the pacer"
+        f"  metdata: ratio >= 0.95 and 0 blocked: {verdict}. Pace over {ours['span']:.1f} s "
+        "from the first to the last lookup.\n"
+        f"  The run summary says {s['requests']} requests in {s['duration_s']} s = "
+        f"{s['achieved_rate']}/s (whole run), {s['blocks']} blocks reported to the pacer."
     )
     first = naive["first_block"]
     print(
         f"  baseline: {naive['workers']} workers each at {args.rate:g}/s offer "
         f"{naive['workers'] * args.rate:.2f}/s; "
         + (
-            f"first block after {first:.1f} s (pace measured up to it); blocked counts "
-            "every request refused until the tasks stopped"
+            f"first block after {first:.1f} s (pace measured up to it);\n  'blocked' counts "
+            "every request refused until its tasks stopped."
             if first is not None
-            else f"no block within {naive['span']:.0f} s"
+            else f"no block within {naive['span']:.0f} s."
         )
     )
 

@@ -13,17 +13,17 @@ from contextlib import contextmanager
 
 from distributed import Client, LocalCluster
 
+from metdata.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class ClusterError(Exception):
+class ClusterError(UserError):
     """The cluster could not be started or reached; the message says what to do."""
 
 
 @contextmanager
-def connect(
-    spec: str = "local", workers: int | None = None, threads_per_worker: int = 2
-) -> Iterator[Client]:
+def connect(spec: str = "local", workers: int | None = None, threads_per_worker: int = 2) -> Iterator[Client]:
     """Yield a Dask client for ``spec``; shut down what was started on exit.
 
     Args:
@@ -54,15 +54,12 @@ def connect(
             yield client
         return
     if not spec.startswith(("tcp://", "tls://")):
-        raise ClusterError(
-            f"unknown --cluster {spec!r}: use 'local' or a scheduler address like tcp://HOST:8786"
-        )
+        raise ClusterError(f"unknown --cluster {spec!r}: use 'local' or a scheduler address like tcp://HOST:8786")
     try:
         client = Client(spec, timeout="20s")
     except (OSError, TimeoutError) as exc:
         raise ClusterError(
-            f"cannot reach the Dask scheduler at {spec} ({exc}); start one with "
-            "'dask scheduler' or use --cluster local"
+            f"cannot reach the Dask scheduler at {spec} ({exc}); start one with 'dask scheduler' or use --cluster local"
         ) from exc
     with client:
         log.info(

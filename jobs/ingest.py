@@ -17,6 +17,7 @@ from distributed import Client, as_completed
 
 from metdata import ingest
 from metdata.dataset import RUNS, SUMMARY, Dataset
+from metdata.errors import UserError
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
 from metdata.pacing import PLUGIN_NAME, LocalPacer, PaceConfig, PacerPlugin, SchedulerPacer
@@ -39,7 +40,7 @@ class IngestOptions:
     csv_storage_options: dict = field(default_factory=dict)
 
 
-class ShardsFailed(Exception):
+class ShardsFailed(UserError):
     """Some shard tasks raised; their ids keep no row until a rerun."""
 
 
@@ -53,9 +54,7 @@ def take_listing(
     """Fetch the id listing (one request, paced) and snapshot it into the dataset."""
     dataset.check_writable()
     ids = fetch_listing(lookup, LocalPacer(pace), department_ids, metadata_date)
-    ingest.write_listing(
-        dataset, ids, {"departmentIds": department_ids, "metadataDate": metadata_date}
-    )
+    ingest.write_listing(dataset, ids, {"departmentIds": department_ids, "metadataDate": metadata_date})
     log.info("listing: %d ids snapshotted to %s", len(ids), dataset.path(ingest.LISTING))
     return ids
 
@@ -95,9 +94,7 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
             listed = sorted(set(listed) | set(fresh))
             ingest.write_listing(dataset, listed, {"since": options.since})
         new += fresh
-    tasks = ingest.plan_replacements(replace, index) + ingest.plan_new_shards(
-        new, options.shard_size
-    )
+    tasks = ingest.plan_replacements(replace, index) + ingest.plan_new_shards(new, options.shard_size)
     log.info(
         "%d ids listed, %d with rows; %d new ids and %d rows to replace in %d shard tasks",
         len(listed),
@@ -109,9 +106,7 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     return Plan(tasks, len(listed), len(index))
 
 
-def run(
-    client: Client, dataset: Dataset, options: IngestOptions, planned: Plan | None = None
-) -> dict:
+def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan | None = None) -> dict:
     """Ingest: run the planned shard tasks on the cluster within one budget, then summarise.
 
     Raises:
@@ -163,8 +158,7 @@ def run(
     _save_summary(dataset, summary)
     if failures:
         raise ShardsFailed(
-            f"{len(failures)} shard tasks failed (rerun the same command to retry them): "
-            + "; ".join(failures[:5])
+            f"{len(failures)} shard tasks failed (rerun the same command to retry them): " + "; ".join(failures[:5])
         )
     return summary
 
@@ -218,9 +212,7 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
     index = ingest.read_index(dataset)
     written: Counter[str] = Counter()
     pending: list[dict] = []
-    listed: set[int] = (
-        set(ingest.read_listing(dataset)) if dataset.exists(ingest.LISTING) else set()
-    )
+    listed: set[int] = set(ingest.read_listing(dataset)) if dataset.exists(ingest.LISTING) else set()
 
     def flush(rows: list[dict]) -> None:
         dataset.write_table(ingest.shard_name(rows[0]["objectID"]), rows_to_table(rows))

@@ -66,9 +66,7 @@ def classify(status: int, content_type: str, body: bytes) -> Answer:
     except (ValueError, UnicodeDecodeError):
         if status in (200, 403) and _is_block_page(body):
             return Answer(Outcome.BLOCKED, error=f"HTTP {status} bot-protection page")
-        return Answer(
-            Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, not JSON"
-        )
+        return Answer(Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, not JSON")
     message = payload.get("message", "") if isinstance(payload, dict) else ""
     if status == 200:
         return Answer(Outcome.OK, payload)

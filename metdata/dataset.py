@@ -8,6 +8,9 @@ A root is a URL: a local folder (``data``, ``file:///data``) or an object-store 
     objects/part-NNNNNNN.parquet  one shard per ~1,000 ids, named after its first id
     objects/_summary.json      the last ingestion run's summary
     objects/_runs/ingest-<UTC time>.json  every run's summary
+    images.zarr/               Zarr v3 group: images (N, S, S, 3) uint8 RGB, object_id, valid
+    images/part-NNNNNN.parquet one status shard per Zarr chunk (written last: the done mark)
+    images/_summary.json       the last images run's summary
 
 Files whose names start with ``_`` or ``.`` are not data (pyarrow, pandas and DuckDB skip
 them). Every file appears atomically: local files are written aside and renamed; an S3 PUT is
@@ -26,6 +29,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metdata.errors import UserError
+
 LISTING = "ids/listing.parquet"
 LISTING_META = "ids/_listing.json"
 OBJECTS = "objects"
@@ -33,7 +38,7 @@ SUMMARY = "objects/_summary.json"
 RUNS = "objects/_runs"
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """The dataset root cannot be used; the message says why and what to do."""
 
 
@@ -113,6 +118,15 @@ class Dataset:
             return []
         base = [n.rsplit("/", 1)[-1] for n in names]
         return sorted(f"{folder}/{n}" for n in base if n.endswith(".parquet") and n[0] not in "._")
+
+    def zarr_store(self, relative: str):
+        """A Zarr store for a folder under the root: a LocalStore, or an fsspec store on S3."""
+        import zarr.storage
+
+        if self.local:
+            return zarr.storage.LocalStore(self.path(relative))
+        url = f"{self.url.rstrip('/')}/{relative}"
+        return zarr.storage.FsspecStore.from_url(url, storage_options=self.storage_options or None)
 
     def check_writable(self) -> None:
         """Write and delete a probe file.

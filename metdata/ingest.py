@@ -50,10 +50,7 @@ def plan_new_shards(ids: list[int], shard_size: int) -> list[ShardTask]:
     [('0001.parquet', 2), ('0005.parquet', 2), ('0009.parquet', 1)]
     """
     ids = sorted(ids)
-    return [
-        ShardTask(shard_name(ids[i]), tuple(ids[i : i + shard_size]))
-        for i in range(0, len(ids), shard_size)
-    ]
+    return [ShardTask(shard_name(ids[i]), tuple(ids[i : i + shard_size])) for i in range(0, len(ids), shard_size)]
 
 
 def plan_replacements(ids: set[int], index: dict[int, tuple[str, str]]) -> list[ShardTask]:
@@ -65,9 +62,7 @@ def plan_replacements(ids: set[int], index: dict[int, tuple[str, str]]) -> list[
     by_shard: dict[str, list[int]] = {}
     for object_id in sorted(ids):
         by_shard.setdefault(index[object_id][0], []).append(object_id)
-    return [
-        ShardTask(name, tuple(members), replace=True) for name, members in sorted(by_shard.items())
-    ]
+    return [ShardTask(name, tuple(members), replace=True) for name, members in sorted(by_shard.items())]
 
 
 def read_index(dataset: Dataset) -> dict[int, tuple[str, str]]:
@@ -75,9 +70,7 @@ def read_index(dataset: Dataset) -> dict[int, tuple[str, str]]:
     index: dict[int, tuple[str, str]] = {}
     for name in dataset.data_files(OBJECTS):
         table = dataset.read_table(name, columns=["objectID", "status"])
-        for object_id, status in zip(
-            table["objectID"].to_pylist(), table["status"].to_pylist(), strict=True
-        ):
+        for object_id, status in zip(table["objectID"].to_pylist(), table["status"].to_pylist(), strict=True):
             index[object_id] = (name, status)
     return index
 

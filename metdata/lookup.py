@@ -22,6 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from metdata.api import DEFAULT_API, Answer, Outcome, classify
+from metdata.errors import UserError
 from metdata.records import error_row, record_row
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,7 @@ def get(
         pacer.wait(host)
         try:
             response = session.get(url, params=params, timeout=options.timeout)
-            answer = classify(
-                response.status_code, response.headers.get("Content-Type", ""), response.content
-            )
+            answer = classify(response.status_code, response.headers.get("Content-Type", ""), response.content)
         except (requests.ConnectionError, requests.Timeout) as exc:
             answer = Answer(Outcome.TRANSIENT, error=f"{type(exc).__name__}: {exc}"[:300])
         except requests.RequestException as exc:  # e.g. an invalid URL: asking again will not help
@@ -104,24 +103,14 @@ def get(
     return answer, options.max_attempts
 
 
-def lookup_one(
-    session: requests.Session, object_id: int, options: LookupOptions, pacer: Pacer
-) -> dict:
+def lookup_one(session: requests.Session, object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
     """Look one object up; return its row (the record, or why there is none)."""
-    answer, attempts = get(
-        session, f"{options.api.rstrip('/')}/objects/{object_id}", options, pacer
-    )
+    answer, attempts = get(session, f"{options.api.rstrip('/')}/objects/{object_id}", options, pacer)
     now = dt.datetime.now(dt.UTC)
     if answer.outcome is Outcome.OK:
         if not isinstance(answer.payload, dict) or answer.payload.get("objectID") != object_id:
-            got = (
-                answer.payload.get("objectID")
-                if isinstance(answer.payload, dict)
-                else type(answer.payload).__name__
-            )
-            return error_row(
-                object_id, "failed", f"the API answered a record for {got!r}", attempts, now
-            )
+            got = answer.payload.get("objectID") if isinstance(answer.payload, dict) else type(answer.payload).__name__
+            return error_row(object_id, "failed", f"the API answered a record for {got!r}", attempts, now)
         return record_row(answer.payload, attempts, now)
     return error_row(object_id, answer.outcome.value, answer.error, attempts, now)
 
@@ -133,7 +122,7 @@ def lookup_ids(ids: list[int], options: LookupOptions, pacer: Pacer) -> list[dic
         return list(pool.map(lambda i: lookup_one(session, i, options, pacer), ids))
 
 
-class ListingError(Exception):
+class ListingError(UserError):
     """The id listing could not be read; the message says why and what to do."""
 
 
@@ -157,11 +146,7 @@ def fetch_listing(
     pacer = pacer.bind()
     with new_session(1) as session:
         answer, _ = get(session, url, options, pacer, params=params)
-    if (
-        answer.outcome is Outcome.OK
-        and isinstance(answer.payload, dict)
-        and "objectIDs" in answer.payload
-    ):
+    if answer.outcome is Outcome.OK and isinstance(answer.payload, dict) and "objectIDs" in answer.payload:
         return sorted(set(answer.payload["objectIDs"] or []))
     if answer.outcome is Outcome.TRANSIENT:
         hint = "the API is unreachable or failing; check --api and the network, then retry"
@@ -173,6 +158,4 @@ def fetch_listing(
         hint = "the metadata date must be YYYY-MM-DD, e.g. 2024-05-03"
     else:
         hint = "is --api the API base URL, like " + DEFAULT_API + "?"
-    raise ListingError(
-        f"could not read the id listing at {url} ({answer.outcome.value}: {answer.error}): {hint}"
-    )
+    raise ListingError(f"could not read the id listing at {url} ({answer.outcome.value}: {answer.error}): {hint}")

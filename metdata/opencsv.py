@@ -9,16 +9,15 @@ import fsspec
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from metdata.errors import UserError
 from metdata.records import CSV_REQUIRED, csv_row
 
 
-class CsvError(Exception):
+class CsvError(UserError):
     """The CSV cannot be used; the message says why."""
 
 
-def read_rows(
-    url: str, storage_options: dict | None = None, batch_rows: int = 50_000
-) -> Iterator[list[dict]]:
+def read_rows(url: str, storage_options: dict | None = None, batch_rows: int = 50_000) -> Iterator[list[dict]]:
     """Yield batches of schema rows (status ``csv``) from a MetObjects.csv.
 
     Every column is read as text (ids like "1979.486.1" must stay strings) and mapped by
@@ -35,12 +34,8 @@ def read_rows(
             if missing:
                 raise CsvError(f"{url} is not MetObjects.csv: missing columns {', '.join(missing)}")
             f.seek(0)
-            convert = pacsv.ConvertOptions(
-                column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=False
-            )
-            reader = pacsv.open_csv(
-                f, read_options=pacsv.ReadOptions(block_size=16 << 20), convert_options=convert
-            )
+            convert = pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=False)
+            reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=16 << 20), convert_options=convert)
             for batch in reader:
                 rows = [csv_row(r) for r in batch.to_pylist()]
                 for i in range(0, len(rows), batch_rows):

@@ -68,9 +68,7 @@ class RateLimiter:
 
     def _host(self, host: str, now: float) -> _Host:
         if host not in self._hosts:
-            self._hosts[host] = _Host(
-                rate=self.config.rate, pause=self.config.cooldown, last_change=now
-            )
+            self._hosts[host] = _Host(rate=self.config.rate, pause=self.config.cooldown, last_change=now)
         return self._hosts[host]
 
     def reserve(self, host: str) -> float:
@@ -136,10 +134,7 @@ class RateLimiter:
     def stats(self) -> dict[str, dict[str, float]]:
         """Per host: current rate, slots handed out, blocks reported."""
         with self._lock:
-            return {
-                h: {"rate": s.rate, "requests": s.requests, "blocks": s.blocks}
-                for h, s in self._hosts.items()
-            }
+            return {h: {"rate": s.rate, "requests": s.requests, "blocks": s.blocks} for h, s in self._hosts.items()}
 
 
 class LocalPacer:

@@ -42,6 +42,4 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        log.info(
-            "%s: %d/%d in %.1f s", self.label, self.done, self.total, time.monotonic() - self._start
-        )
+        log.info("%s: %d/%d in %.1f s", self.label, self.done, self.total, time.monotonic() - self._start)

@@ -86,18 +86,14 @@ def record_row(record: Mapping, attempts: int, fetched_at: dt.datetime) -> dict:
     return row
 
 
-def error_row(
-    object_id: int, status: str, error: str, attempts: int, fetched_at: dt.datetime
-) -> dict:
+def error_row(object_id: int, status: str, error: str, attempts: int, fetched_at: dt.datetime) -> dict:
     """A row for an id whose lookup did not give a record: only the id and why.
 
     >>> error_row(7, "not_found", "ObjectID not found", 1, None)["status"]
     'not_found'
     """
     row = dict.fromkeys(FIELDS)
-    row.update(
-        objectID=object_id, status=status, error=error, attempts=attempts, fetched_at=fetched_at
-    )
+    row.update(objectID=object_id, status=status, error=error, attempts=attempts, fetched_at=fetched_at)
     return row
 
 

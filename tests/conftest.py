@@ -53,9 +53,7 @@ def dask_client():
     from distributed import Client, LocalCluster
 
     with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
-        ) as cluster,
+        LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         yield client
@@ -79,9 +77,7 @@ def s3(moto_server):
 
     requests.post(f"{moto_server}/moto-api/reset", timeout=10)
     options = {"endpoint_url": moto_server, "key": "testing", "secret": "testing"}
-    fs = s3fs.S3FileSystem(
-        client_kwargs={"endpoint_url": moto_server}, key="testing", secret="testing"
-    )
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto_server}, key="testing", secret="testing")
     fs.mkdir("metdata-test")
     fs.invalidate_cache()
     return "s3://metdata-test/dataset", options

@@ -40,6 +40,4 @@ def test_classify(status, ctype, body, expected):
 
 def test_failed_answers_name_the_reason():
     assert "Date not valid" in classify(400, JSON, b'"Date not valid. Dates must be ..."').error
-    assert classify(200, "application/octet-stream", b"\x00").error == (
-        "HTTP 200 application/octet-stream, not JSON"
-    )
+    assert classify(200, "application/octet-stream", b"\x00").error == ("HTTP 200 application/octet-stream, not JSON")

@@ -40,9 +40,7 @@ def test_bad_metadata_date_is_a_bare_json_string(met, http):
     for bad in ("2020-13-01", "yesterday", "2020-1-1"):
         response = http.get(f"{met.url}/objects", params={"metadataDate": bad})
         assert response.status_code == 400
-        assert response.json() == (
-            "Date not valid. Dates must be in the format YYYY-MM-DD e.g. 1987-05-03"
-        )
+        assert response.json() == ("Date not valid. Dates must be in the format YYYY-MM-DD e.g. 1987-05-03")
 
 
 def test_object_record_has_57_fields_in_api_order(met, http):
@@ -53,20 +51,14 @@ def test_object_record_has_57_fields_in_api_order(met, http):
         assert len(record) in (55, 56, 57)
         assert "dimensionsParsed" not in record
         assert all(
-            record[f] is not None
-            for f in FIELDS
-            if f in record and f not in ("constituents", "tags", "measurements")
+            record[f] is not None for f in FIELDS if f in record and f not in ("constituents", "tags", "measurements")
         )
         assert record["tags"] is None or record["tags"]  # null, never []
         assert isinstance(record["objectBeginDate"], int)
     assert any(len(r) == 57 for r in records)
     public = [r for r in records if r["isPublicDomain"]]
     assert public and all(r["primaryImageSmall"].startswith(met.base) for r in public)
-    assert all(
-        r["primaryImage"] == r["primaryImageSmall"] == ""
-        for r in records
-        if not r["isPublicDomain"]
-    )
+    assert all(r["primaryImage"] == r["primaryImageSmall"] == "" for r in records if not r["isPublicDomain"])
 
 
 def test_unknown_ids_are_404_not_found(met, http):
@@ -106,10 +98,7 @@ def test_v1_1_search_pages_and_caps(start_met, http):
     assert everything["total"] == 1500 and len(everything["objectIDs"]) == 100  # default limit
     assert len(http.get(search, params={"q": "*", "limit": "9999"}).json()["objectIDs"]) == 500
     second = http.get(search, params={"q": "*", "offset": "100", "limit": "50"}).json()
-    assert (
-        second["objectIDs"]
-        == http.get(search, params={"q": "*", "limit": "500"}).json()["objectIDs"][100:150]
-    )
+    assert second["objectIDs"] == http.get(search, params={"q": "*", "limit": "500"}).json()["objectIDs"][100:150]
     past = http.get(search, params={"q": "*", "offset": "1500"}).json()
     assert past == {"total": 1500, "objectIDs": None}
     nothing = http.get(search, params={"q": "no such words anywhere"}).json()
@@ -129,9 +118,7 @@ def test_v1_1_search_filters(start_met, http):
     search = met.url.replace("/v1", "/v1.1") + "/search"
 
     def ids(**params):
-        return set(
-            http.get(search, params={"q": "*", "limit": "500", **params}).json()["objectIDs"] or []
-        )
+        return set(http.get(search, params={"q": "*", "limit": "500", **params}).json()["objectIDs"] or [])
 
     def record(i):
         return http.get(f"{met.url}/objects/{i}").json()
@@ -144,9 +131,7 @@ def test_v1_1_search_filters(start_met, http):
     assert ids(isHighlight="True") == ids() == ids(unknownFilter="x")
     with_images = ids(hasImages="true")
     public = {i for i in ids() if record(i)["isPublicDomain"]}
-    assert public <= with_images and len(with_images) > len(
-        public
-    )  # hasImages lets imageless through
+    assert public <= with_images and len(with_images) > len(public)  # hasImages lets imageless through
     china = ids(geoLocation="China|Japan")
     assert china and all(
         record(i)["culture"] in ("China", "Japan") or record(i)["country"] in ("China", "Japan")
@@ -154,8 +139,7 @@ def test_v1_1_search_filters(start_met, http):
     )
     dated = ids(dateBegin="1700", dateEnd="1800")
     assert dated and all(
-        1700 <= record(i)["objectBeginDate"] <= record(i)["objectEndDate"] <= 1800
-        for i in list(dated)[:10]
+        1700 <= record(i)["objectBeginDate"] <= record(i)["objectEndDate"] <= 1800 for i in list(dated)[:10]
     )
     scrolls = ids(medium="Hanging scroll|Album leaf")
     assert scrolls and scrolls <= ids(q="scroll") | ids(q="album")
@@ -179,9 +163,7 @@ def test_synthetic_catalog_has_the_real_label_quirks():
 
     catalog = SyntheticCatalog(20_000, seed=3)
     records = [catalog.record(int(i)) for i in catalog.ids]
-    paintings = [
-        r for r in records if r["objectName"] == "Painting" or r["classification"] == "Paintings"
-    ]
+    paintings = [r for r in records if r["objectName"] == "Painting" or r["classification"] == "Paintings"]
     kinds = {(r["department"], r["culture"], r["country"], r["classification"]) for r in records}
     assert ("Islamic Art", "", "India", "Codices") in kinds
     assert any(
@@ -192,8 +174,7 @@ def test_synthetic_catalog_has_the_real_label_quirks():
         for r in paintings
     )
     assert any(
-        r["department"] == "European Paintings" and r["culture"] == "" and r["artistNationality"]
-        for r in paintings
+        r["department"] == "European Paintings" and r["culture"] == "" and r["artistNationality"] for r in paintings
     )
     assert any(r["culture"].startswith("India (") for r in records)
     assert {"Metalwork", "Metal", "Metal-Ornaments"} <= {r["classification"] for r in records}

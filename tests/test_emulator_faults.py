@@ -66,9 +66,7 @@ def test_image_faults(start_met, http):
     import numpy as np
 
     clean = start_met(seed=5)
-    faulty = start_met(
-        seed=5, fault_rate=0.25, faults=frozenset({"image-404", "truncate", "not-image"})
-    )
+    faulty = start_met(seed=5, fault_rate=0.25, faults=frozenset({"image-404", "truncate", "not-image"}))
     seen = set()
     for record in public_objects(faulty, http, 40):
         path = record["primaryImageSmall"].removeprefix(faulty.base)
@@ -84,9 +82,7 @@ def test_image_faults(start_met, http):
                 assert len(answer.content) == int(answer.headers["Content-Length"]) < len(good)
             else:
                 seen.add("not-image")
-                assert (
-                    cv2.imdecode(np.frombuffer(answer.content, np.uint8), cv2.IMREAD_COLOR) is None
-                )
+                assert cv2.imdecode(np.frombuffer(answer.content, np.uint8), cv2.IMREAD_COLOR) is None
         assert http.get(faulty.base + path).content == answer.content  # permanent
     assert seen == {"image-404", "truncate", "not-image"}
 

@@ -38,10 +38,7 @@ def test_some_blocks_come_with_status_200(start_met, http):
     answers = [http.get(f"{met.url}/departments") for _ in range(40)][1:]
     ok_blocks = [a for a in answers if a.status_code == 200]
     assert ok_blocks and len(ok_blocks) < len(answers)
-    assert all(
-        "Incapsula" in a.text and a.headers["Content-Type"].startswith("text/html")
-        for a in ok_blocks
-    )
+    assert all("Incapsula" in a.text and a.headers["Content-Type"].startswith("text/html") for a in ok_blocks)
 
 
 def test_block_lasts_the_penalty_then_lifts(start_met, http):

@@ -32,9 +32,7 @@ def test_replay_serves_recorded_bytes_with_image_urls_rewritten(start_met, http,
     assert sorted(listing["objectIDs"]) == sorted(int(p.stem) for p in SAMPLES.glob("*.json"))
     for sample in SAMPLES.glob("*.json"):
         served = http.get(f"{met.url}/objects/{sample.stem}").content
-        assert served == sample.read_bytes().replace(
-            b"https://images.metmuseum.org", met.base.encode()
-        )
+        assert served == sample.read_bytes().replace(b"https://images.metmuseum.org", met.base.encode())
     record = json.loads(http.get(f"{met.url}/objects/24").content)
     assert len(record) == 56 and "measurements" not in record  # an old record, as recorded
 
@@ -57,9 +55,7 @@ def test_replay_listing_filters(start_met, http, catalog):
     assert sorted(asian["objectIDs"]) == [45734, 47892, 51868]
     recent = http.get(f"{met.url}/objects", params={"metadataDate": "2021-01-01"}).json()
     assert sorted(recent["objectIDs"]) == sorted(
-        int(p.stem)
-        for p in SAMPLES.glob("*.json")
-        if json.loads(p.read_text())["metadataDate"] >= "2021-01-01"
+        int(p.stem) for p in SAMPLES.glob("*.json") if json.loads(p.read_text())["metadataDate"] >= "2021-01-01"
     )
     assert http.get(f"{met.url}/objects/1").json() == {"message": "ObjectID not found"}
 
@@ -69,12 +65,7 @@ def test_replay_search(start_met, http, catalog):
     search = met.url.replace("/v1", "/v1.1") + "/search"
     body = http.get(search, params={"q": "Quail"}).json()
     assert body == {"total": 1, "objectIDs": [45734]}
-    assert (
-        http.get(search, params={"q": "*", "hasImages": "true", "departmentId": "6"}).json()[
-            "total"
-        ]
-        == 3
-    )
+    assert http.get(search, params={"q": "*", "hasImages": "true", "departmentId": "6"}).json()["total"] == 3
 
 
 def test_replay_accepts_a_flat_folder_and_rejects_an_empty_one(tmp_path):

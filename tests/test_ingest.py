@@ -75,9 +75,7 @@ def test_fault_storm_accounts_for_every_id(start_met, dask_client, tmp_path):
         throttle_burst=60,
         throttle_penalty=0.5,
     )
-    summary = run(
-        dask_client, Dataset(str(tmp_path)), options(storm, pace=PaceConfig(rate=100, cooldown=0.6))
-    )
+    summary = run(dask_client, Dataset(str(tmp_path)), options(storm, pace=PaceConfig(rate=100, cooldown=0.6)))
     listed = requests.get(f"{clean.url}/objects").json()["objectIDs"]
     t = table(tmp_path)
     ids = t["objectID"].to_pylist()
@@ -88,18 +86,13 @@ def test_fault_storm_accounts_for_every_id(start_met, dask_client, tmp_path):
         assert row["status"] in ("ok", "not_valid", "transient", "blocked"), row["error"]
         if row["status"] == "ok":
             expected = requests.get(f"{clean.url}/objects/{row['objectID']}").json()
-            assert (
-                row["title"] == expected["title"]
-                and row["metadataDate"] == expected["metadataDate"]
-            )
+            assert row["title"] == expected["title"] and row["metadataDate"] == expected["metadataDate"]
         if row["status"] == "not_valid":
             assert row["error"] == "Not a valid object" and row["title"] is None
     assert sum(r["status"] == "ok" for r in t.to_pylist()) > 200
 
 
-def test_rerun_skips_finished_shards_and_retry_failed_fixes_the_rest(
-    start_met, dask_client, tmp_path
-):
+def test_rerun_skips_finished_shards_and_retry_failed_fixes_the_rest(start_met, dask_client, tmp_path):
     met = start_met(objects=200, seed=1, fault_rate=0.3, faults=frozenset({"503"}))
     dataset = Dataset(str(tmp_path))
     once = options(met, lookup=LookupOptions(api=met.url, max_attempts=1, backoff=0.01))
@@ -122,28 +115,20 @@ def test_since_refreshes_updated_objects_and_adds_new_ones(start_met, dask_clien
     run(dask_client, dataset, options(met))
     # drop three rows, as if those objects were new since the first run
     listed = dataset.read_table("ids/listing.parquet")["objectID"].to_pylist()
-    updated = requests.get(f"{met.url}/objects", params={"metadataDate": "2025-06-01"}).json()[
-        "objectIDs"
-    ]
+    updated = requests.get(f"{met.url}/objects", params={"metadataDate": "2025-06-01"}).json()["objectIDs"]
     from metdata.ingest import write_listing
 
     write_listing(dataset, [i for i in listed if i not in updated[:3]], {})
     shard = dataset.data_files("objects")[0]
     kept = dataset.read_table(shard).filter(
-        pa.compute.invert(
-            pa.compute.is_in(
-                dataset.read_table(shard)["objectID"], pa.array(updated[:3], pa.int64())
-            )
-        )
+        pa.compute.invert(pa.compute.is_in(dataset.read_table(shard)["objectID"], pa.array(updated[:3], pa.int64())))
     )
     dataset.write_table(shard, kept)
     before = {r["objectID"]: r["fetched_at"] for r in table(tmp_path).to_pylist()}
     summary = run(dask_client, dataset, options(met, since="2025-06-01"))
     after = table(tmp_path)
     assert after["objectID"].to_pylist() == sorted(listed) and summary["rows"] == 200
-    refreshed = {
-        r["objectID"] for r in after.to_pylist() if r["fetched_at"] != before.get(r["objectID"])
-    }
+    refreshed = {r["objectID"] for r in after.to_pylist() if r["fetched_at"] != before.get(r["objectID"])}
     assert refreshed == set(updated)
 
 
@@ -162,9 +147,7 @@ def test_a_killed_worker_loses_nothing(start_met, tmp_path):
         pids = client.run(os.getpid)
         result = {}
         job = threading.Thread(
-            target=lambda: result.update(
-                run(client, dataset, options(met, shard_size=25, pace=PaceConfig(rate=150)))
-            )
+            target=lambda: result.update(run(client, dataset, options(met, shard_size=25, pace=PaceConfig(rate=150))))
         )
         job.start()
         deadline = time.monotonic() + 60
@@ -180,9 +163,7 @@ def test_client_killed_mid_run_then_rerun_equals_a_clean_run(start_met, tmp_path
     import subprocess
     import sys
 
-    met = start_met(
-        objects=300, seed=5, latency=0.01, fault_rate=0.1, faults=frozenset({"not-valid"})
-    )
+    met = start_met(objects=300, seed=5, latency=0.01, fault_rate=0.1, faults=frozenset({"not-valid"}))
     command = [
         sys.executable,
         "-m",
@@ -210,9 +191,7 @@ def test_client_killed_mid_run_then_rerun_equals_a_clean_run(start_met, tmp_path
     proc.wait()
     partial = len(Dataset(str(interrupted)).data_files("objects"))
     assert 0 < partial < 10
-    subprocess.run(
-        [*command, "--data", str(interrupted)], check=True, capture_output=True, timeout=180
-    )
+    subprocess.run([*command, "--data", str(interrupted)], check=True, capture_output=True, timeout=180)
     subprocess.run([*command, "--data", str(clean)], check=True, capture_output=True, timeout=180)
     assert comparable(table(interrupted)) == comparable(table(clean))
     assert len(table(clean)) == 300
@@ -234,9 +213,7 @@ def test_four_workers_stay_under_the_cluster_wide_rate(start_met, tmp_path):
         LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
-        summary = run(
-            client, Dataset(str(tmp_path)), options(met, shard_size=15, pace=PaceConfig(rate=4.0))
-        )
+        summary = run(client, Dataset(str(tmp_path)), options(met, shard_size=15, pace=PaceConfig(rate=4.0)))
     counters = stats(met)["api"]
     assert counters.get("blocked", 0) == 0
     assert summary["rows_by_status"] == {"ok": 60}

@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "metdata.cli.demo:demo",
     "ids": "metdata.cli.ingest:ids",
     "ingest": "metdata.cli.ingest:ingest",
+    "images": "metdata.cli.images:images",
 }
 
 
@@ -45,9 +46,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="metdata")
 def main(log_level: str) -> None:
     """metdata: the Met's open Collection API to a trained image classifier."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Dask's own INFO lines (every worker start and stop) drown the job's progress. Set before
     # distributed is imported (it configures its loggers then), and inherited by its workers.
     if log_level.upper() != "DEBUG":

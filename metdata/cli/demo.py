@@ -24,7 +24,6 @@ import pyarrow.dataset as pads
 import requests
 
 from metdata.dataset import RUNS, Dataset
-
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import parse_kinds
 
@@ -38,9 +37,7 @@ def _run(args: list[str]) -> None:
     """Run one metdata command as a user would; stop the demo if it fails."""
     click.echo(click.style("$ metdata " + " ".join(args), bold=True))
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "metdata", *args], stdout=subprocess.PIPE, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "metdata", *args], stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise click.ClickException(f"'metdata {args[0]}' failed with exit code {result.returncode}")
     click.echo(f"  ({time.monotonic() - started:.0f} s)")
@@ -118,12 +115,10 @@ def demo(workdir: Path, objects: int, data: str | None, rate: float, images: int
         _run(["ingest", *common, "--shard-size", "100", "--timeout", "2", "--cooldown", "5"])
         _run(["ingest", *common, "--retry-failed", "--timeout", "5", "--cooldown", "5"])
         dataset = Dataset(root)
-        runs = [
-            dataset.fs.cat_file(p) for p in sorted(dataset.fs.ls(dataset.path(RUNS), detail=False))
-        ]
-        table = pads.dataset(
-            dataset.path("objects"), filesystem=dataset.fs, format="parquet"
-        ).to_table(columns=["objectID", "status", "primaryImageSmall"])
+        runs = [dataset.fs.cat_file(p) for p in sorted(dataset.fs.ls(dataset.path(RUNS), detail=False))]
+        table = pads.dataset(dataset.path("objects"), filesystem=dataset.fs, format="parquet").to_table(
+            columns=["objectID", "status", "primaryImageSmall"]
+        )
         public = [r for r in table.to_pylist() if r["status"] == "ok" and r["primaryImageSmall"]]
         sample = _image_sample(random.Random(0).sample(public, min(images, len(public))), images)
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()

@@ -27,9 +27,7 @@ class FaultKinds(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(
-    f"{k}: {v}" for k, v in DESCRIPTIONS.items()
-)
+FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items())
 
 
 @click.command("fake-met")
@@ -48,9 +46,7 @@ FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(
     type=click.IntRange(1, 899_999),
     help="Size of the synthetic catalog (the real one holds about 500,000).",
 )
-@click.option(
-    "--seed", default=0, show_default=True, type=int, help="Seed of records, images and faults."
-)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of records, images and faults.")
 @click.option(
     "--catalog",
     type=click.Path(exists=True, file_okay=False, path_type=Path),

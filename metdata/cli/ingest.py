@@ -14,8 +14,9 @@ from metdata.cli.options import (
     api_option,
     cluster_option,
     data_option,
-    rate_option,
+    fail_cleanly,
     storage_option,
+    tuning_options,
 )
 
 log = logging.getLogger(__name__)
@@ -31,77 +32,13 @@ def _pace_and_lookup(api, rate, adaptive, cooldown, threads, timeout, max_attemp
     )
 
 
-def _tuning(f):
-    """Options of lookups and pacing shared by both commands."""
-    for option in reversed(
-        [
-            rate_option,
-            click.option(
-                "--adaptive/--no-adaptive",
-                default=False,
-                show_default=True,
-                help="After a block, probe back up towards --rate while no block comes.",
-            ),
-            click.option(
-                "--cooldown",
-                type=click.FloatRange(0),
-                default=120.0,
-                show_default=True,
-                help="Seconds the whole cluster pauses after a block.",
-            ),
-            click.option(
-                "--threads",
-                type=click.IntRange(1, 64),
-                default=4,
-                show_default=True,
-                help="Concurrent requests per task (all within the one budget).",
-            ),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(0.1),
-                default=30.0,
-                show_default=True,
-                help="Seconds before a request counts as a transient failure.",
-            ),
-            click.option(
-                "--max-attempts",
-                type=click.IntRange(1, 50),
-                default=5,
-                show_default=True,
-                help="Attempts per id for transient failures and blocks.",
-            ),
-        ]
-    ):
-        f = option(f)
-    return f
-
-
-def _fail_cleanly(fn, *args, **kwargs):
-    """Run a job; turn the errors that users can fix into a one-line message and exit 1."""
-    from cluster import ClusterError
-    from jobs.ingest import ShardsFailed
-    from metdata.dataset import DatasetError
-    from metdata.lookup import ListingError
-    from metdata.opencsv import CsvError
-
-    try:
-        return fn(*args, **kwargs)
-    except (DatasetError, ListingError, CsvError, ClusterError, ShardsFailed) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except KeyboardInterrupt:
-        click.echo(
-            "interrupted: finished shards are kept; rerun the same command to resume", err=True
-        )
-        raise SystemExit(130) from None
-
-
 @click.command()
 @api_option
 @data_option
 @click.option("--department-ids", type=DepartmentIds(), help="Keep these departments, e.g. '6|11'.")
 @click.option("--metadata-date", type=IsoDate(), help="Keep objects updated after this date.")
 @storage_option
-@_tuning
+@tuning_options
 def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> None:
     """Snapshot the id listing into the dataset root (ids/listing.parquet).
 
@@ -112,7 +49,7 @@ def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> 
 
     lookup, pace = _pace_and_lookup(api, **tuning)
     dataset = Dataset(data, storage_options)
-    listed = _fail_cleanly(take_listing, dataset, lookup, pace, department_ids, metadata_date)
+    listed = fail_cleanly(take_listing, dataset, lookup, pace, department_ids, metadata_date)
     click.echo(f"{len(listed)} object ids snapshotted under {data}")
 
 
@@ -120,7 +57,7 @@ def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> 
 @api_option
 @data_option
 @cluster_option
-@_tuning
+@tuning_options
 @click.option(
     "--shard-size",
     type=click.IntRange(1, 100_000),
@@ -128,21 +65,15 @@ def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> 
     show_default=True,
     help="Ids per shard (one Dask task and one Parquet file each).",
 )
-@click.option(
-    "--retry-failed", is_flag=True, help="Look up again the ids whose last outcome was retryable."
-)
-@click.option(
-    "--since", type=IsoDate(), help="Refresh objects updated after this date, merging them in."
-)
+@click.option("--retry-failed", is_flag=True, help="Look up again the ids whose last outcome was retryable.")
+@click.option("--since", type=IsoDate(), help="Refresh objects updated after this date, merging them in.")
 @click.option(
     "--from-csv",
     "from_csv",
     metavar="PATH_OR_URL",
     help="Load metadata from the Open Access MetObjects.csv instead of looking it up.",
 )
-@click.option(
-    "--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for --from-csv."
-)
+@click.option("--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for --from-csv.")
 @storage_option
 @click.option(
     "--workers",
@@ -193,5 +124,5 @@ def ingest(
             click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
             return run(client, dataset, options, planned)
 
-    summary = _fail_cleanly(go)
+    summary = fail_cleanly(go)
     click.echo(json.dumps(summary, indent=2))

@@ -9,6 +9,7 @@ import re
 import click
 
 from metdata.api import DEFAULT_API
+from metdata.errors import UserError
 
 
 class JsonObject(click.ParamType):
@@ -65,9 +66,7 @@ api_option = click.option(
     show_default=True,
     help="The Collection API base URL (the emulator's, for offline work).",
 )
-data_option = click.option(
-    "--data", "data", required=True, help="Dataset root: a local folder or s3://bucket/prefix."
-)
+data_option = click.option("--data", "data", required=True, help="Dataset root: a local folder or s3://bucket/prefix.")
 storage_option = click.option(
     "--storage-options",
     type=JsonObject(),
@@ -89,3 +88,59 @@ rate_option = click.option(
     help="Requests/second per host for the whole cluster. 1/s is the pace "
     "measured safe against the real Met; its documented ceiling is 80/s.",
 )
+
+
+def tuning_options(f):
+    """Options of lookups and pacing shared by both commands."""
+    for option in reversed(
+        [
+            rate_option,
+            click.option(
+                "--adaptive/--no-adaptive",
+                default=False,
+                show_default=True,
+                help="After a block, probe back up towards --rate while no block comes.",
+            ),
+            click.option(
+                "--cooldown",
+                type=click.FloatRange(0),
+                default=120.0,
+                show_default=True,
+                help="Seconds the whole cluster pauses after a block.",
+            ),
+            click.option(
+                "--threads",
+                type=click.IntRange(1, 64),
+                default=4,
+                show_default=True,
+                help="Concurrent requests per task (all within the one budget).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(0.1),
+                default=30.0,
+                show_default=True,
+                help="Seconds before a request counts as a transient failure.",
+            ),
+            click.option(
+                "--max-attempts",
+                type=click.IntRange(1, 50),
+                default=5,
+                show_default=True,
+                help="Attempts per id for transient failures and blocks.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def fail_cleanly(fn, *args, **kwargs):
+    """Run a job; turn the errors that users can fix into a one-line message and exit 1."""
+    try:
+        return fn(*args, **kwargs)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished work is kept; rerun the same command to resume", err=True)
+        raise SystemExit(130) from None

@@ -218,9 +218,7 @@ def _vessel_profile(rng: np.random.Generator) -> np.ndarray:
     shoulder, belly = rng.uniform(0.25, 0.5), rng.uniform(0.3, 0.5)
     foot = rng.uniform(0.12, 0.3)
     t = np.linspace(0, 1, 48)
-    r = np.interp(
-        t, [0, 0.08, t_shoulder, t_belly, 0.94, 1.0], [lip, neck, shoulder, belly, foot, foot]
-    )
+    r = np.interp(t, [0, 0.08, t_shoulder, t_belly, 0.94, 1.0], [lip, neck, shoulder, belly, foot, foot])
     return np.convolve(np.pad(r, 2, mode="edge"), np.ones(5) / 5, mode="valid")
 
 
@@ -437,9 +435,7 @@ def _india_architecture(img: np.ndarray, rng: np.random.Generator, floor: float)
     for i in range(n):
         ax = x0 + bw * (i + 0.5) / n
         aw = bw / n * 0.28
-        cv2.rectangle(
-            img, _pt(img, ax - aw, top + bh * 0.35), _pt(img, ax + aw, floor), opening, -1
-        )
+        cv2.rectangle(img, _pt(img, ax - aw, top + bh * 0.35), _pt(img, ax + aw, floor), opening, -1)
         h, w = img.shape[:2]
         _disc(
             img,
@@ -451,9 +447,7 @@ def _india_architecture(img: np.ndarray, rng: np.random.Generator, floor: float)
     dome_w = bw * rng.uniform(0.25, 0.45)
     cx = x0 + bw / 2
     h, w = img.shape[:2]
-    _disc(
-        img, _pt(img, cx, top), (round(dome_w * w), round(dome_w * w * 0.9)), wall, arc=(180, 360)
-    )
+    _disc(img, _pt(img, cx, top), (round(dome_w * w), round(dome_w * w * 0.9)), wall, arc=(180, 360))
     cv2.line(
         img,
         _pt(img, cx, top - dome_w * 0.9 * w / h),
@@ -493,9 +487,7 @@ def _india_figure(img: np.ndarray, rng: np.random.Generator, x: float, foot: flo
     if rng.random() < 0.25:
         _dot(img, _pt(img, x, head_y + 0.04 * size), round(r * 1.9), _GOLD)
     _dot(img, _pt(img, x, head_y + 0.06 * size), r, _jitter(rng, (70, 110, 160), 12))
-    _disc(
-        img, _pt(img, x, head_y), (r, max(1, r // 2)), _jitter(rng, _pick(rng, _INDIA_ACCENTS), 12)
-    )
+    _disc(img, _pt(img, x, head_y), (r, max(1, r // 2)), _jitter(rng, _pick(rng, _INDIA_ACCENTS), 12))
 
 
 def _india_scene(img: np.ndarray, rng: np.random.Generator) -> None:
@@ -503,9 +495,7 @@ def _india_scene(img: np.ndarray, rng: np.random.Generator) -> None:
     ground = _jitter(rng, _pick(rng, _INDIA_GROUNDS), 14)
     img[:] = ground
     horizon = rng.uniform(0.12, 0.35)
-    sky = _jitter(
-        rng, _pick(rng, ((110, 50, 20), (60, 170, 220), (150, 110, 60), (30, 30, 60))), 14
-    )
+    sky = _jitter(rng, _pick(rng, ((110, 50, 20), (60, 170, 220), (150, 110, 60), (30, 30, 60))), 14)
     _gradient(img, sky, _scale(sky, rng.uniform(1.1, 1.5)), 0, horizon)
     floor = rng.uniform(0.7, 0.9)
     terrace = _jitter(rng, _pick(rng, ((210, 220, 230), (40, 90, 180), (50, 120, 60))), 12)
@@ -743,9 +733,7 @@ def _fan_leaf(img: np.ndarray, rng: np.random.Generator, ground: Colour, painted
     cv2.fillPoly(img, [leaf], ground, _AA)
     cv2.fillPoly(painted, [leaf], 255)
     half = 0.6 * radius / w
-    return _Panel(
-        0.5 - half, (cy - 0.97 * radius) / h, 0.5 + half, (cy - 0.5 * radius) / h
-    ), painted
+    return _Panel(0.5 - half, (cy - 0.97 * radius) / h, 0.5 + half, (cy - 0.5 * radius) / h), painted
 
 
 def _hanging_mount(img: np.ndarray, rng: np.random.Generator) -> _Panel:
@@ -838,9 +826,7 @@ def _motif_branch(
     start = panel.at(0.0 if left else 1.0, rng.uniform(0.2, 0.8))
     base = rng.uniform(-0.6, 0.6) + (0.0 if left else np.pi)
     tips: list[tuple[float, float]] = []
-    _ink_branch(
-        ink, rng, start, base, rng.uniform(0.3, 0.55) * min(panel.width, panel.height) * 2, 2, tips
-    )
+    _ink_branch(ink, rng, start, base, rng.uniform(0.3, 0.55) * min(panel.width, panel.height) * 2, 2, tips)
     _apply_ink(img, ink)
     blossom = _pick(rng, _BLOSSOMS) if colour else _scale(_INK, 1.6)
     for x, y in tips:
@@ -854,9 +840,7 @@ def _motif_branch(
     return tips
 
 
-def _motif_bird(
-    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
-) -> None:
+def _motif_bird(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool) -> None:
     """Draw a small bird perched on a short branch: body, head, beak, wing and tail."""
     tips = _motif_branch(img, ink, rng, panel, colour)
     x, y = tips[int(rng.integers(len(tips)))]
@@ -895,9 +879,7 @@ def _motif_bird(
     )
 
 
-def _motif_bamboo(
-    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
-) -> None:
+def _motif_bamboo(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool) -> None:
     """Draw one to three jointed bamboo stalks with clusters of blade-shaped leaves."""
     for _ in range(int(rng.integers(1, 4))):
         u = rng.uniform(0.15, 0.85)
@@ -925,9 +907,7 @@ def _motif_bamboo(
     _apply_ink(img, ink, (50, 90, 60) if colour else _INK)
 
 
-def _motif_orchid(
-    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
-) -> None:
+def _motif_orchid(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool) -> None:
     """Draw an orchid or flowering plant: long arching leaves from a base, a few flowers."""
     bx, by = panel.at(rng.uniform(0.3, 0.7), rng.uniform(0.75, 0.95))
     for _ in range(int(rng.integers(4, 9))):
@@ -992,9 +972,7 @@ def _mountain(ink: np.ndarray, rng: np.random.Generator, panel: _Panel, near: fl
         )
 
 
-def _motif_landscape(
-    img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool
-) -> None:
+def _motif_landscape(img: np.ndarray, ink: np.ndarray, rng: np.random.Generator, panel: _Panel, colour: bool) -> None:
     """Draw ink-wash mountains in receding layers with mist between them and dotted trees."""
     layers = int(rng.integers(2, 5))
     for i in range(layers):
@@ -1021,9 +999,7 @@ def _apply_ink(img: np.ndarray, ink: np.ndarray, colour: Colour = _INK) -> None:
     ink[:] = 0
 
 
-def _calligraphy_char(
-    img: np.ndarray, rng: np.random.Generator, cx: int, cy: int, cell: float, ink: Colour
-) -> None:
+def _calligraphy_char(img: np.ndarray, rng: np.random.Generator, cx: int, cy: int, cell: float, ink: Colour) -> None:
     """Draw one brush-written character as a handful of short strokes and dots in a cell."""
     thick = max(1, round(cell * rng.uniform(0.08, 0.14)))
     for _ in range(int(rng.integers(3, 7))):
@@ -1069,9 +1045,7 @@ def _calligraphy(
     return end
 
 
-def _seals(
-    img: np.ndarray, rng: np.random.Generator, panel: _Panel, near: tuple[float, float], count: int
-) -> None:
+def _seals(img: np.ndarray, rng: np.random.Generator, panel: _Panel, near: tuple[float, float], count: int) -> None:
     """Stamp vermilion seals: one under the inscription, others in the panel's corners."""
     h, w = img.shape[:2]
     for i in range(count):
@@ -1139,9 +1113,7 @@ def _religious_scene(img: np.ndarray, rng: np.random.Generator) -> None:
     for i in range(n):
         x = (i + 0.5) / n + rng.normal(0, 0.03)
         size = rng.uniform(0.45, 0.7) * (1.2 if n % 2 and i == n // 2 else 1.0)
-        robe = _jitter(
-            rng, _pick(rng, ((140, 40, 20), (40, 40, 170), (60, 110, 50), (180, 190, 200))), 15
-        )
+        robe = _jitter(rng, _pick(rng, ((140, 40, 20), (40, 40, 170), (60, 110, 50), (180, 190, 200))), 15)
         top = floor - size
         pts = np.array(
             [
@@ -1162,9 +1134,7 @@ def _still_life(img: np.ndarray, rng: np.random.Generator) -> None:
     table = rng.uniform(0.55, 0.75)
     cv2.rectangle(img, _pt(img, 0, table), _pt(img, 1, 1), _jitter(rng, (40, 70, 100), 12), -1)
     for _ in range(int(rng.integers(3, 9))):
-        fruit = _jitter(
-            rng, _pick(rng, ((40, 40, 180), (40, 180, 220), (50, 140, 60), (90, 40, 100))), 15
-        )
+        fruit = _jitter(rng, _pick(rng, ((40, 40, 180), (40, 180, 220), (50, 140, 60), (90, 40, 100))), 15)
         _dot(
             img,
             _pt(img, rng.uniform(0.15, 0.85), table + rng.uniform(-0.05, 0.05)),
@@ -1175,9 +1145,7 @@ def _still_life(img: np.ndarray, rng: np.random.Generator) -> None:
 
 def _draw_european(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
     """Render a European painting: religious, portrait, landscape or still life, no border."""
-    subject = _choose(
-        rng, (("religious", 0.3), ("portrait", 0.3), ("landscape", 0.25), ("still", 0.15))
-    )
+    subject = _choose(rng, (("religious", 0.3), ("portrait", 0.3), ("landscape", 0.25), ("still", 0.15)))
     if subject == "religious":
         _religious_scene(img, rng)
     elif subject == "portrait":
@@ -1189,9 +1157,7 @@ def _draw_european(img: np.ndarray, rng: np.random.Generator, grain: np.random.G
         )
     elif subject == "landscape":
         earth = ((150, 160, 150), (70, 140, 110), (50, 110, 80), (40, 80, 60))
-        _oil_landscape(
-            img, rng, _jitter(rng, (210, 160, 110), 20), _jitter(rng, (200, 215, 225), 12), earth
-        )
+        _oil_landscape(img, rng, _jitter(rng, (210, 160, 110), 20), _jitter(rng, (200, 215, 225), 12), earth)
     else:
         _still_life(img, rng)
     varnish = (rng.uniform(0.8, 1.0), rng.uniform(0.85, 1.0), 1.0)
@@ -1259,9 +1225,7 @@ def _blade(mask: np.ndarray, rng: np.random.Generator) -> None:
 def _draw_metalwork(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
     """Render a silver, gold or bronze object with sharp, banded reflections."""
     _studio_background(img, rng)
-    metal = _jitter(
-        rng, _pick(rng, ((185, 185, 190), (60, 160, 200), (60, 100, 130), (90, 110, 90))), 10
-    )
+    metal = _jitter(rng, _pick(rng, ((185, 185, 190), (60, 160, 200), (60, 100, 130), (90, 110, 90))), 10)
     kind = _choose(rng, (("vessel", 0.5), ("plate", 0.3), ("blade", 0.2)))
     h, w = img.shape[:2]
     if kind == "vessel":
@@ -1309,9 +1273,7 @@ def _textile_tile(rng: np.random.Generator, size: int, colours: Sequence[Colour]
         _dot(tile, (round(c), round(c)), max(1, round(size * 0.1)), colours[2])
     elif kind == "stripe":
         for i, y in enumerate(np.sort(rng.uniform(0, size, 4))):
-            cv2.rectangle(
-                tile, (0, round(y)), (size, round(y + size * 0.1)), colours[1 + i % 2], -1
-            )
+            cv2.rectangle(tile, (0, round(y)), (size, round(y + size * 0.1)), colours[1 + i % 2], -1)
     else:
         t = max(1, round(size * 0.08))
         cv2.line(tile, (0, 0), (size, size), colours[1], t, _AA)
@@ -1422,9 +1384,7 @@ def _draw_sculpture(img: np.ndarray, rng: np.random.Generator, grain: np.random.
     dark = _neutral(rng, 30, 6, 2)
     _gradient(img, dark, _scale(dark, rng.uniform(1.3, 2.2)))
     mask = _figure_outline(img, rng)
-    stone = _pick(
-        rng, ((170, 175, 180), (150, 170, 190), (215, 220, 225), (60, 70, 60), (70, 110, 140))
-    )
+    stone = _pick(rng, ((170, 175, 180), (150, 170, 190), (215, 220, 225), (60, 70, 60), (70, 110, 140)))
     stone = _jitter(rng, stone, 8)
     h, w = img.shape[:2]
     soft = cv2.GaussianBlur(mask.astype(np.float32) * (1 / 255), (0, 0), _px(img, 0.03))
@@ -1443,14 +1403,10 @@ def _photo_view(img: np.ndarray, rng: np.random.Generator) -> None:
     for _ in range(int(rng.integers(0, 5))):
         x, bw, bh = rng.uniform(0, 0.9), rng.uniform(0.08, 0.25), rng.uniform(0.15, 0.45)
         tone = rng.uniform(30, 170)
-        cv2.rectangle(
-            img, _pt(img, x, horizon + 0.1 - bh), _pt(img, x + bw, horizon + 0.1), (tone,) * 3, -1
-        )
+        cv2.rectangle(img, _pt(img, x, horizon + 0.1 - bh), _pt(img, x + bw, horizon + 0.1), (tone,) * 3, -1)
         for _ in range(int(rng.integers(0, 6))):
             wx, wy = x + rng.uniform(0.1, 0.8) * bw, horizon + 0.1 - bh * rng.uniform(0.2, 0.9)
-            cv2.rectangle(
-                img, _pt(img, wx, wy), _pt(img, wx + 0.015, wy + 0.03), (tone * 0.4,) * 3, -1
-            )
+            cv2.rectangle(img, _pt(img, wx, wy), _pt(img, wx + 0.015, wy + 0.03), (tone * 0.4,) * 3, -1)
 
 
 def _draw_photograph(img: np.ndarray, rng: np.random.Generator, grain: np.random.Generator) -> None:
@@ -1490,9 +1446,7 @@ def _print_subject(img: np.ndarray, rng: np.random.Generator, horizon: float) ->
         x, bw, bh = rng.uniform(0.1, 0.7), rng.uniform(0.12, 0.3), rng.uniform(0.15, 0.35)
         top = horizon + 0.05 - bh
         cv2.rectangle(mask, _pt(img, x, top), _pt(img, x + bw, horizon + 0.05), 255, -1)
-        roof = np.array(
-            [[x - 0.02, top], [x + bw / 2, top - bh * rng.uniform(0.2, 0.5)], [x + bw + 0.02, top]]
-        )
+        roof = np.array([[x - 0.02, top], [x + bw / 2, top - bh * rng.uniform(0.2, 0.5)], [x + bw + 0.02, top]])
         cv2.fillPoly(mask, [_poly(img, roof)], 255, _AA)
     else:
         cx, cy = rng.uniform(0.25, 0.75), horizon - rng.uniform(0.0, 0.15)
@@ -1515,9 +1469,7 @@ def _draw_print(img: np.ndarray, rng: np.random.Generator, grain: np.random.Gene
     horizon = rng.uniform(0.45, 0.7)
     cv2.rectangle(regions, _pt(img, m, horizon), _pt(img, 1 - m, 1 - m), 1, -1)
     if rng.random() < 0.5:
-        cv2.rectangle(
-            regions, _pt(img, m, m), _pt(img, 1 - m, horizon * rng.uniform(0.3, 0.7)), 3, -1
-        )
+        cv2.rectangle(regions, _pt(img, m, m), _pt(img, 1 - m, horizon * rng.uniform(0.3, 0.7)), 3, -1)
     outlines = []
     for _ in range(int(rng.integers(1, 4))):
         subject = _print_subject(img, rng, horizon)
@@ -1542,9 +1494,7 @@ def _draw_generic(img: np.ndarray, rng: np.random.Generator, grain: np.random.Ge
     size = rng.uniform(0.2, 0.35)
     _drop_shadow(img, rng, 0.5, cy + size * 0.9, size * 0.9)
     mask = _blob_mask(img, rng, rng.uniform(0.4, 0.6), cy, size)
-    colour = _jitter(
-        rng, _pick(rng, ((60, 80, 110), (120, 130, 140), (40, 60, 80), (150, 170, 180))), 15
-    )
+    colour = _jitter(rng, _pick(rng, ((60, 80, 110), (120, 130, 140), (40, 60, 80), (150, 170, 180))), 15)
     soft = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), _px(img, 0.04))
     layer = np.asarray(colour, np.float32) * (0.4 + 0.7 * soft)[..., None]
     _paste(img, mask, layer)
@@ -1632,6 +1582,4 @@ def render_artwork(style: str, seed: int, width: int, height: int) -> np.ndarray
     if size == (width, height):
         return canvas
     shrink = width < size[0] or height < size[1]
-    return cv2.resize(
-        canvas, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    )
+    return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

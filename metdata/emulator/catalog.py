@@ -59,9 +59,7 @@ class ReplayCatalog:
                 record = json.loads(path.read_bytes())
                 object_id = int(record["objectID"])
             except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{path} is not a Met object record ({exc}); remove it or fix it"
-                ) from exc
+                raise ValueError(f"{path} is not a Met object record ({exc}); remove it or fix it") from exc
             self._files[object_id] = path
             self._meta[object_id] = (
                 department_of_record(record.get("department", "")),
@@ -81,8 +79,7 @@ class ReplayCatalog:
         return [
             i
             for i, (dept, date) in self._meta.items()
-            if (department_ids is None or dept in department_ids)
-            and (since is None or date >= since.isoformat())
+            if (department_ids is None or dept in department_ids) and (since is None or date >= since.isoformat())
         ]
 
     def record_bytes(self, object_id: int) -> bytes | None:
@@ -95,9 +92,7 @@ class ReplayCatalog:
         file = (self.root / "images" / path.lstrip("/")).resolve()
         if not file.is_relative_to(self.root.resolve()) or not file.is_file():
             return None
-        return Image(
-            file.read_bytes(), CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream")
-        )
+        return Image(file.read_bytes(), CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream"))
 
     @cached_property
     def all_records(self) -> list[dict]:

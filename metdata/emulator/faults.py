@@ -46,9 +46,7 @@ def parse_kinds(text: str) -> frozenset[str]:
         return frozenset(KINDS)
     unknown = sorted(names - set(KINDS))
     if unknown:
-        raise ValueError(
-            f"unknown fault kind {', '.join(unknown)!s}; choose from all, {', '.join(KINDS)}"
-        )
+        raise ValueError(f"unknown fault kind {', '.join(unknown)!s}; choose from all, {', '.join(KINDS)}")
     return frozenset(names)
 
 

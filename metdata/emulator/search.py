@@ -79,9 +79,7 @@ def matches(
         return False
     if "medium" in params:
         wanted = [m.strip().lower() for m in params["medium"].split("|") if m.strip()]
-        if not _contains_any(
-            (record["medium"], record["objectName"], record["classification"]), wanted
-        ):
+        if not _contains_any((record["medium"], record["objectName"], record["classification"]), wanted):
             return False
     if "geoLocation" in params:
         wanted = [g.strip().lower() for g in params["geoLocation"].split("|") if g.strip()]
@@ -89,11 +87,7 @@ def matches(
         if not _contains_any((record[f] for f in places), wanted):
             return False
     begin, end = _int(params, "dateBegin"), _int(params, "dateEnd")
-    inside = (
-        begin is None
-        or end is None
-        or begin <= record["objectBeginDate"] <= record["objectEndDate"] <= end
-    )
+    inside = begin is None or end is None or begin <= record["objectBeginDate"] <= record["objectEndDate"] <= end
     return inside
 
 

@@ -112,9 +112,7 @@ class MetEmulator:
     def __init__(self, config: EmulatorConfig = EmulatorConfig()) -> None:
         self.config = config
         self.catalog = open_catalog(config.objects, config.seed, config.catalog)
-        self.throttle = Throttle(
-            ThrottleConfig(config.throttle_window, config.throttle_burst, config.throttle_penalty)
-        )
+        self.throttle = Throttle(ThrottleConfig(config.throttle_window, config.throttle_burst, config.throttle_penalty))
         self.faults = FaultPlan(config.seed, config.fault_rate, frozenset(config.faults))
         self.stats = _Stats()
         self._attempts: Counter[str] = Counter()
@@ -137,9 +135,7 @@ class MetEmulator:
 
     def start(self) -> MetEmulator:
         """Serve in a background thread; return self."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-met", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-met", daemon=True)
         self._thread.start()
         log.info("Met emulator serving %d objects at %s", len(self.catalog), self.url)
         return self
@@ -177,6 +173,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     emulator: MetEmulator
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that gave up (timeout, reset) is normal under faults: no traceback.
+        log.debug("connection from %s ended early", client_address, exc_info=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so clients can pool connections
@@ -207,9 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _drop(self) -> None:
         """Close the connection without an answer, as a failing proxy does."""
         self.close_connection = True
-        self.connection.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-        )
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         self.connection.close()
 
     # -- the request path -------------------------------------------------------------------
@@ -261,9 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == f"{API_PREFIX}/v1/objects":
             return self._listing(met, params)
         if path == f"{API_PREFIX}/v1/departments":
-            payload = {
-                "departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]
-            }
+            payload = {"departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]}
             return self._json(200, payload)
         if path == f"{API_PREFIX}/v1/search":
             return self._json(410, RETIRED)
@@ -285,9 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(400, BAD_DATE)
         departments = None
         if "departmentIds" in params:
-            departments = {
-                int(d) for d in params["departmentIds"].split("|") if d.strip().isdigit()
-            }
+            departments = {int(d) for d in params["departmentIds"].split("|") if d.strip().isdigit()}
         ids = met.catalog.listing(departments, since)
         self._json(200, {"total": len(ids), "objectIDs": ids})
 
@@ -331,8 +325,6 @@ class _Handler(BaseHTTPRequestHandler):
         body = image.body
         if met.faults.permanent("truncate", path):
             met.stats.add("images", "fault_truncate")
-            body = body[
-                : max(64, int(len(body) * (0.2 + 0.6 * draw(met.config.seed, "cut", path))))
-            ]
+            body = body[: max(64, int(len(body) * (0.2 + 0.6 * draw(met.config.seed, "cut", path))))]
         met.stats.add("images", "ok")
         self._send(200, body, image.content_type)

@@ -293,9 +293,7 @@ class SyntheticCatalog:
 
     def has_museum_image(self, record: dict) -> bool:
         """Whether the museum holds an image, public or not (what search's ``hasImages`` sees)."""
-        return (
-            record["isPublicDomain"] or random.Random(record["objectID"] ^ self.seed).random() < 0.4
-        )
+        return record["isPublicDomain"] or random.Random(record["objectID"] ^ self.seed).random() < 0.4
 
 
 @lru_cache(maxsize=8192)
@@ -324,9 +322,7 @@ def _generate(seed: int, object_id: int, dept: int, updated: int) -> tuple[dict,
         tags=None,
         isTimelineWork=rnd.random() < 0.03,
     )
-    record["accessionNumber"] = (
-        f"{record['accessionYear'][2:]}.{rnd.randint(1, 300)}.{rnd.randint(1, 99)}"
-    )
+    record["accessionNumber"] = f"{record['accessionYear'][2:]}.{rnd.randint(1, 300)}.{rnd.randint(1, 99)}"
     record.update(profile)
     _fill_dates(record, rnd, dept)
     _fill_maker(record, rnd)
@@ -362,9 +358,7 @@ def _image_files(record: dict, rnd: random.Random, dept: int, style: str) -> dic
     roll = rnd.random()
     fmt = "png" if roll < 0.015 else "jpeg"
     ext = ".png" if fmt == "png" else rnd.choice((".jpg",) * 9 + (".JPG",))
-    name = rnd.choice(
-        (f"DP{oid}", f"DP{oid}", f"DT{oid}", f"{oid}.{rnd.randint(1, 99)}_a", f"LC-{oid}_001")
-    )
+    name = rnd.choice((f"DP{oid}", f"DP{oid}", f"DT{oid}", f"{oid}.{rnd.randint(1, 99)}_a", f"LC-{oid}_001"))
     long_side = rnd.randint(500, 800)
     aspect = rnd.uniform(0.45, 1.0)  # short/long; hanging scrolls are tall and narrow
     tall = (style in ("china", "japan") and rnd.random() < 0.6) or rnd.random() < 0.5
@@ -469,11 +463,7 @@ def _asian(rnd: random.Random) -> dict:
         else:
             culture, fmt, style = rnd.choice(_INDIA_CULTURES), rnd.choice(_INDIA_FORMATS), "india"
         titles = _INDIAN_TITLES if style == "india" else _NATURE
-        medium = (
-            "Ink, opaque watercolor, and gold on paper"
-            if style == "india"
-            else f"{fmt}; ink and color on silk"
-        )
+        medium = "Ink, opaque watercolor, and gold on paper" if style == "india" else f"{fmt}; ink and color on silk"
         return dict(
             painting=True,
             style=style,
@@ -497,9 +487,7 @@ def _asian(rnd: random.Random) -> dict:
             ("Calligraphy", "print"),
         )
     )
-    name = {"Prints": "Print", "Calligraphy": "Hanging scroll"}.get(
-        cls, rnd.choice(("Jar", "Bowl", "Figure"))
-    )
+    name = {"Prints": "Print", "Calligraphy": "Hanging scroll"}.get(cls, rnd.choice(("Jar", "Bowl", "Figure")))
     return dict(
         style=style,
         culture=culture,
@@ -511,9 +499,7 @@ def _asian(rnd: random.Random) -> dict:
 
 
 def _american(rnd: random.Random) -> dict:
-    base = dict(
-        culture="American", country=rnd.choice(("United States", "")), artistNationality="American"
-    )
+    base = dict(culture="American", country=rnd.choice(("United States", "")), artistNationality="American")
     if rnd.random() < 0.35:
         return dict(
             base,
@@ -566,9 +552,7 @@ def _islamic(rnd: random.Random) -> dict:
             culture="",
             country="India",
             classification="Codices",
-            objectName=rnd.choice(
-                ("Illustrated album leaf", "Folio from an illustrated manuscript")
-            ),
+            objectName=rnd.choice(("Illustrated album leaf", "Folio from an illustrated manuscript")),
             title=rnd.choice(_INDIAN_TITLES),
             medium="Ink, opaque watercolor, and gold on paper",
         )
@@ -593,9 +577,7 @@ def _islamic(rnd: random.Random) -> dict:
     )
 
 
-def _generic(
-    classes: tuple[tuple[str, str, str], ...], cultures: tuple[str, ...], tail: float = 0.15
-):
+def _generic(classes: tuple[tuple[str, str, str], ...], cultures: tuple[str, ...], tail: float = 0.15):
     """A profile for departments of non-paintings: (classification, objectName, style) choices."""
 
     def profile(rnd: random.Random) -> dict:
@@ -614,9 +596,7 @@ def _generic(
             title=f"{name}, {culture or 'untitled'}".rstrip(", "),
             culture=culture,
             medium=rnd.choice(("Bronze", "Wood", "Terracotta", "Gelatin silver print", "Etching")),
-            artistNationality=rnd.choice(_NATIONALITIES)
-            if style in ("print", "photograph")
-            else "",
+            artistNationality=rnd.choice(_NATIONALITIES) if style in ("print", "photograph") else "",
         )
 
     return profile
@@ -725,10 +705,6 @@ _PROFILES = {
         ),
         ("American", "Italian", "Japanese"),
     ),
-    19: _generic(
-        (("Photographs", "Photograph", "photograph"),), ("", "American", "French"), tail=0.0
-    ),
-    21: _generic(
-        (("Paintings", "Painting", "european"), ("Sculpture", "Sculpture", "sculpture")), ("",)
-    ),
+    19: _generic((("Photographs", "Photograph", "photograph"),), ("", "American", "French"), tail=0.0),
+    21: _generic((("Paintings", "Painting", "european"), ("Sculpture", "Sculpture", "sculpture")), ("",)),
 }

@@ -1,0 +1,130 @@
+"""The images job: select, create the store, run one task per chunk on Dask, summarise.
+
+Wiring only: selection is ``metdata.selection``, the store and each chunk's work are
+``metdata.images``, the image host's budget is the scheduler's pacer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+from distributed import Client, as_completed
+
+from metdata import images
+from metdata.dataset import Dataset
+from metdata.errors import UserError
+from metdata.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
+from metdata.progress import Progress
+from metdata.selection import LABEL_COLUMNS, objects_table, select
+
+log = logging.getLogger(__name__)
+
+
+class ChunksFailed(UserError):
+    """Some chunk tasks raised; their chunks stay undone until a rerun."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    tasks: list[images.ChunkTask]
+    selected: int
+
+
+def plan(
+    dataset: Dataset,
+    options: images.ImageOptions,
+    target: str | None = None,
+    where: str | None = None,
+    retry_failed: bool = False,
+) -> Plan:
+    """Select the objects, create (or check) the store, and list the chunks to do.
+
+    Raises:
+        DatasetError, SelectionError, StoreMismatch: bad root, selection or store; nothing changed.
+    """
+    dataset.check_writable()
+    columns = None if where else ["objectID", "status", "isPublicDomain", options.url_field, *LABEL_COLUMNS]
+    selected = select(objects_table(dataset, columns), options.url_field, target, where)
+    ids = selected["objectID"].to_pylist()
+    urls = [
+        u if s == "ok" else None
+        for u, s in zip(selected[options.url_field].to_pylist(), selected["status"].to_pylist(), strict=True)
+    ]
+    images.prepare_store(dataset, options, ids, {"target": target, "where": where})
+    done = images.read_statuses(dataset, options)
+    tasks = images.plan_chunks(ids, urls, options.chunk, done, retry_failed)
+    log.info(
+        "%d objects selected, %d chunks done; %d chunk tasks to run",
+        len(ids),
+        len(done),
+        len(tasks),
+    )
+    return Plan(tasks, len(ids))
+
+
+def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, pace: PaceConfig, planned: Plan) -> dict:
+    """Run the planned chunk tasks within the image host's budget; write and return a summary.
+
+    Raises:
+        ChunksFailed: some chunk tasks raised; a rerun does exactly those.
+    """
+    started = time.monotonic()
+    statuses: Counter[str] = Counter()
+    downloaded = 0
+    failures: list[str] = []
+    if planned.tasks:
+        with warnings.catch_warnings():  # a new run replaces the last run's pacer on purpose
+            warnings.filterwarnings("ignore", message=".*already contains a plugin")
+            client.register_plugin(PacerPlugin(pace), name=PLUGIN_NAME)
+        keys = [f"images-{t.index}-{time.time_ns()}" for t in planned.tasks]
+        task_of = dict(zip(keys, planned.tasks, strict=True))
+        futures = client.map(
+            images.run_chunk,
+            planned.tasks,
+            dataset=dataset,
+            options=options,
+            pacer=SchedulerPacer(),
+            key=keys,
+            retries=1,
+        )
+        try:
+            with Progress(sum(len(t.redo or t.object_ids) for t in planned.tasks), "images") as progress:
+                for future in as_completed(futures):
+                    task = task_of[future.key]
+                    progress.update(len(task.redo or task.object_ids))
+                    if future.status == "error":
+                        failures.append(f"chunk {task.index}: {future.exception()!r}")
+                        continue
+                    result = future.result()
+                    statuses.update(result["statuses"])
+                    downloaded += result["bytes"]
+        except KeyboardInterrupt:
+            client.cancel(futures)
+            raise
+    duration = time.monotonic() - started
+    table_statuses = Counter(s for slots in images.read_statuses(dataset, options).values() for s in slots)
+    summary = {
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+        "store": f"{dataset.url.rstrip('/')}/{options.store}",
+        "selected": planned.selected,
+        "slots_by_status": dict(sorted(table_statuses.items())),
+        "this_run": {
+            "images": sum(statuses.values()),
+            "by_status": dict(sorted(statuses.items())),
+            "bytes_downloaded": downloaded,
+            "duration_s": round(duration, 2),
+            "images_per_s": round(sum(statuses.values()) / duration, 2) if duration else None,
+            "failed_chunk_tasks": failures,
+        },
+    }
+    dataset.write_json(f"{options.status_folder}/_summary.json", summary)
+    if failures:
+        raise ChunksFailed(
+            f"{len(failures)} chunk tasks failed (rerun the same command to redo them): " + "; ".join(failures[:5])
+        )
+    return summary

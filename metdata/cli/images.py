@@ -1,0 +1,146 @@
+"""``metdata images``: the selected objects' images into ROOT/images.zarr."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import click
+
+from metdata.cli.options import (
+    api_option,
+    cluster_option,
+    data_option,
+    fail_cleanly,
+    storage_option,
+    tuning_options,
+)
+
+
+@click.command()
+@data_option
+@api_option
+@click.option("--target", help="Take the objects of a training target, e.g. painting-culture.")
+@click.option(
+    "--where",
+    metavar="EXPR",
+    help="A SQL condition over the metadata columns, e.g. \"department = 'Asian Art'\".",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(8, 1024),
+    default=150,
+    show_default=True,
+    help="Side of the square images, in pixels.",
+)
+@click.option(
+    "--resize",
+    type=click.Choice(["squash", "pad", "crop"]),
+    default="squash",
+    show_default=True,
+    help="squash: stretch to the square (the blog's way); pad: keep the aspect ratio with a "
+    "border; crop: fill the square and keep the centre.",
+)
+@click.option(
+    "--rendition",
+    type=click.Choice(["web-large", "original"]),
+    default="web-large",
+    show_default=True,
+    help="web-large (primaryImageSmall, ~100 KB) or original (primaryImage, up to 8 MB).",
+)
+@click.option(
+    "--chunk",
+    type=click.IntRange(1, 4096),
+    default=64,
+    show_default=True,
+    help="Images per Zarr chunk and per task.",
+)
+@click.option("--store", default="images.zarr", show_default=True, help="The Zarr store's name under ROOT.")
+@click.option("--keep-originals", is_flag=True, help="Keep the downloaded bytes in the status shards.")
+@click.option(
+    "--allow-host",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Also download images from this host (the Met's image host and the --api host always are).",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(1024),
+    default=50 << 20,
+    show_default=True,
+    help="A download longer than this is recorded as too_large.",
+)
+@click.option("--retry-failed", is_flag=True, help="Fetch again the images whose last outcome was retryable.")
+@cluster_option
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="Worker processes of --cluster local (default: cores).",
+)
+@storage_option
+@tuning_options
+def images(
+    data,
+    api,
+    target,
+    where,
+    size,
+    resize,
+    rendition,
+    chunk,
+    store,
+    keep_originals,
+    allow_host,
+    max_bytes,
+    retry_failed,
+    cluster,
+    workers,
+    storage_options,
+    rate,
+    adaptive,
+    cooldown,
+    threads,
+    timeout,
+    max_attempts,
+) -> None:
+    """Download, decode and resize the selected images into a chunked Zarr array.
+
+    Resumable: finished chunks are skipped, so rerunning the same command continues.
+    """
+    if target and where:
+        raise click.UsageError("give --target or --where, not both")
+    if not store.endswith(".zarr"):
+        raise click.BadParameter(f"{store!r} must end with .zarr", param_hint="--store")
+    from cluster import connect
+    from jobs.images import plan, run
+    from metdata.dataset import Dataset
+    from metdata.images import MET_IMAGE_HOST, ImageOptions
+    from metdata.pacing import PaceConfig
+
+    hosts = frozenset({MET_IMAGE_HOST, urlsplit(api).netloc, *allow_host})
+    options = ImageOptions(
+        api=api,
+        size=size,
+        resize=resize,
+        rendition=rendition,
+        chunk=chunk,
+        store=store,
+        keep_originals=keep_originals,
+        allowed_hosts=hosts,
+        max_bytes=max_bytes,
+        threads=threads,
+        timeout=timeout,
+        max_attempts=max_attempts,
+    )
+    pace = PaceConfig(rate=rate, adaptive=adaptive, cooldown=cooldown)
+    dataset = Dataset(data, storage_options)
+
+    def go():
+        planned = plan(dataset, options, target, where, retry_failed)  # bad input fails before a cluster starts
+        if not planned.tasks:
+            return run(None, dataset, options, pace, planned)
+        with connect(cluster, workers=workers) as client:
+            click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+            return run(client, dataset, options, pace, planned)
+
+    click.echo(json.dumps(fail_cleanly(go), indent=2))

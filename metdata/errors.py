@@ -1,0 +1,5 @@
+"""The one base class of errors a user can fix: the CLI prints their message and exits 1."""
+
+
+class UserError(Exception):
+    """Bad input or an unusable environment; the message names the problem and the fix."""
