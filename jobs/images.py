@@ -41,8 +41,12 @@ def plan(
     target: str | None = None,
     where: str | None = None,
     retry_failed: bool = False,
+    from_originals: str | None = None,
 ) -> Plan:
     """Select the objects, create (or check) the store, and list the chunks to do.
+
+    With ``from_originals`` (a store made with ``--keep-originals``), the bytes come from
+    that store's status shards instead of the network: another size without downloading.
 
     Raises:
         DatasetError, SelectionError, StoreMismatch: bad root, selection or store; nothing changed.
@@ -55,6 +59,8 @@ def plan(
         u if s == "ok" else None
         for u, s in zip(selected[options.url_field].to_pylist(), selected["status"].to_pylist(), strict=True)
     ]
+    if from_originals:
+        urls = _kept_sources(dataset, options, from_originals, ids)
     images.prepare_store(dataset, options, ids, {"target": target, "where": where})
     done = images.read_statuses(dataset, options)
     tasks = images.plan_chunks(ids, urls, options.chunk, done, retry_failed)
@@ -65,6 +71,20 @@ def plan(
         len(tasks),
     )
     return Plan(tasks, len(ids))
+
+
+def _kept_sources(dataset: Dataset, options: images.ImageOptions, source_store: str, ids: list[int]) -> list[str]:
+    """For each id, ``kept:<status shard>`` of the source store that holds its original."""
+    source = images.ImageOptions(store=source_store).status_folder
+    if source == options.status_folder:
+        raise images.StoreMismatch(f"--from-originals {source_store} is the store being built; give another --store")
+    where = {}
+    for shard in dataset.data_files(source):
+        for object_id in dataset.read_table(shard, columns=["objectID"])["objectID"].to_pylist():
+            where[object_id] = f"{images.KEPT}{shard}"
+    if not where:
+        raise images.StoreMismatch(f"no status shards under {dataset.url}/{source}: build {source_store} first")
+    return [where.get(i, f"{images.KEPT}{source}") for i in ids]
 
 
 def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, pace: PaceConfig, planned: Plan) -> dict:

@@ -213,10 +213,38 @@ def process(fetched: Fetched, options: ImageOptions) -> Fetched:
     )
 
 
+#: A slot whose bytes come from another store's kept originals: ``kept:<status shard>``.
+KEPT = "kept:"
+
+
+def load_kept(dataset: Dataset, sources: set[str]) -> dict[int, tuple[str, bytes]]:
+    """objectID -> (original URL, bytes) from the status shards that kept the originals."""
+    kept = {}
+    for shard in sorted(sources):
+        table = dataset.read_table(shard, columns=["objectID", "url", "original"])
+        for object_id, url, data in zip(*(table[c].to_pylist() for c in ("objectID", "url", "original")), strict=True):
+            if data is not None:
+                kept[object_id] = (url, data)
+    return kept
+
+
 def fetch_slot(
-    session: requests.Session, object_id: int, url: str | None, options: ImageOptions, pacer: Pacer
+    session: requests.Session,
+    object_id: int,
+    url: str | None,
+    options: ImageOptions,
+    pacer: Pacer,
+    kept: dict[int, tuple[str, bytes]] | None = None,
 ) -> Fetched:
-    """Everything for one slot: look the URL up if unknown (CSV rows), download, decode."""
+    """Everything for one slot: look the URL up if unknown (CSV rows), download, decode.
+
+    A ``kept:`` slot takes the bytes another store kept (``--keep-originals``): no download.
+    """
+    if url is not None and url.startswith(KEPT):
+        if kept is None or object_id not in kept:
+            return Fetched("no_image", f"no original was kept for it in {url.removeprefix(KEPT)}")
+        original_url, data = kept[object_id]
+        return process(Fetched("ok", url=original_url, data=data), options)
     if url is None:
         row = lookup_one(session, object_id, options.lookup, pacer)
         if row["status"] != "ok":
@@ -249,10 +277,12 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
         pixels = group["images"][task.start : task.start + n]
         valid = group["valid"][task.start : task.start + n]
         rows = dataset.read_table(shard).to_pylist()
+    sources = {task.urls[i].removeprefix(KEPT) for i in redo if (task.urls[i] or "").startswith(KEPT)}
+    kept = load_kept(dataset, sources) if sources else None
     with new_session(options.threads) as session, ThreadPoolExecutor(options.threads) as pool:
         results = list(
             pool.map(
-                lambda i: fetch_slot(session, task.object_ids[i], task.urls[i], options, pacer),
+                lambda i: fetch_slot(session, task.object_ids[i], task.urls[i], options, pacer, kept),
                 redo,
             )
         )

@@ -167,3 +167,222 @@ def test_rerun_skips_done_chunks_and_retry_failed_redoes_only_retryable(start_me
     after = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
     ok_before = [s for s, r in enumerate(before) if r.any()]
     assert np.array_equal(after["images"][ok_before], before[ok_before])  # kept, not refetched
+
+
+def photo() -> bytes:
+    """A real photograph (Grace Hopper, 512x600 JPEG) that matplotlib ships."""
+    from matplotlib import cbook
+
+    with open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), "rb") as f:
+        return f.read()
+
+
+@pytest.fixture
+def odd_catalog(tmp_path):
+    """The real samples, replayed, with image files of every awkward kind."""
+    import json
+    import shutil
+
+    import cv2
+    from conftest import SAMPLES
+
+    root = tmp_path / "catalog"
+    (root / "objects").mkdir(parents=True)
+    files = {}
+    for sample in SAMPLES.glob("*.json"):
+        shutil.copy(sample, root / "objects" / sample.name)
+        record = json.loads(sample.read_text())
+        if record["primaryImageSmall"]:
+            files[record["objectID"]] = root / "images" / record["primaryImageSmall"].split(".org/", 1)[1]
+    big = cv2.resize(cv2.imdecode(np.frombuffer(photo(), np.uint8), cv2.IMREAD_COLOR), (4500, 6000))
+    content = {
+        45734: photo(),  # a real photograph
+        10000: cv2.imencode(".png", np.zeros((12_000, 12_000), np.uint8))[1].tobytes(),  # a decompression bomb
+        237: b"<html><body>Not an image</body></html>",
+        460863: photo()[: len(photo()) // 2],  # truncated
+        436286: cv2.imencode(".png", (np.arange(600 * 512) % 65535).astype(np.uint16).reshape(600, 512))[1].tobytes(),
+        47892: cv2.imencode(".png", np.dstack([big[:600, :512], np.full((600, 512), 128, np.uint8)]))[1].tobytes(),
+        51868: cv2.imencode(".jpg", big)[1].tobytes(),  # 4500x6000: decoded at a reduced size
+    }
+    for object_id, path in files.items():
+        if object_id in content:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content[object_id])
+    return root
+
+
+def test_bombs_odd_formats_and_non_images(start_met, dask_client, tmp_path, odd_catalog, monkeypatch):
+    import metdata.imaging as imaging
+
+    met = start_met(catalog=odd_catalog)
+    dataset = ingested(met, dask_client, tmp_path / "data")
+    summary = build(dask_client, dataset, image_options(met, size=64, max_attempts=1))
+    rows = statuses(dataset)
+    expected = {
+        45734: "ok",
+        10000: "too_large",
+        237: "bad_image",
+        460863: "bad_image",
+        436286: "ok",
+        47892: "ok",
+        51868: "ok",
+        452641: "not_found",
+    }
+    assert {i: rows[i]["status"] for i in expected} == expected
+    assert "pixel cap" in rows[10000]["error"] and (rows[10000]["width"], rows[10000]["height"]) == (None, None)
+    assert (rows[51868]["width"], rows[51868]["height"]) == (4500, 6000)
+    group = zarr.open_group(str(tmp_path / "data" / "images.zarr"), mode="r")
+    slot = {int(i): s for s, i in enumerate(group["object_id"][:])}
+    rgb, _, _ = imaging.decode(photo(), 64)
+    assert np.array_equal(group["images"][slot[45734]], imaging.resize(rgb, 64, "squash"))
+    gray = group["images"][slot[436286]]
+    assert np.array_equal(gray[..., 0], gray[..., 1])  # 16-bit grayscale came out 8-bit RGB
+    assert summary["slots_by_status"]["ok"] == 4
+
+
+def test_resize_modes_on_a_real_photograph():
+    import cv2
+
+    from metdata.imaging import decode, resize
+
+    rgb, width, height = decode(photo())
+    assert (width, height) == (512, 600) and rgb.shape == (600, 512, 3)
+    bgr = cv2.imdecode(np.frombuffer(photo(), np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(rgb, bgr[..., ::-1])  # RGB, not OpenCV's BGR
+    squash = resize(rgb, 150, "squash")
+    assert np.array_equal(squash, cv2.resize(rgb, (150, 150), interpolation=cv2.INTER_AREA))
+    pad = resize(rgb, 150, "pad")
+    inner = round(512 * 150 / 600)  # 128 px wide, full height
+    left = (150 - inner) // 2
+    assert not pad[:, :left].any() and not pad[:, left + inner :].any() and pad[:, left : left + inner].std() > 10
+    crop = resize(rgb, 150, "crop")
+    scaled = cv2.resize(rgb, (150, round(600 * 150 / 512)), interpolation=cv2.INTER_AREA)
+    top = (scaled.shape[0] - 150) // 2
+    assert np.array_equal(crop, scaled[top : top + 150])
+    # the three differ and all keep the photograph's colours
+    assert len({squash.tobytes(), pad.tobytes(), crop.tobytes()}) == 3
+    assert abs(float(crop.mean()) - float(rgb.mean())) < 25
+
+
+def test_a_killed_worker_loses_nothing(start_met, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    met = start_met(objects=400, seed=7, latency=0.01)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        dataset = ingested(met, client, tmp_path)
+        options = image_options(met, chunk=8)
+        planned = job.plan(dataset, options)
+        pids = client.run(os.getpid)
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(job.run(client, dataset, options, FAST, planned)))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while len(dataset.data_files("images")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        worker.join(120)
+    group = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
+    assert result["slots_by_status"] == {"ok": planned.selected}
+    assert group["valid"][:].all() and all(group["images"][i].any() for i in range(planned.selected))
+
+
+def test_interrupted_run_then_rerun_equals_a_clean_run(start_met, dask_client, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    met = start_met(objects=300, seed=8, latency=0.02, fault_rate=0.1, faults=frozenset({"image-404"}))
+    clean_root, broken_root = tmp_path / "clean", tmp_path / "broken"
+    ingested(met, dask_client, clean_root)
+    shutil.copytree(clean_root, broken_root)
+    host = urlsplit(met.url).netloc
+    command = [
+        sys.executable,
+        "-m",
+        "metdata",
+        "images",
+        "--api",
+        met.url,
+        "--size",
+        "24",
+        "--chunk",
+        "8",
+        "--rate",
+        "60",
+        "--workers",
+        "1",
+        "--allow-host",
+        host,
+    ]
+    proc = subprocess.Popen(
+        [*command, "--data", str(broken_root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 90
+    while len(Dataset(str(broken_root)).data_files("images")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert 0 < len(Dataset(str(broken_root)).data_files("images")) < 15
+    subprocess.run([*command, "--data", str(broken_root)], check=True, capture_output=True, timeout=300)
+    subprocess.run([*command, "--data", str(clean_root)], check=True, capture_output=True, timeout=300)
+    a = zarr.open_group(str(clean_root / "images.zarr"), mode="r")
+    b = zarr.open_group(str(broken_root / "images.zarr"), mode="r")
+    for name in ("object_id", "valid", "images"):
+        assert np.array_equal(a[name][:], b[name][:]), name
+    assert {i: r["status"] for i, r in statuses(Dataset(str(clean_root))).items()} == {
+        i: r["status"] for i, r in statuses(Dataset(str(broken_root))).items()
+    }
+    assert not a["valid"][:].all()  # the broken image links are there, marked invalid
+
+
+def test_images_on_s3_with_originals_kept(start_met, dask_client, s3):
+    root, storage = s3
+    met = start_met(objects=150, seed=9)
+    dataset = Dataset(root, storage)
+    ingest(dask_client, dataset, IngestOptions(lookup=LookupOptions(api=met.url), pace=FAST, shard_size=100))
+    summary = build(dask_client, dataset, image_options(met, keep_originals=True))
+    group = zarr.open_group(store=dataset.zarr_store("images.zarr"), mode="r")
+    assert group["images"].shape[0] == summary["selected"] == summary["slots_by_status"]["ok"]
+    assert group["valid"][:].all() and group["images"][0].any()
+    for row in statuses(dataset).values():
+        assert hashlib.sha256(row["original"]).hexdigest() == row["sha256"] and len(row["original"]) == row["bytes"]
+    met.stop()  # another size from the kept bytes: no download possible, none needed
+    small = image_options(met, size=16, store="images-16.zarr")
+    resized = job.run(dask_client, dataset, small, FAST, job.plan(dataset, small, from_originals="images.zarr"))
+    assert resized["slots_by_status"] == {"ok": summary["selected"]} and resized["this_run"]["bytes_downloaded"]
+    group16 = zarr.open_group(store=dataset.zarr_store("images-16.zarr"), mode="r")
+    assert group16["images"].shape[1:] == (16, 16, 3)
+    assert np.array_equal(group16["object_id"][:], group["object_id"][:])
+
+
+def test_cli_bad_input(start_met, dask_client, tmp_path):
+    from click.testing import CliRunner
+
+    from metdata.cli import main
+
+    met = start_met(objects=150, seed=10)
+    dataset = ingested(met, dask_client, tmp_path)
+    runner = CliRunner()
+    base = ["images", "--data", str(tmp_path), "--api", met.url, "--size", "16"]
+    ok = runner.invoke(main, [*base, "--where", "department = 'Asian Art'", "--workers", "1"])
+    assert ok.exit_code == 0, ok.output
+    before = {p.name: p.read_bytes() for p in (tmp_path / "images.zarr").rglob("*") if p.is_file()}
+    for args, code, message in [
+        (["--size", "0"], 2, "0 is not in the range"),
+        (["--size", "100000"], 2, "is not in the range"),
+        (["--where", "department = = 1"], 1, "malformed --where"),
+        (["--where", "objectBeginDate > 99999"], 1, "is empty"),
+        (["--size", "32", "--where", "department = 'Asian Art'"], 1, "was made with"),
+        (["--target", "painting-culture", "--where", "true"], 2, "not both"),
+    ]:
+        result = runner.invoke(main, [*base, *args])
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output, (args, result.output)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "images.zarr").rglob("*") if p.is_file()}
+    assert before == after and dataset.exists("images/_summary.json")

@@ -2,7 +2,7 @@
 
 Runs the same commands a user would (``metdata ids``, ``metdata ingest``) as subprocesses, with
 the emulator's bot protection and a light fault mix on, so the recovery paths show, then
-checks a sample of images and prints where everything is. Later stages join the chain as they
+builds the images store and prints where everything is. Later stages join the chain as they
 are built.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import subprocess
 import sys
 import time
@@ -18,8 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 import click
-import cv2
-import numpy as np
 import pyarrow.dataset as pads
 import requests
 
@@ -41,25 +38,6 @@ def _run(args: list[str]) -> None:
     if result.returncode != 0:
         raise click.ClickException(f"'metdata {args[0]}' failed with exit code {result.returncode}")
     click.echo(f"  ({time.monotonic() - started:.0f} s)")
-
-
-def _image_sample(records: list[dict], n: int) -> Counter:
-    """Download and decode a few web-large images, as the images stage will."""
-    outcomes: Counter[str] = Counter()
-    with requests.Session() as session:
-        for record in records[:n]:
-            try:
-                answer = session.get(record["primaryImageSmall"], timeout=10)
-            except requests.RequestException:
-                outcomes["transient"] += 1
-                continue
-            if answer.status_code != 200:
-                outcomes["not_found" if answer.status_code == 404 else "failed"] += 1
-                continue
-            pixels = cv2.imdecode(np.frombuffer(answer.content, np.uint8), cv2.IMREAD_COLOR)
-            outcomes["ok" if pixels is not None else "bad_image"] += 1
-            time.sleep(0.1)
-    return outcomes
 
 
 @click.command()
@@ -85,14 +63,7 @@ def _image_sample(records: list[dict], n: int) -> Counter:
     show_default=True,
     help="Requests/s for the whole cluster (the demo emulator's budget is 15/s).",
 )
-@click.option(
-    "--images",
-    type=click.IntRange(0, 500),
-    default=20,
-    show_default=True,
-    help="How many images to download and decode as a check.",
-)
-def demo(workdir: Path, objects: int, data: str | None, rate: float, images: int) -> None:
+def demo(workdir: Path, objects: int, data: str | None, rate: float) -> None:
     """Run the offline demo against a local Met emulator (no internet needed)."""
     workdir.mkdir(parents=True, exist_ok=True)
     root = data or str(workdir / "data")
@@ -114,20 +85,22 @@ def demo(workdir: Path, objects: int, data: str | None, rate: float, images: int
         _run(["ids", *common])
         _run(["ingest", *common, "--shard-size", "100", "--timeout", "2", "--cooldown", "5"])
         _run(["ingest", *common, "--retry-failed", "--timeout", "5", "--cooldown", "5"])
+        _run(["images", "--data", root, "--api", met.url, "--rate", str(rate), "--timeout", "5", "--cooldown", "5"])
         dataset = Dataset(root)
-        runs = [dataset.fs.cat_file(p) for p in sorted(dataset.fs.ls(dataset.path(RUNS), detail=False))]
-        table = pads.dataset(dataset.path("objects"), filesystem=dataset.fs, format="parquet").to_table(
-            columns=["objectID", "status", "primaryImageSmall"]
-        )
-        public = [r for r in table.to_pylist() if r["status"] == "ok" and r["primaryImageSmall"]]
-        sample = _image_sample(random.Random(0).sample(public, min(images, len(public))), images)
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
+    runs = [json.loads(dataset.fs.cat_file(p)) for p in sorted(dataset.fs.ls(dataset.path(RUNS), detail=False))]
+    table = pads.dataset(dataset.path("objects"), filesystem=dataset.fs, format="parquet").to_table(
+        columns=["objectID", "status"]
+    )
     statuses = Counter(table["status"].to_pylist())
+    images = dataset.read_json("images/_summary.json")
     click.echo("")
     click.echo(click.style("Summary", bold=True))
     click.echo(f"  objects by status:   {dict(sorted(statuses.items()))}  ({table.num_rows} rows)")
-    click.echo(f"  images checked:      {dict(sorted(sample.items()))}")
+    click.echo(f"  images by status:    {images['slots_by_status']}  ({images['selected']} selected)")
     click.echo(f"  emulator saw:        {json.dumps(counters)}")
-    for i, raw in enumerate(runs, 1):
-        click.echo(f"  ingest run {i}:        {json.dumps(json.loads(raw)['this_run'])}")
+    for i, run in enumerate(runs, 1):
+        click.echo(f"  ingest run {i}:        {json.dumps(run['this_run'])}")
+    click.echo(f"  images run:          {json.dumps(images['this_run'])}")
     click.echo(f"  metadata (Parquet):  {dataset.path('objects')}")
+    click.echo(f"  images (Zarr):       {images['store']}")

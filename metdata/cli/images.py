@@ -58,6 +58,13 @@ from metdata.cli.options import (
 @click.option("--store", default="images.zarr", show_default=True, help="The Zarr store's name under ROOT.")
 @click.option("--keep-originals", is_flag=True, help="Keep the downloaded bytes in the status shards.")
 @click.option(
+    "--from-originals",
+    metavar="STORE",
+    is_flag=False,
+    flag_value="images.zarr",
+    help="Build from the bytes STORE kept with --keep-originals (default images.zarr): no download.",
+)
+@click.option(
     "--allow-host",
     multiple=True,
     metavar="HOST[:PORT]",
@@ -90,6 +97,7 @@ def images(
     chunk,
     store,
     keep_originals,
+    from_originals,
     allow_host,
     max_bytes,
     retry_failed,
@@ -136,7 +144,9 @@ def images(
     dataset = Dataset(data, storage_options)
 
     def go():
-        planned = plan(dataset, options, target, where, retry_failed)  # bad input fails before a cluster starts
+        planned = plan(
+            dataset, options, target, where, retry_failed, from_originals
+        )  # bad input fails before a cluster starts
         if not planned.tasks:
             return run(None, dataset, options, pace, planned)
         with connect(cluster, workers=workers) as client:
