@@ -9,17 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 
-from distributed import Client, as_completed
+from distributed import Client
 
+from jobs.tasks import install_pacer, run_tasks
 from metdata import images
 from metdata.dataset import Dataset
 from metdata.errors import UserError
-from metdata.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
-from metdata.progress import Progress
+from metdata.pacing import PaceConfig
 from metdata.selection import LABEL_COLUMNS, objects_table, select
 
 log = logging.getLogger(__name__)
@@ -98,34 +97,21 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
     downloaded = 0
     failures: list[str] = []
     if planned.tasks:
-        with warnings.catch_warnings():  # a new run replaces the last run's pacer on purpose
-            warnings.filterwarnings("ignore", message=".*already contains a plugin")
-            client.register_plugin(PacerPlugin(pace), name=PLUGIN_NAME)
-        keys = [f"images-{t.index}-{time.time_ns()}" for t in planned.tasks]
-        task_of = dict(zip(keys, planned.tasks, strict=True))
-        futures = client.map(
+        pacer = install_pacer(client, pace)
+        for result in run_tasks(
+            client,
             images.run_chunk,
             planned.tasks,
+            label="images",
+            size=lambda t: len(t.redo or t.object_ids),
+            name=lambda t: f"chunk {t.index}",
+            failures=failures,
             dataset=dataset,
             options=options,
-            pacer=SchedulerPacer(),
-            key=keys,
-            retries=1,
-        )
-        try:
-            with Progress(sum(len(t.redo or t.object_ids) for t in planned.tasks), "images") as progress:
-                for future in as_completed(futures):
-                    task = task_of[future.key]
-                    progress.update(len(task.redo or task.object_ids))
-                    if future.status == "error":
-                        failures.append(f"chunk {task.index}: {future.exception()!r}")
-                        continue
-                    result = future.result()
-                    statuses.update(result["statuses"])
-                    downloaded += result["bytes"]
-        except KeyboardInterrupt:
-            client.cancel(futures)
-            raise
+            pacer=pacer,
+        ):
+            statuses.update(result["statuses"])
+            downloaded += result["bytes"]
     duration = time.monotonic() - started
     table_statuses = Counter(s for slots in images.read_statuses(dataset, options).values() for s in slots)
     summary = {

@@ -9,19 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
-from distributed import Client, as_completed
+from distributed import Client
 
+from jobs.tasks import install_pacer, run_tasks
 from metdata import ingest
 from metdata.dataset import RUNS, SUMMARY, Dataset
 from metdata.errors import UserError
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
-from metdata.pacing import PLUGIN_NAME, LocalPacer, PaceConfig, PacerPlugin, SchedulerPacer
-from metdata.progress import Progress
+from metdata.pacing import LocalPacer, PaceConfig
 from metdata.records import rows_to_table
 
 log = logging.getLogger(__name__)
@@ -120,39 +119,24 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
         summary = _summary(dataset, options, Counter(), 0, time.monotonic() - started, {}, [])
         _save_summary(dataset, summary)
         return summary
-    with warnings.catch_warnings():  # a new run replaces the last run's pacer on purpose
-        warnings.filterwarnings("ignore", message=".*already contains a plugin")
-        client.register_plugin(PacerPlugin(options.pace), name=PLUGIN_NAME)
-    pacer = SchedulerPacer()
+    pacer = install_pacer(client, options.pace)
     statuses: Counter[str] = Counter()
     requests = 0
-    failures = []
-    keys = [f"ingest-{t.name.rsplit('/', 1)[-1]}-{time.time_ns()}" for t in tasks]
-    task_of = dict(zip(keys, tasks, strict=True))
-    futures = client.map(
+    failures: list[str] = []
+    for result in run_tasks(
+        client,
         ingest.run_shard,
         tasks,
+        label="ids looked up",
+        size=lambda t: len(t.ids),
+        name=lambda t: t.name.rsplit("/", 1)[-1],
+        failures=failures,
         dataset=dataset,
         options=options.lookup,
         pacer=pacer,
-        key=keys,
-        retries=1,
-    )
-    try:
-        with Progress(sum(len(t.ids) for t in tasks), "ids looked up") as progress:
-            for future in as_completed(futures):
-                task = task_of[future.key]
-                progress.update(len(task.ids))
-                if future.status == "error":
-                    failures.append(f"{task.name}: {future.exception()!r}")
-                    continue
-                result = future.result()
-                statuses.update(result["statuses"])
-                requests += result["requests"]
-    except KeyboardInterrupt:
-        client.cancel(futures)
-        log.warning("interrupted: finished shards are kept; rerun the same command to resume")
-        raise
+    ):
+        statuses.update(result["statuses"])
+        requests += result["requests"]
     duration = time.monotonic() - started
     summary = _summary(dataset, options, statuses, requests, duration, pacer.stats(), failures)
     _save_summary(dataset, summary)

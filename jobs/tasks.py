@@ -1,0 +1,61 @@
+"""Running a job's tasks on the cluster: the one budget, progress, failures, Ctrl-C.
+
+Shared by every job that fans tasks out under the scheduler's pacer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+
+from distributed import Client, as_completed
+
+from metdata.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
+from metdata.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def install_pacer(client: Client, pace: PaceConfig) -> SchedulerPacer:
+    """Put a fresh rate limiter on the scheduler for this run; return the tasks' handle to it."""
+    with warnings.catch_warnings():  # a new run replaces the last run's pacer on purpose
+        warnings.filterwarnings("ignore", message=".*already contains a plugin")
+        client.register_plugin(PacerPlugin(pace), name=PLUGIN_NAME)
+    return SchedulerPacer()
+
+
+def run_tasks(
+    client: Client,
+    fn: Callable,
+    tasks: Sequence,
+    *,
+    label: str,
+    size: Callable[[object], int],
+    name: Callable[[object], str],
+    failures: list[str],
+    **kwargs,
+) -> Iterator[dict]:
+    """Run ``fn(task, **kwargs)`` for every task on the cluster; yield results as they finish.
+
+    Progress counts ``size(task)`` units per finished task. A task that raised is recorded
+    in ``failures`` (by ``name(task)``) and the rest go on. On Ctrl-C the remaining tasks are
+    cancelled and KeyboardInterrupt propagates: finished work is kept.
+    """
+    keys = [f"{label}-{name(t)}-{time.time_ns()}".replace(" ", "-") for t in tasks]
+    task_of = dict(zip(keys, tasks, strict=True))
+    futures = client.map(fn, tasks, key=keys, retries=1, **kwargs)
+    try:
+        with Progress(sum(size(t) for t in tasks), label) as progress:
+            for future in as_completed(futures):
+                task = task_of[future.key]
+                progress.update(size(task))
+                if future.status == "error":
+                    failures.append(f"{name(task)}: {future.exception()!r}")
+                    continue
+                yield future.result()
+    except KeyboardInterrupt:
+        client.cancel(futures)
+        log.warning("interrupted: finished work is kept; rerun the same command to resume")
+        raise
