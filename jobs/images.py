@@ -19,7 +19,8 @@ from metdata import images
 from metdata.dataset import Dataset
 from metdata.errors import UserError
 from metdata.pacing import PaceConfig
-from metdata.selection import LABEL_COLUMNS, objects_table, select
+from metdata.selection import objects_table, select
+from metdata.targets import resolve
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def plan(
         DatasetError, SelectionError, StoreMismatch: bad root, selection or store; nothing changed.
     """
     dataset.check_writable()
-    columns = None if where else ["objectID", "status", "isPublicDomain", options.url_field, *LABEL_COLUMNS]
+    label_columns = resolve(target).columns if target else []
+    columns = None if where else ["objectID", "status", "isPublicDomain", options.url_field, *label_columns]
     selected = select(objects_table(dataset, columns), options.url_field, target, where)
     ids = selected["objectID"].to_pylist()
     urls = [

@@ -12,9 +12,7 @@ import pyarrow.dataset as pads
 
 from metdata.dataset import OBJECTS, Dataset
 from metdata.errors import UserError
-from metdata.targets import TARGETS
-
-LABEL_COLUMNS = ["classification", "objectName", "culture", "country", "artistNationality"]
+from metdata.targets import resolve
 
 
 class SelectionError(UserError):
@@ -37,7 +35,8 @@ def select(table: pa.Table, url_field: str, target: str | None = None, where: st
     ``csv``) have no URLs, so public-domain ones are kept and looked up later.
 
     Raises:
-        SelectionError: unknown target, malformed expression, or nothing selected.
+        TargetError: an unknown target or a bad target file.
+        SelectionError: a malformed expression, or nothing selected.
     """
     has_image = pc.or_(
         pc.and_(pc.equal(table["status"], "ok"), pc.not_equal(pc.fill_null(table[url_field], ""), "")),
@@ -45,10 +44,8 @@ def select(table: pa.Table, url_field: str, target: str | None = None, where: st
     )
     table = table.filter(has_image)
     if target is not None:
-        if target not in TARGETS:
-            raise SelectionError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-        rule = TARGETS[target]
-        keep = [rule(r) is not None for r in table.select(LABEL_COLUMNS).to_pylist()]
+        rule = resolve(target)
+        keep = [rule.label(r) is not None for r in table.select(rule.columns).to_pylist()]
         table = table.filter(pa.array(keep, pa.bool_()))
     if where:
         table = _where(table, where)

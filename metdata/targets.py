@@ -1,74 +1,301 @@
-"""Training targets: which objects belong and which class each one is. Pure functions.
+"""Training targets: which objects belong, and which class each one is. Pure functions.
 
-Built in: ``painting-culture``, the blog's four classes, with rules that fit the real data:
-paintings are objects classified "Paintings" or whose objectName is of the painting kind
-(the American Wing leaves classification empty; Islamic Art files Indian album paintings
-under "Codices"); the culture comes from ``culture``, then ``country``, then
-``artistNationality``; India is any culture containing "India"/"Indian".
+A target is data (a small TOML file, or a built-in one written the same way):
+
+```toml
+name = "painting-culture"
+description = "..."
+fields = ["culture", "country", "artistNationality"]   # the first non-empty one is used
+min_count = 1                                           # per class, checked on a dataset
+
+[select]                              # who belongs: any of these matches (omit: everyone)
+classification = { exact = ["Paintings"] }
+objectName = { exact = ["Painting", "Hanging scroll"] }
+
+[aliases]                             # raw value -> another raw value, before the rules
+"Metal-Ornaments" = "Metalwork"
+
+[[rules]]                             # first match wins; unmatched values are out of the target
+class = "India"
+contains = ["india"]                  # also: exact = [...], regex = "..."
+
+[[rules]]                             # class "*": the matched text is the class (a regex's first
+class = "*"                           # group, else its match, else the value), then aliased
+regex = "^([^-]+)"
+```
+
+Matching ignores case and surrounding spaces. The built-in ``painting-culture`` is the blog's
+four classes with rules that fit the real data: paintings are objects classified "Paintings"
+or whose objectName is of the painting kind (the American Wing leaves classification empty;
+Islamic Art files Indian album paintings under "Codices"); the culture comes from
+``culture``, then ``country``, then ``artistNationality``; India is any culture containing
+"India" (so also "Indian").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
-PAINTING_NAMES = frozenset(
-    {
-        "painting",
-        "hanging scroll",
-        "handscroll",
-        "album leaf",
-        "illustrated album leaf",
-        "folio from an illustrated manuscript",
-        "folio from a ragamala series",
-        "folding fan mounted as an album leaf",
-        "pair of six-panel folding screens",
-        "fan",
-    }
-)
-CLASSES = ("America", "China", "India", "Japan")
-_CULTURE_WORDS = (
-    ("India", ("india",)),
-    ("China", ("china", "chinese")),
-    ("Japan", ("japan", "japanese")),
-    ("America", ("american", "united states")),
-)
+from metdata.errors import UserError
+from metdata.schema import FIELDS
+
+KINDS = ("exact", "contains", "regex")
 
 
-def is_painting(record: Mapping) -> bool:
-    """Whether a record is a painting, whatever its department calls it.
+class TargetError(UserError):
+    """A target definition is wrong, or does not fit the dataset."""
 
-    >>> is_painting({"classification": "", "objectName": "Painting"})
-    True
-    >>> is_painting({"classification": "Codices", "objectName": "Illustrated album leaf"})
-    True
-    >>> is_painting({"classification": "Ceramics", "objectName": "Jar"})
-    False
+
+@dataclass(frozen=True)
+class Matcher:
+    """One way to match a value: ``exact`` or ``contains`` (lists), or ``regex``."""
+
+    exact: frozenset[str] = frozenset()
+    contains: tuple[str, ...] = ()
+    regex: re.Pattern | None = None
+
+    def __call__(self, value: str) -> bool:
+        return self.match(value) is not None
+
+    def match(self, value: str) -> str | None:
+        """The matched text (a regex's first group or whole match; else the value), or None."""
+        folded = value.strip().lower()
+        if folded in self.exact or any(part in folded for part in self.contains):
+            return value.strip()
+        found = self.regex.search(value.strip()) if self.regex else None
+        if found:
+            return (found.group(1) if found.re.groups else found.group(0)).strip()
+        return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Values matching ``matcher`` belong to class ``cls``."""
+
+    cls: str
+    matcher: Matcher
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named target: the selection, the label field(s), aliases and rules."""
+
+    name: str
+    description: str = ""
+    fields: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    select: tuple[tuple[str, Matcher], ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    min_count: int = 1
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The fixed classes, sorted (``*`` rules add classes that depend on the data)."""
+        return tuple(sorted({r.cls for r in self.rules if r.cls != "*"}))
+
+    @property
+    def columns(self) -> list[str]:
+        """The metadata columns the target reads."""
+        return sorted({*self.fields, *(name for name, _ in self.select)})
+
+    def belongs(self, record: Mapping) -> bool:
+        """Whether a record is selected (before its label is looked at)."""
+        return not self.select or any(match(record.get(name) or "") for name, match in self.select)
+
+    def raw_value(self, record: Mapping) -> str:
+        """The first non-empty label field, after aliases ("" if none)."""
+        for name in self.fields:
+            value = (record.get(name) or "").strip()
+            if value:
+                return self.aliases.get(value.lower(), value)
+        return ""
+
+    def label(self, record: Mapping) -> str | None:
+        """The record's class, or None if it is outside the target.
+
+        >>> target = builtin("painting-culture")
+        >>> target.label({"classification": "Codices", "objectName": "Illustrated album leaf",
+        ...               "culture": "", "country": "India"})
+        'India'
+        >>> target.label({"classification": "Paintings", "culture": "", "artistNationality": "German"}) is None
+        True
+        """
+        if not self.belongs(record):
+            return None
+        value = self.raw_value(record)
+        if not value:
+            return None
+        for rule in self.rules:
+            matched = rule.matcher.match(value)
+            if matched:
+                # a "*" class is data: merge its aliases too ("Metal" -> "Metalwork")
+                return self.aliases.get(matched.lower(), matched) if rule.cls == "*" else rule.cls
+        return None
+
+    def check_counts(self, counts: Mapping[str, int]) -> None:
+        """Check class counts on a dataset.
+
+        Raises:
+            TargetError: a class with no example, or fewer than ``min_count``.
+        """
+        if not any(counts.values()):
+            raise TargetError(f"target {self.name!r}: no object falls in it; check its [select] and rules")
+        empty = [c for c in self.classes if counts.get(c, 0) == 0]
+        if empty:
+            raise TargetError(
+                f"target {self.name!r}: no object falls in class {', '.join(empty)}; "
+                "check its rules against the data ('metdata targets' shows the counts)"
+            )
+        small = {c: n for c, n in counts.items() if n < self.min_count}
+        if small:
+            raise TargetError(
+                f"target {self.name!r}: classes below min_count={self.min_count}: {small}; "
+                "ingest more objects, merge classes, or lower min_count"
+            )
+
+
+def count(target: Target, records: Iterable[Mapping]) -> Counter:
+    """How many records fall in each class."""
+    return Counter(label for label in map(target.label, records) if label is not None)
+
+
+def _matcher(spec: object, where: str) -> Matcher:
+    if isinstance(spec, str | list):
+        spec = {"exact": spec}
+    if not isinstance(spec, dict) or not spec or set(spec) - set(KINDS):
+        raise TargetError(f'{where}: give a table with {", ".join(KINDS)}, e.g. {{ contains = ["india"] }}')
+
+    def words(key: str) -> list[str]:
+        value = spec.get(key, [])
+        return [w.strip().lower() for w in ([value] if isinstance(value, str) else value)]
+
+    try:
+        regex = re.compile(spec["regex"], re.IGNORECASE) if "regex" in spec else None
+    except re.error as exc:
+        raise TargetError(f"{where}: bad regex {spec['regex']!r}: {exc}") from exc
+    return Matcher(frozenset(words("exact")), tuple(words("contains")), regex)
+
+
+def _field(name: object, where: str) -> str:
+    if name not in FIELDS:
+        raise TargetError(f"{where}: unknown field {name!r}; use a metadata field such as culture, classification")
+    return name
+
+
+def parse(text: str, source: str = "<target>") -> Target:
+    """Build a target from TOML text.
+
+    Raises:
+        TargetError: bad TOML, an unknown field, a rule without class or matcher.
     """
-    return (record.get("classification") or "") == "Paintings" or (
-        (record.get("objectName") or "").strip().lower() in PAINTING_NAMES
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{source} is not valid TOML: {exc}") from exc
+    if not spec.get("name"):
+        raise TargetError(f'{source}: give the target a name, e.g. name = "object-type"')
+    fields = spec.get("fields") or []
+    if isinstance(fields, str):
+        fields = [fields]
+    if not fields:
+        raise TargetError(f'{source}: give the field(s) that carry the label, e.g. fields = ["culture"]')
+    rules = []
+    for i, rule in enumerate(spec.get("rules") or []):
+        where = f"{source}: rules[{i}]"
+        if not rule.get("class"):
+            raise TargetError(f'{where} has no class; write class = "..."')
+        rules.append(Rule(str(rule["class"]), _matcher({k: v for k, v in rule.items() if k != "class"}, where)))
+    if not rules:
+        raise TargetError(f'{source}: no [[rules]]; add at least one, e.g. class = "China", contains = ["china"]')
+    select = tuple(
+        (_field(name, f"{source}: [select]"), _matcher(m, f"{source}: [select].{name}"))
+        for name, m in (spec.get("select") or {}).items()
+    )
+    aliases = {str(k).strip().lower(): str(v) for k, v in (spec.get("aliases") or {}).items()}
+    min_count = spec.get("min_count", 1)
+    if not isinstance(min_count, int) or min_count < 1:
+        raise TargetError(f"{source}: min_count must be a whole number >= 1, got {min_count!r}")
+    return Target(
+        name=str(spec["name"]),
+        description=str(spec.get("description", "")),
+        fields=tuple(_field(f, f"{source}: fields") for f in fields),
+        rules=tuple(rules),
+        select=select,
+        aliases=aliases,
+        min_count=min_count,
     )
 
 
-def culture_class(record: Mapping) -> str | None:
-    """The class of a record's culture (culture, then country, then artist nationality).
+PAINTING_CULTURE = """
+name = "painting-culture"
+description = "The blog's target: a painting's culture among China, Japan, America and India."
+fields = ["culture", "country", "artistNationality"]
+min_count = 1
 
-    >>> culture_class({"culture": "India (Rajasthan, Mewar)"})
-    'India'
-    >>> culture_class({"culture": "", "country": "India"})
-    'India'
-    >>> culture_class({"culture": "", "country": "", "artistNationality": "German"}) is None
-    True
+[select]
+classification = { exact = ["Paintings"] }
+objectName = { exact = ["Painting", "Hanging scroll", "Handscroll", "Album leaf", "Illustrated album leaf",
+  "Folio from an illustrated manuscript", "Folio from a ragamala series",
+  "Folding fan mounted as an album leaf", "Pair of six-panel folding screens", "Fan"] }
+
+[[rules]]
+class = "India"
+contains = ["india"]
+
+[[rules]]
+class = "China"
+contains = ["china", "chinese"]
+
+[[rules]]
+class = "Japan"
+contains = ["japan", "japanese"]
+
+[[rules]]
+class = "America"
+contains = ["american", "united states"]
+"""
+
+OBJECT_TYPE = """
+name = "object-type"
+description = "What kind of object it is: the classification, with its aliases merged."
+fields = ["classification"]
+min_count = 1
+
+[aliases]
+"metal" = "Metalwork"
+"metals" = "Metalwork"
+"ceramic" = "Ceramics"
+"textile" = "Textiles"
+
+[[rules]]
+class = "*"
+regex = "^([^-|]+)"
+"""
+
+BUILTINS = {"painting-culture": PAINTING_CULTURE, "object-type": OBJECT_TYPE}
+
+
+def builtin(name: str) -> Target:
+    """A built-in target by name."""
+    return parse(BUILTINS[name], f"built-in target {name!r}")
+
+
+def resolve(name_or_path: str) -> Target:
+    """A built-in target's name, or the path of a TOML file defining one.
+
+    Raises:
+        TargetError: neither a built-in name nor a readable target file.
     """
-    for field in ("culture", "country", "artistNationality"):
-        value = (record.get(field) or "").strip().lower()
-        if value:
-            return next((cls for cls, words in _CULTURE_WORDS if any(w in value for w in words)), None)
-    return None
-
-
-def painting_culture(record: Mapping) -> str | None:
-    """The ``painting-culture`` class of a record, or None if it is outside the target."""
-    return culture_class(record) if is_painting(record) else None
-
-
-TARGETS = {"painting-culture": painting_culture}
+    if name_or_path in BUILTINS:
+        return builtin(name_or_path)
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return parse(path.read_text(), str(path))
+    raise TargetError(
+        f"unknown target {name_or_path!r}: use a built-in one ({', '.join(BUILTINS)}) or the path of a .toml file"
+    )

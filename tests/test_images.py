@@ -20,6 +20,7 @@ from metdata.images import ImageOptions, StoreMismatch
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 from metdata.selection import SelectionError
+from metdata.targets import TargetError
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
 
@@ -141,7 +142,7 @@ def test_target_where_and_bad_selections(start_met, dask_client, tmp_path):
         job.plan(dataset, image_options(met, store="w.zarr"), where="department = = 'x'")
     with pytest.raises(SelectionError, match="is empty"):
         job.plan(dataset, image_options(met, store="w.zarr"), where="objectBeginDate > 99999")
-    with pytest.raises(SelectionError, match="unknown target"):
+    with pytest.raises(TargetError, match="unknown target"):
         job.plan(dataset, image_options(met, store="w.zarr"), target="nope")
     before = (tmp_path / "images.zarr" / "zarr.json").read_bytes()
     with pytest.raises(StoreMismatch, match="was made with"):

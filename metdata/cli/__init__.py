@@ -19,6 +19,8 @@ COMMANDS = {
     "ids": "metdata.cli.ingest:ids",
     "ingest": "metdata.cli.ingest:ingest",
     "images": "metdata.cli.images:images",
+    "targets": "metdata.cli.targets:targets",
+    "explore": "metdata.cli.explore:explore",
 }
 
 
