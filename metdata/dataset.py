@@ -77,7 +77,11 @@ class Dataset:
         return f"{self._fs_root[1].rstrip('/')}/{relative}"
 
     def exists(self, relative: str) -> bool:
-        return self.fs.exists(self.path(relative))
+        """Whether a file exists now. Never from a cached listing: resume decisions depend on it,
+        and fsspec keeps S3 listings per filesystem instance, which outlive tasks on a worker."""
+        path = self.path(relative)
+        self.fs.invalidate_cache(path)
+        return self.fs.exists(path)
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write a file so that it appears whole or not at all."""
@@ -110,14 +114,15 @@ class Dataset:
         with self.fs.open(self.path(relative), "rb") as f:
             return pq.read_table(f, columns=columns)
 
-    def data_files(self, folder: str) -> list[str]:
+    def data_files(self, folder: str, suffix: str = ".parquet") -> list[str]:
         """The data files of a folder (relative paths, sorted); ``_``/``.`` files are not data."""
+        self.fs.invalidate_cache(self.path(folder))  # fresh, as for exists()
         try:
             names = self.fs.ls(self.path(folder), detail=False)
         except FileNotFoundError:
             return []
         base = [n.rsplit("/", 1)[-1] for n in names]
-        return sorted(f"{folder}/{n}" for n in base if n.endswith(".parquet") and n[0] not in "._")
+        return sorted(f"{folder}/{n}" for n in base if n.endswith(suffix) and n[0] not in "._")
 
     def zarr_store(self, relative: str):
         """A Zarr store for a folder under the root: a LocalStore, or an fsspec store on S3."""

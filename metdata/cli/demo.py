@@ -88,7 +88,7 @@ def demo(workdir: Path, objects: int, data: str | None, rate: float) -> None:
         _run(["images", "--data", root, "--api", met.url, "--rate", str(rate), "--timeout", "5", "--cooldown", "5"])
         dataset = Dataset(root)
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
-    runs = [json.loads(dataset.fs.cat_file(p)) for p in sorted(dataset.fs.ls(dataset.path(RUNS), detail=False))]
+    runs = [dataset.read_json(name) for name in dataset.data_files(RUNS, suffix=".json")]
     table = pads.dataset(dataset.path("objects"), filesystem=dataset.fs, format="parquet").to_table(
         columns=["objectID", "status"]
     )
