@@ -18,11 +18,7 @@ import cv2  # noqa: E402 - the pixel cap must be in the environment before OpenC
 import numpy as np  # noqa: E402
 
 RESIZE_MODES = ("squash", "pad", "crop")
-_REDUCED = (
-    (8, cv2.IMREAD_REDUCED_COLOR_8),
-    (4, cv2.IMREAD_REDUCED_COLOR_4),
-    (2, cv2.IMREAD_REDUCED_COLOR_2),
-)
+_REDUCED = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}
 
 
 class BadImage(ValueError):
@@ -65,6 +61,18 @@ def sniff(data: bytes) -> tuple[str, int, int] | None:
     return None
 
 
+def reduction(width: int, height: int, target: int) -> int:
+    """The JPEG decoding scale (1, 2, 4 or 8) that keeps the shorter side at least ``target``.
+
+    The decoded image stays at least the target size, so the resize after it only shrinks.
+
+    >>> reduction(800, 600, 150), reduction(800, 600, 64), reduction(800, 600, 0)
+    (4, 8, 1)
+    """
+    shorter = min(width, height)
+    return next((k for k in _REDUCED if target and shorter // k >= target), 1)
+
+
 def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
     """Decode image bytes to an 8-bit RGB array; return it with the original width and height.
 
@@ -79,9 +87,8 @@ def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
     if header is not None and header[1] * header[2] > MAX_PIXELS:
         raise TooLarge(f"{header[1]}x{header[2]} pixels is over the {MAX_PIXELS:,} pixel cap")
     flag = cv2.IMREAD_COLOR  # any depth or channel count in, 8-bit BGR out
-    if header is not None and header[0] == "jpeg" and target:
-        shorter = min(header[1], header[2])
-        flag = next((f for k, f in _REDUCED if shorter // k >= 2 * target), flag)
+    if header is not None and header[0] == "jpeg":
+        flag = _REDUCED.get(reduction(header[1], header[2], target), flag)
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:
