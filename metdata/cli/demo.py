@@ -2,7 +2,7 @@
 
 Runs the same commands a user would (``metdata ids``, ``metdata ingest``) as subprocesses, with
 the emulator's bot protection and a light fault mix on, so the recovery paths show, then
-builds the images store and prints where everything is. Later stages join the chain as they
+builds the images store and the exploration report, and prints where everything is. Later stages join the chain as they
 are built.
 """
 
@@ -86,6 +86,7 @@ def demo(workdir: Path, objects: int, data: str | None, rate: float) -> None:
         _run(["ingest", *common, "--shard-size", "100", "--timeout", "2", "--cooldown", "5"])
         _run(["ingest", *common, "--retry-failed", "--timeout", "5", "--cooldown", "5"])
         _run(["images", "--data", root, "--api", met.url, "--rate", str(rate), "--timeout", "5", "--cooldown", "5"])
+        _run(["explore", "--data", root, "--out", str(workdir / "report")])
         dataset = Dataset(root)
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
     runs = [dataset.read_json(name) for name in dataset.data_files(RUNS, suffix=".json")]
@@ -104,3 +105,4 @@ def demo(workdir: Path, objects: int, data: str | None, rate: float) -> None:
     click.echo(f"  images run:          {json.dumps(images['this_run'])}")
     click.echo(f"  metadata (Parquet):  {dataset.path('objects')}")
     click.echo(f"  images (Zarr):       {images['store']}")
+    click.echo(f"  report (HTML):       {workdir / 'report' / 'report.html'}")
