@@ -16,18 +16,15 @@ a worker holds one shard of rows at a time, whatever the total).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 
 import psutil
 import requests
+from measure import RssSampler, fake_met
+from measure import peak_rss_bytes as max_rss_bytes
 
 from cluster import connect
 from jobs.ingest import IngestOptions, run
@@ -37,55 +34,6 @@ from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 
 MB = 1024 * 1024
-
-
-@contextlib.contextmanager
-def fake_met(*flags: str) -> Iterator[str]:
-    """Run ``metdata fake-met FLAGS`` in a subprocess; yield its API base URL."""
-    process = subprocess.Popen([sys.executable, "-m", "metdata", "fake-met", *flags], stdout=subprocess.PIPE, text=True)
-    try:
-        url = process.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise RuntimeError(f"fake-met did not start (first line: {url!r})")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def max_rss_bytes() -> int:
-    """The calling process's own peak RSS (VmHWM, Linux), not inherited from its parent."""
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
-
-
-class RssSampler:
-    """Samples the RSS of some processes in a background thread, keeping each one's maximum."""
-
-    def __init__(self, pids: dict[str, int], every: float) -> None:
-        self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.peak = dict.fromkeys(pids, 0)
-        self.samples = 0
-        self.every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            for name, process in self.processes.items():
-                with contextlib.suppress(psutil.Error):  # a worker restarted mid-run
-                    self.peak[name] = max(self.peak[name], process.memory_info().rss)
-            self.samples += 1
-            self._stop.wait(self.every)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def measure(url: str, ids: list[int], args, root: str) -> dict:
@@ -131,7 +79,7 @@ def main() -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
     results = {}
-    with fake_met("--no-throttle", "--objects", str(max(args.small, args.large))) as url:
+    with fake_met("--no-throttle", "--objects", str(max(args.small, args.large))) as (url, _emulator):
         ids = sorted(requests.get(f"{url}/objects", timeout=60).json()["objectIDs"])
         for size in (args.small, args.large):
             with tempfile.TemporaryDirectory(prefix="metdata-memory-") as tmp:

@@ -20,16 +20,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import psutil
 import requests
+from measure import cpu_seconds, fake_met, process_cpu
 
 from cluster import connect
 from jobs.ingest import IngestOptions, run
@@ -37,31 +32,6 @@ from metdata import ingest
 from metdata.dataset import Dataset
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
-
-
-@contextmanager
-def fake_met(*flags: str) -> Iterator[tuple[str, psutil.Process]]:
-    """Run ``metdata fake-met FLAGS`` in a subprocess; yield its API base URL and process."""
-    process = subprocess.Popen([sys.executable, "-m", "metdata", "fake-met", *flags], stdout=subprocess.PIPE, text=True)
-    try:
-        url = process.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise RuntimeError(f"fake-met did not start (first line: {url!r})")
-        yield url, psutil.Process(process.pid)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def process_cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
-
-
-def cpu_seconds() -> float:
-    """User + system CPU of the calling process (run on each worker by ``client.run``)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def baseline(url: str, ids: list[int]) -> dict:
