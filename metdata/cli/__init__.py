@@ -21,6 +21,9 @@ COMMANDS = {
     "images": "metdata.cli.images:images",
     "targets": "metdata.cli.targets:targets",
     "explore": "metdata.cli.explore:explore",
+    "train": "metdata.cli.train:train",
+    "evaluate": "metdata.cli.train:evaluate",
+    "predict": "metdata.cli.train:predict",
 }
 
 

@@ -1,0 +1,486 @@
+"""The training run: labels and split (``metdata.training``), a model (``metdata.models``)
+built and compiled inside a ``tf.distribute.MirroredStrategy`` scope, fit with a backup every
+epoch so the same command resumes after a kill, then the run's outputs.
+
+RUN (a local folder or ``s3://`` prefix) ends with::
+
+    model.keras  best.keras  run.json  split.parquet  history.json  curves.png
+    backup/      (only while training: Keras' BackupAndRestore state)
+
+On S3 the run works in a local temporary folder, uploads it at each epoch end, and
+downloads ``backup/`` (and the history) before resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metdata import training
+from metdata.dataset import Dataset
+from metdata.errors import UserError
+from metdata.models import MODELS, ModelOptions, UnknownModel, build_model
+from metdata.targets import resolve
+
+# this module is the training wiring: importing it starts Keras (only the train commands do)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+BACKUP = "backup"
+OUTPUTS = ("model.keras", "best.keras", "run.json", "split.parquet", "history.json", "curves.png")
+
+
+class RunMismatch(UserError):
+    """RUN holds another run; nothing is overwritten."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """One training run's settings (all of them go to run.json and must match to resume).
+
+    Attributes:
+        target: built-in target name or a target TOML path.
+        out: RUN, a local folder or s3:// prefix.
+        model: a name in ``metdata.models.MODELS``.
+        epochs: total epochs (a resumed run continues up to it).
+        batch_size: per-replica batch; the global batch is this times the replicas.
+        val_fraction: share of each class kept for validation.
+        seed: weights, augmentation and shuffling seed.
+        devices: "all" or how many GPUs (CPU devices when there is no GPU).
+        class_weights: weight the loss by balanced class weights.
+        store: the Zarr store's name under the data root.
+        augment: the model's augmentation layers.
+    """
+
+    target: str
+    out: str
+    model: str = "seed-cnn"
+    epochs: int = 100
+    batch_size: int = 64
+    val_fraction: float = 0.2
+    seed: int = 0
+    devices: str = "all"
+    class_weights: bool = True
+    store: str = "images.zarr"
+    augment: bool = True
+
+
+def strategy_for(devices: str = "all"):
+    """A MirroredStrategy over the visible GPUs, else over the logical CPU devices.
+
+    Raises:
+        UserError: more devices asked for than there are.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    n = len(found) if devices == "all" else int(devices)
+    if not 1 <= n <= len(found):
+        raise UserError(
+            f"--devices {devices}: this machine has {len(found)} {found[0].device_type} device(s); "
+            f"give a number from 1 to {len(found)} or 'all'"
+        )
+    return tf.distribute.MirroredStrategy([d.name for d in found[:n]])
+
+
+def settings(options: TrainOptions, slots: training.Slots, data: Dataset) -> dict:
+    """The run.json content (without the completion fields)."""
+    fields = asdict(options)
+    fields.pop("out")
+    fields.pop("devices")  # the same run may resume on another number of devices
+    return {**fields, "data": data.url, "classes": list(slots.classes), "size": slots.size, "resize": slots.resize}
+
+
+class _Run:
+    """RUN and the local folder the run works in (RUN itself when it is local)."""
+
+    def __init__(self, url: str, storage_options: dict):
+        self.remote = Dataset(url, storage_options)
+        if self.remote.local:
+            self.work = Path(self.remote.path(""))
+            self._tmp = None
+        else:
+            self._tmp = tempfile.mkdtemp(prefix="metdata-train-")
+            self.work = Path(self._tmp)
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def read_settings(self) -> dict | None:
+        return self.remote.read_json(RUN_FILE) if self.remote.exists(RUN_FILE) else None
+
+    def download_state(self) -> None:
+        """Bring back the backup and history of an interrupted run (S3 only)."""
+        if self.remote.local:
+            return
+        for name in (BACKUP, "history.json", "best.keras"):
+            if self.remote.exists(name):
+                self.remote.fs.get(self.remote.path(name), str(self.work / name), recursive=True)
+
+    def upload(self, names: tuple[str, ...]) -> None:
+        if self.remote.local:
+            return
+        for name in names:
+            path = self.work / name
+            if path.is_dir():  # file by file: fs.put of a folder nests it when it already exists
+                for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                    self.remote.write_bytes(f"{name}/{file.relative_to(path).as_posix()}", file.read_bytes())
+            elif path.exists():
+                self.remote.write_bytes(name, path.read_bytes())
+
+    def remove_remote(self, name: str) -> None:
+        if not self.remote.local and self.remote.exists(name):
+            self.remote.fs.rm(self.remote.path(name), recursive=True)
+
+    def close(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def prepare(data: Dataset, options: TrainOptions) -> tuple[training.Slots, np.ndarray]:
+    """Labels and split, checked.
+
+    Raises:
+        UserError: no store or image, fewer than two classes, a class without training images.
+    """
+    if options.model not in MODELS:
+        raise UnknownModel(f"unknown model {options.model!r}; choose one of: {', '.join(sorted(MODELS))}")
+    slots = training.load_slots(data, resolve(options.target), options.store)
+    is_val = training.split(slots, options.val_fraction)
+    training.check_split(slots.take(~is_val), slots.take(is_val))
+    return slots, is_val
+
+
+def run(data: Dataset, options: TrainOptions, storage_options: dict | None = None, callbacks: list = ()) -> dict:
+    """Train (or resume) and write the run's outputs; returns the run.json content.
+
+    A finished run with the same settings is not trained again.
+
+    Raises:
+        UserError: bad data (see ``prepare``), or RUN holding a run with other settings.
+    """
+    slots, is_val = prepare(data, options)
+    wanted = settings(options, slots, data)
+    out = _Run(options.out, storage_options if storage_options is not None else data.storage_options)
+    try:
+        existing = out.read_settings()
+        if existing is not None:
+            diff = {k: (existing.get(k), v) for k, v in wanted.items() if existing.get(k) != v}
+            if diff:
+                raise RunMismatch(
+                    f"{options.out} holds another run (run.json differs: "
+                    + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+                    + "); nothing was overwritten. Give another --out, or rerun with its settings to resume"
+                )
+            if existing.get("complete"):
+                log.info("%s is already complete; nothing to do", options.out)
+                return existing
+        (out.work / RUN_FILE).write_text(json.dumps({**wanted, "complete": False}, indent=2))
+        out.upload((RUN_FILE,))
+        _write_split(out, slots, is_val)
+        out.download_state()
+        summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks))
+        (out.work / RUN_FILE).write_text(json.dumps(summary, indent=2))
+        plot_curves(json.loads((out.work / "history.json").read_text()), out.work / "curves.png")
+        out.upload(OUTPUTS)
+        out.remove_remote(BACKUP)
+        return summary
+    finally:
+        out.close()
+
+
+def _write_split(out: _Run, slots: training.Slots, is_val: np.ndarray) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(training.split_table(slots, is_val), out.work / "split.parquet")
+    out.upload(("split.parquet",))
+
+
+def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(options.seed)
+    strategy = strategy_for(options.devices)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = options.batch_size * replicas
+    train, val = slots.take(~is_val), slots.take(is_val)
+    log.info(
+        "training %s on %d images, validating on %d; %d replica(s), global batch %d",
+        options.model,
+        len(train),
+        len(val),
+        replicas,
+        global_batch,
+    )
+    train_data = training.build_dataset(
+        data, train, training.InputOptions(global_batch, shuffle=True, seed=options.seed), options.store
+    )
+    val_data = (
+        training.build_dataset(data, val, training.InputOptions(global_batch, shuffle=False), options.store)
+        if len(val)
+        else None
+    )
+    with strategy.scope():
+        model = build_model(
+            options.model,
+            ModelOptions(slots.size, len(slots.classes), augment=options.augment, seed=options.seed),
+        )
+    monitor = "val_accuracy" if val_data is not None else "accuracy"
+    best = keras.callbacks.ModelCheckpoint(
+        str(out.work / "best.keras"), monitor=monitor, mode="max", save_best_only=True
+    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out.work / BACKUP), double_checkpoint=True),
+        _History(out.work / "history.json", best, monitor),
+        best,
+        keras.callbacks.ModelCheckpoint(str(out.work / "model.keras")),
+        _Upload(out),
+        *extra,
+    ]
+    model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=options.epochs,
+        class_weight=training.class_weights(train) if options.class_weights else None,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    history = json.loads((out.work / "history.json").read_text())
+    last = history[-1] if history else {}
+    return {
+        **wanted,
+        "complete": True,
+        "replicas": replicas,
+        "global_batch": global_batch,
+        "train_images": len(train),
+        "val_images": len(val),
+        "epochs_run": len(history),
+        "final": last,
+        "best_" + monitor: max((h.get(monitor, 0.0) for h in history), default=None),
+    }
+
+
+def _callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class _History(_callback_base()):
+    """history.json, one entry per epoch, kept across resumes; restores the best checkpoint's best."""
+
+    def __init__(self, path: Path, best, monitor: str):
+        super().__init__()
+        self.path, self.best, self.monitor = path, best, monitor
+        self.entries: list[dict] | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.entries is None:  # the first epoch of this process: resumed at `epoch`
+            old = json.loads(self.path.read_text()) if self.path.exists() else []
+            self.entries = old[:epoch]
+            if epoch:
+                log.info("resuming at epoch %d of the run", epoch + 1)
+            seen = [h[self.monitor] for h in self.entries if self.monitor in h]
+            if seen:
+                self.best.best = max(seen)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.entries.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+        self.path.write_text(json.dumps(self.entries, indent=2))
+
+
+class _Upload(_callback_base()):
+    """Upload the backup, history and checkpoints at each epoch end (S3 runs)."""
+
+    def __init__(self, out: _Run):
+        super().__init__()
+        self.out = out
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.out.upload((BACKUP, "history.json", "best.keras", "model.keras"))
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Accuracy and loss per epoch, training and validation, side by side (the blog's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        ax.plot(epochs, [h.get(metric) for h in history], label=f"training {metric}")
+        if any(f"val_{metric}" in h for h in history):
+            ax.plot(epochs, [h.get(f"val_{metric}") for h in history], label=f"validation {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _local_copy(run_url: str, storage_options: dict, name: str, into: Path) -> Path:
+    remote = Dataset(run_url, storage_options)
+    if not remote.exists(name):
+        raise UserError(f"{run_url} has no {name}: train a model there first ('metdata train --out {run_url}')")
+    if remote.local:
+        return Path(remote.path(name))
+    target = into / name
+    target.write_bytes(remote.read_bytes(name))
+    return target
+
+
+def load_run(run_url: str, storage_options: dict, checkpoint: str = "best.keras"):
+    """(model, run.json) of a finished run.
+
+    Raises:
+        UserError: RUN has no run.json or no such checkpoint.
+    """
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = json.loads(_local_copy(run_url, storage_options, RUN_FILE, Path(tmp)).read_text())
+        model = keras.models.load_model(_local_copy(run_url, storage_options, checkpoint, Path(tmp)))
+    return model, meta
+
+
+def evaluate(data: Dataset, run_url: str, side: str = "val", checkpoint: str = "best.keras") -> dict:
+    """Accuracy, per-class precision/recall/F1 and a confusion matrix of a run's model.
+
+    Writes ``evaluation-<side>.json`` and ``confusion-<side>.png`` to RUN.
+    """
+    import pyarrow.parquet as pq
+
+    storage = data.storage_options
+    model, meta = load_run(run_url, storage, checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        split = pq.read_table(_local_copy(run_url, storage, "split.parquet", Path(tmp))).to_pylist()
+    chosen = {r["slot"] for r in split if side == "all" or r["side"] == side}
+    slots = training.load_slots(data, resolve(meta["target"]), meta["store"])
+    if tuple(meta["classes"]) != slots.classes:
+        raise RunMismatch(f"the store's classes {slots.classes} differ from the run's {meta['classes']}")
+    slots = slots.take(np.isin(slots.slot, list(chosen)))
+    if not len(slots):
+        raise UserError(f"no image on side {side!r} of {run_url}'s split")
+    batches = training.build_dataset(data, slots, training.InputOptions(256, shuffle=False), meta["store"])
+    truth, guess = [], []
+    for x, y in batches:
+        truth.append(y.numpy())
+        guess.append(model.predict_on_batch(x).argmax(axis=1))
+    truth, guess = np.concatenate(truth), np.concatenate(guess)
+    k = len(meta["classes"])
+    matrix = np.zeros((k, k), int)
+    np.add.at(matrix, (truth, guess), 1)
+    per_class = {}
+    for i, name in enumerate(meta["classes"]):
+        tp = matrix[i, i]
+        precision = tp / matrix[:, i].sum() if matrix[:, i].sum() else 0.0
+        recall = tp / matrix[i].sum() if matrix[i].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(matrix[i].sum()),
+        }
+    report = {
+        "split": side,
+        "checkpoint": checkpoint,
+        "images": len(truth),
+        "accuracy": float((truth == guess).mean()),
+        "classes": meta["classes"],
+        "confusion": matrix.tolist(),
+        "per_class": per_class,
+    }
+    remote = Dataset(run_url, storage)
+    remote.write_json(f"evaluation-{side}.json", report)
+    remote.write_bytes(f"confusion-{side}.png", _confusion_png(matrix, meta["classes"]))
+    return report
+
+
+def _confusion_png(matrix: np.ndarray, classes: list[str]) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), n in np.ndenumerate(matrix):
+        ax.text(j, i, str(n), ha="center", va="center", color="black" if n < matrix.max() / 2 else "white")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def read_image(source: str, timeout: float = 30.0) -> bytes:
+    """An image's bytes from a local path or an http(s) URL.
+
+    Raises:
+        UserError: the file or URL cannot be read.
+    """
+    if source.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            response = requests.get(source, timeout=timeout)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise UserError(f"cannot download {source}: {exc}") from exc
+        return response.content
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {source}: {exc}") from exc
+
+
+def prepare_image(data: bytes, size: int, mode: str) -> np.ndarray:
+    """Bytes to the uint8 (S, S, 3) array the store would hold: ``imaging.decode`` + ``resize``.
+
+    Raises:
+        UserError: undecodable or too large.
+    """
+    from metdata import imaging
+
+    try:
+        rgb, _, _ = imaging.decode(data, size)
+    except (imaging.BadImage, imaging.TooLarge) as exc:
+        raise UserError(f"not a usable image: {exc}") from exc
+    return imaging.resize(rgb, size, mode)
+
+
+def predict(run_url: str, sources: list[str], storage_options: dict, top: int = 3, checkpoint="best.keras") -> list:
+    """Each image's top classes with probabilities, best first."""
+    model, meta = load_run(run_url, storage_options, checkpoint)
+    pixels = np.stack([prepare_image(read_image(s), meta["size"], meta["resize"]) for s in sources])
+    probabilities = model.predict_on_batch(pixels)
+    results = []
+    for source, p in zip(sources, probabilities, strict=True):
+        order = np.argsort(-p)[:top]
+        results.append(
+            {
+                "image": source,
+                "top": [{"class": meta["classes"][i], "probability": float(p[i])} for i in order],
+                "probabilities": {c: float(v) for c, v in zip(meta["classes"], p, strict=True)},
+            }
+        )
+    return results

@@ -1,0 +1,127 @@
+"""``metdata train``, ``evaluate`` and ``predict``: a classifier from the image store, and its use.
+
+TensorFlow is imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from metdata.cli.options import data_option, fail_cleanly, storage_option
+
+
+class Devices(click.ParamType):
+    """``all`` or a positive number of devices."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if text == "all" or (text.isdigit() and int(text) >= 1):
+            return text
+        self.fail(f"{value!r}: give a number of devices (1, 2, ...) or 'all'", param, ctx)
+
+
+@click.command()
+@data_option
+@click.option("--target", required=True, help="The target the store was built for, e.g. painting-culture.")
+@click.option("--out", "out", required=True, metavar="RUN", help="Run folder: local or s3://bucket/prefix.")
+@click.option("--model", default="seed-cnn", show_default=True, help="A model of metdata.models.MODELS.")
+@click.option("--epochs", type=click.IntRange(1), default=100, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Per device; global = x devices."
+)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Weights, augmentation and shuffling.")
+@click.option("--devices", type=Devices(), default="all", show_default=True, help="GPUs (CPUs without GPU).")
+@click.option("--class-weights/--no-class-weights", default=True, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Random zoom/shift/flip/rotation.")
+@click.option("--store", default="images.zarr", show_default=True, help="The Zarr store's name under ROOT.")
+@storage_option
+def train(
+    data,
+    target,
+    out,
+    model,
+    epochs,
+    batch_size,
+    val_fraction,
+    seed,
+    devices,
+    class_weights,
+    augment,
+    store,
+    storage_options,
+) -> None:
+    """Train a classifier on the store's images; rerun the same command to resume after a stop.
+
+    Writes to RUN: model.keras (last), best.keras (best validation accuracy), run.json,
+    split.parquet, history.json, curves.png.
+    """
+    from jobs.train import TrainOptions, run
+    from metdata.dataset import Dataset
+
+    options = TrainOptions(
+        target=target,
+        out=out,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        devices=devices,
+        class_weights=class_weights,
+        store=store,
+        augment=augment,
+    )
+    click.echo(json.dumps(fail_cleanly(run, Dataset(data, storage_options), options), indent=2))
+
+
+checkpoint_option = click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="best.keras (best validation accuracy) or model.keras (last epoch).",
+)
+
+
+@click.command()
+@data_option
+@click.option("--model", "run_url", required=True, metavar="RUN", help="A run folder written by 'metdata train'.")
+@click.option("--split", "side", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
+@checkpoint_option
+@storage_option
+def evaluate(data, run_url, side, checkpoint, storage_options) -> None:
+    """Accuracy, per-class precision/recall/F1 and a confusion matrix, written to RUN."""
+    from jobs.train import evaluate as job
+    from metdata.dataset import Dataset
+
+    report = fail_cleanly(job, Dataset(data, storage_options), run_url, side, f"{_file(checkpoint)}")
+    click.echo(json.dumps(report, indent=2))
+
+
+@click.command()
+@click.option("--model", "run_url", required=True, metavar="RUN", help="A run folder written by 'metdata train'.")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE_PATH_OR_URL...")
+@click.option("--top", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with every class's probability.")
+@checkpoint_option
+@storage_option
+def predict(run_url, images, top, as_json, checkpoint, storage_options) -> None:
+    """The top classes of each image (local path or http(s) URL), decoded and resized like the store."""
+    from jobs.train import predict as job
+
+    results = fail_cleanly(job, run_url, list(images), storage_options, top, _file(checkpoint))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for result in results:
+        ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+        click.echo(f"{result['image']}: {ranked}")
+
+
+def _file(checkpoint: str) -> str:
+    return "best.keras" if checkpoint == "best" else "model.keras"

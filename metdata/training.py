@@ -1,0 +1,311 @@
+"""Training data: labelled slots of the image store, a leak-free split, and the tf.data input.
+
+Labels and the split are pure (NumPy and Arrow); ``build_dataset`` is the one function that
+imports TensorFlow, lazily, so importing this module never starts it. The input pipeline never
+holds the whole store in memory: it reads one Zarr chunk at a time (in parallel, in an order
+shuffled each epoch), keeps the split's slots, shuffles samples in a uint8 buffer and batches
+them by the global batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from metdata.dataset import Dataset
+from metdata.errors import UserError
+from metdata.selection import objects_table
+from metdata.targets import Target
+
+log = logging.getLogger(__name__)
+
+TRAIN, VAL = "train", "val"
+
+
+class TrainingDataError(UserError):
+    """The image store cannot be trained on as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Slots:
+    """The store's usable slots: one row per valid image inside the target.
+
+    Attributes:
+        slot: index in the Zarr arrays (sorted).
+        object_id: the object's id.
+        label: index into ``classes``.
+        sha256: the image bytes' digest ("" when unknown).
+        classes: the class names, sorted.
+        size: side of the square images.
+        resize: the resize mode the store was built with.
+        chunk: images per Zarr chunk.
+    """
+
+    slot: np.ndarray
+    object_id: np.ndarray
+    label: np.ndarray
+    sha256: np.ndarray
+    classes: tuple[str, ...]
+    size: int
+    resize: str
+    chunk: int
+
+    def __len__(self) -> int:
+        return len(self.slot)
+
+    def take(self, mask: np.ndarray) -> Slots:
+        """The slots where ``mask`` is true."""
+        return Slots(
+            self.slot[mask],
+            self.object_id[mask],
+            self.label[mask],
+            self.sha256[mask],
+            self.classes,
+            self.size,
+            self.resize,
+            self.chunk,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Images per class (every class, zeros included)."""
+        found = np.bincount(self.label, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, found, strict=True)}
+
+
+def open_store(dataset: Dataset, store: str = "images.zarr"):
+    """The image store's Zarr group, read-only.
+
+    Raises:
+        TrainingDataError: no store (``metdata images`` has not run).
+    """
+    import zarr
+
+    try:
+        return zarr.open_group(store=dataset.zarr_store(store), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
+        raise TrainingDataError(
+            f"no image store {store!r} under {dataset.url}: run 'metdata images --data {dataset.url} "
+            "--target ...' first (or give the right --store)"
+        ) from exc
+
+
+def load_slots(dataset: Dataset, target: Target, store: str = "images.zarr") -> Slots:
+    """Label the valid slots of the store through the target (skipping invalid or unlabelled ones).
+
+    Raises:
+        TrainingDataError: no store, no valid image, or fewer than two classes present.
+    """
+    group = open_store(dataset, store)
+    try:
+        ids = np.asarray(group["object_id"][:], np.int64)
+        valid = np.asarray(group["valid"][:], bool)
+        images = group["images"]
+    except KeyError as exc:
+        raise TrainingDataError(f"the store {store!r} under {dataset.url} is incomplete ({exc}): rebuild it") from exc
+    if not valid.any():
+        raise TrainingDataError(
+            f"no image was built in {store!r} under {dataset.url}: run (or rerun) 'metdata images' and check "
+            "images/_summary.json for the failures"
+        )
+    attrs = dict(group.attrs)
+    table = objects_table(dataset, ["objectID", *target.columns])
+    labels = dict(zip(table["objectID"].to_pylist(), map(target.label, table.to_pylist()), strict=True))
+    names = [labels.get(int(i)) if ok else None for i, ok in zip(ids, valid, strict=True)]
+    keep = np.array([n is not None for n in names], bool)
+    classes = tuple(sorted({n for n in names if n is not None}))
+    if len(classes) < 2:
+        raise TrainingDataError(
+            f"the store {store!r} holds images of {len(classes)} class(es) of target {target.name!r} "
+            f"({', '.join(classes) or 'none'}): a classifier needs at least two; build the store with "
+            f"'metdata images --target {target.name}' on more objects"
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    digests = _digests(dataset, store.removesuffix(".zarr"))
+    slot = np.flatnonzero(keep)
+    return Slots(
+        slot=slot,
+        object_id=ids[slot],
+        label=np.array([index[names[s]] for s in slot], np.int32),
+        sha256=np.array([digests.get(int(ids[s]), "") for s in slot], object),
+        classes=classes,
+        size=int(images.shape[1]),
+        resize=str(attrs.get("resize", "squash")),
+        chunk=int(images.chunks[0]),
+    )
+
+
+def _digests(dataset: Dataset, folder: str) -> dict[int, str]:
+    files = [dataset.path(f) for f in dataset.data_files(folder)]
+    if not files:
+        return {}
+    t = pads.dataset(files, filesystem=dataset.fs, format="parquet").to_table(columns=["objectID", "sha256"])
+    return {i: d for i, d in zip(t["objectID"].to_pylist(), t["sha256"].to_pylist(), strict=True) if d}
+
+
+def unit_hash(object_id: int) -> float:
+    """A stable number in [0, 1) from an object id (the same on every machine and run).
+
+    >>> unit_hash(436535) == unit_hash(436535) and 0 <= unit_hash(436535) < 1
+    True
+    """
+    digest = hashlib.blake2b(str(int(object_id)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def split(slots: Slots, val_fraction: float) -> np.ndarray:
+    """Which side each slot is on: a boolean array, true for validation.
+
+    Deterministic and stratified: within each class, the images are ranked by
+    ``unit_hash(objectID)`` and the first ``round(val_fraction * n)`` go to validation (at least
+    one when a class has two or more images, never all). Leak-free: images with the same
+    sha256 form a group that goes whole to the side of its smallest objectID.
+
+    >>> s = Slots(np.arange(4), np.array([1, 2, 3, 4]), np.array([0, 0, 1, 1], np.int32),
+    ...           np.array(["a", "a", "b", "c"], object), ("x", "y"), 8, "squash", 4)
+    >>> v = split(s, 0.5)
+    >>> bool(v[0] == v[1]) and int(v[2:].sum()) == 1
+    True
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    # the representative of each slot: the smallest objectID with the same digest
+    leader: dict[str, int] = {}
+    for oid, digest in zip(slots.object_id.tolist(), slots.sha256.tolist(), strict=True):
+        if digest:
+            leader[digest] = min(oid, leader.get(digest, oid))
+    rep = np.array(
+        [leader[d] if d else oid for oid, d in zip(slots.object_id.tolist(), slots.sha256.tolist(), strict=True)],
+        np.int64,
+    )
+    leaders = rep == slots.object_id
+    side: dict[int, bool] = {}
+    for label in range(len(slots.classes)):
+        mine = slots.object_id[leaders & (slots.label == label)]
+        if not len(mine) or not val_fraction:
+            side.update(dict.fromkeys(mine.tolist(), False))
+            continue
+        ranked = sorted(mine.tolist(), key=lambda i: (unit_hash(i), i))
+        n_val = min(len(ranked) - 1, max(1 if len(ranked) >= 2 else 0, round(val_fraction * len(ranked))))
+        side.update({oid: k < n_val for k, oid in enumerate(ranked)})
+    return np.array([side[r] for r in rep.tolist()], bool)
+
+
+def split_table(slots: Slots, is_val: np.ndarray) -> pa.Table:
+    """The split as a table: objectID, class, side (``train``/``val``), sha256, slot."""
+    return pa.table(
+        {
+            "objectID": pa.array(slots.object_id, pa.int64()),
+            "class": pa.array([slots.classes[i] for i in slots.label], pa.string()),
+            "side": pa.array(np.where(is_val, VAL, TRAIN).tolist(), pa.string()),
+            "sha256": pa.array(slots.sha256.tolist(), pa.string()),
+            "slot": pa.array(slots.slot, pa.int64()),
+        }
+    )
+
+
+def check_split(train: Slots, val: Slots) -> None:
+    """Every class needs training images.
+
+    Raises:
+        TrainingDataError: naming the classes without training images.
+    """
+    missing = [c for c, n in train.counts().items() if n == 0]
+    if missing:
+        raise TrainingDataError(
+            f"no training image for class {', '.join(missing)} (all in validation or none built): "
+            "build more images of it, or lower --val-fraction"
+        )
+
+
+def class_weights(slots: Slots) -> dict[int, float]:
+    """Balanced class weights: ``n_samples / (n_classes * count)`` (as scikit-learn's "balanced").
+
+    >>> s = Slots(np.arange(4), np.arange(4), np.array([0, 0, 0, 1], np.int32),
+    ...           np.array([""] * 4, object), ("a", "b"), 8, "squash", 4)
+    >>> class_weights(s)
+    {0: 0.6666666666666666, 1: 2.0}
+    """
+    counts = np.bincount(slots.label, minlength=len(slots.classes))
+    n, k = int(counts.sum()), len(slots.classes)
+    return {i: (n / (k * int(c)) if c else 0.0) for i, c in enumerate(counts)}
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How the input pipeline reads and batches.
+
+    Attributes:
+        batch_size: the global batch size (per-replica batch x replicas).
+        shuffle: shuffle chunk order and samples (training) or keep the store's order.
+        seed: seed of both shuffles; the same seed gives the same batches.
+        shuffle_buffer: samples held in the shuffle buffer (uint8 images).
+        parallel_reads: chunks read at once.
+    """
+
+    batch_size: int = 64
+    shuffle: bool = True
+    seed: int = 0
+    shuffle_buffer: int = 2048
+    parallel_reads: int = 4
+
+
+def chunk_plan(slots: Slots) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For each chunk holding a slot: (offsets inside the chunk, labels), in slot order."""
+    chunks = slots.slot // slots.chunk
+    plan = {}
+    for c in np.unique(chunks).tolist():
+        mask = chunks == c
+        plan[c] = (slots.slot[mask] - c * slots.chunk, slots.label[mask])
+    return plan
+
+
+def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: str = "images.zarr"):
+    """A ``tf.data.Dataset`` of (uint8 images (B, S, S, 3), int32 labels (B,)) over the slots.
+
+    One element of the chunk list is read per call (one Zarr chunk, through the dataset's
+    store: local or S3), ``parallel_reads`` at once, in an order reshuffled each epoch from
+    ``seed``; the slots of the chunk are kept, then samples are shuffled in a buffer, batched
+    by the global batch size and prefetched. Deterministic for a given seed.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    images = open_store(dataset, store)["images"]
+    plan = chunk_plan(slots)
+    size = slots.size
+
+    def read(chunk) -> tuple[np.ndarray, np.ndarray]:
+        c = int(chunk)
+        offsets, labels = plan[c]
+        block = np.asarray(images[c * slots.chunk : (c + 1) * slots.chunk])
+        return np.ascontiguousarray(block[offsets]), labels
+
+    def one_chunk(chunk):
+        pixels, labels = tf.numpy_function(read, [chunk], [tf.uint8, tf.int32], stateful=False)
+        pixels = tf.ensure_shape(pixels, [None, size, size, 3])
+        labels = tf.ensure_shape(labels, [None])
+        return tf.data.Dataset.from_tensor_slices((pixels, labels))
+
+    order = tf.data.Dataset.from_tensor_slices(np.array(sorted(plan), np.int64))
+    if options.shuffle:
+        order = order.shuffle(len(plan), seed=options.seed, reshuffle_each_iteration=True)
+    data = order.interleave(
+        one_chunk,
+        cycle_length=options.parallel_reads,
+        block_length=1,
+        num_parallel_calls=options.parallel_reads,
+        deterministic=True,
+    )
+    if options.shuffle:
+        data = data.shuffle(options.shuffle_buffer, seed=options.seed + 1, reshuffle_each_iteration=True)
+    data = data.batch(options.batch_size)
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    opts.deterministic = True
+    return data.with_options(opts).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,209 @@
+"""Training against a real emulator-built store: learning, split, resume, replicas, S3 input, predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+from test_images import build, image_options, ingested
+
+from metdata import training
+from metdata.dataset import Dataset
+from metdata.emulator import EmulatorConfig, MetEmulator
+from metdata.errors import UserError
+from metdata.targets import resolve
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = "painting-culture"
+
+
+@pytest.fixture(scope="module")
+def store(dask_client, tmp_path_factory) -> Dataset:
+    """~300 paintings of the four classes at 32x32, from 3,000 emulated objects."""
+    met = MetEmulator(EmulatorConfig(objects=3000, seed=11, throttle=False)).start()
+    try:
+        dataset = ingested(met, dask_client, tmp_path_factory.mktemp("data"))
+        build(dask_client, dataset, image_options(met), target=TARGET)
+    finally:
+        met.stop()
+    return dataset
+
+
+def test_split_is_deterministic_stratified_and_leak_free(store):
+    slots = training.load_slots(store, resolve(TARGET))
+    assert len(slots) > 200 and set(slots.counts()) == {"America", "China", "India", "Japan"}
+    is_val = training.split(slots, 0.2)
+    assert np.array_equal(is_val, training.split(training.load_slots(store, resolve(TARGET)), 0.2))
+    for name, n in slots.counts().items():
+        n_val = slots.take(is_val).counts()[name]
+        assert abs(n_val - 0.2 * n) <= 2, (name, n_val, n)
+    # make duplicates: give some train images the digest of a val image; the group moves together
+    dup = slots.sha256.copy()
+    val_idx, train_idx = np.flatnonzero(is_val)[:3], np.flatnonzero(~is_val)[:3]
+    for v, t in zip(val_idx, train_idx, strict=True):
+        dup[t] = dup[v]
+    shared = training.Slots(slots.slot, slots.object_id, slots.label, dup, slots.classes, 32, "squash", 16)
+    sides = training.split(shared, 0.2)
+    for v, t in zip(val_idx, train_idx, strict=True):
+        assert sides[v] == sides[t]
+
+
+def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path):
+    import keras
+
+    from jobs.train import TrainOptions, run
+    from metdata.cli.train import predict
+
+    class Keep(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            kept["model"] = self.model
+
+    kept = {}
+    out = tmp_path / "run"
+    options = TrainOptions(target=TARGET, out=str(out), epochs=10, batch_size=32, seed=1)
+    summary = run(store, options, callbacks=[Keep()])
+    assert summary["best_val_accuracy"] > 0.5, summary  # chance is 0.25
+    for name in ("model.keras", "best.keras", "run.json", "split.parquet", "history.json", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "backup").exists()
+    assert len(json.loads((out / "history.json").read_text())) == 10
+
+    pixels = zarr.open_group(str(Path(store.url) / "images.zarr"), mode="r")["images"][:3]
+    paths = []
+    for i, rgb in enumerate(pixels):
+        path = tmp_path / f"p{i}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        paths.append(str(path))
+    result = CliRunner().invoke(predict, ["--model", str(out), "--checkpoint", "last", "--json", *paths])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    expected = kept["model"].predict_on_batch(pixels)
+    for row, probs in zip(printed, expected, strict=True):
+        got = [row["probabilities"][c] for c in summary["classes"]]
+        np.testing.assert_allclose(got, probs, atol=1e-5)
+
+    # the same command again: already complete; other settings: refused, nothing overwritten
+    before = (out / "model.keras").read_bytes()
+    assert run(store, options)["complete"]
+    with pytest.raises(UserError, match="holds another run"):
+        run(store, TrainOptions(target=TARGET, out=str(out), epochs=10, batch_size=16, seed=1))
+    assert (out / "model.keras").read_bytes() == before
+
+
+def test_bad_input_is_refused_clearly(store, tmp_path):
+    from jobs.train import TrainOptions, run
+
+    with pytest.raises(UserError, match="no image store"):
+        run(store, TrainOptions(target=TARGET, out=str(tmp_path / "r"), store="nope.zarr"))
+    with pytest.raises(UserError, match="unknown model"):
+        run(store, TrainOptions(target=TARGET, out=str(tmp_path / "r"), model="resnet-9000"))
+    one = tmp_path / "one.toml"
+    one.write_text('name = "one"\nfields = ["culture"]\n[[rules]]\nclass = "India"\ncontains = ["india"]\n')
+    with pytest.raises(UserError, match="at least two"):
+        run(store, TrainOptions(target=str(one), out=str(tmp_path / "r")))
+
+
+def test_a_killed_run_resumes_at_the_right_epoch(store, tmp_path):
+    out = tmp_path / "run"
+    # the command object itself (as 'metdata train' runs it), in a process that can be killed
+    command = [sys.executable, "-m", "metdata", "train", "--data", store.url]
+    command += ["--target", TARGET]
+    command += ["--out", str(out), "--epochs", "12", "--batch-size", "32", "--no-augment"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    history = out / "history.json"
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if history.exists() and len(json.loads(history.read_text() or "[]")) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(json.loads(history.read_text()))
+    assert 2 <= done < 12, "the run was not stopped mid-training"
+    backup_epoch = json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
+    assert backup_epoch in (done, done - 1)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Epoch {backup_epoch + 1}/12" in result.stdout + result.stderr
+    assert "Epoch 1/12" not in result.stdout + result.stderr
+    final = json.loads(history.read_text())
+    assert [h["epoch"] for h in final] == list(range(12))
+    assert json.loads((out / "run.json").read_text())["complete"]
+
+
+REPLICAS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+    import keras
+    from metdata import training
+    from metdata.dataset import Dataset
+    from metdata.models import ModelOptions, build_model
+    from metdata.targets import resolve
+
+    data = Dataset(sys.argv[1])
+    slots = training.load_slots(data, resolve("painting-culture"))
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    results = []
+    for n in (1, 2):
+        keras.utils.set_random_seed(3)
+        strategy = tf.distribute.MirroredStrategy(devices[:n])
+        batches = training.build_dataset(data, slots, training.InputOptions(32, shuffle=True, seed=5))
+        with strategy.scope():
+            model = build_model("seed-cnn", ModelOptions(32, len(slots.classes), augment=False))
+        model.fit(batches, epochs=1, verbose=0)
+        results.append([w.tolist() for w in model.get_weights()])
+    print(json.dumps({"replicas": [1, 2], "weights": results}))
+    """
+)
+
+
+def test_two_replicas_train_like_one(store):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", REPLICAS, store.url], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = json.loads(result.stdout.strip().splitlines()[-1])["weights"]
+    moved = 0.0
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-4)
+        moved += float(np.abs(np.array(a)).sum())
+    assert moved > 0
+
+
+def test_s3_input_gives_the_same_batches_as_local(store, s3):
+    root, storage = s3
+    remote = Dataset(root, storage)
+    for folder in ("images.zarr", "images", "objects"):
+        remote.fs.put(store.path(folder), remote.path(folder), recursive=True)
+    remote.fs.invalidate_cache()
+    local_slots = training.load_slots(store, resolve(TARGET))
+    remote_slots = training.load_slots(remote, resolve(TARGET))
+    assert np.array_equal(local_slots.slot, remote_slots.slot)
+    options = training.InputOptions(batch_size=48, shuffle=True, seed=9)
+    for _ in range(2):  # two epochs: reshuffled the same way
+        a = list(training.build_dataset(store, local_slots, options))
+        b = list(training.build_dataset(remote, remote_slots, options))
+        assert len(a) == len(b) > 2
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())
+    labels = np.concatenate([y.numpy() for _, y in a])
+    assert sorted(labels.tolist()) == sorted(local_slots.label.tolist())
