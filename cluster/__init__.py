@@ -1,15 +1,19 @@
 """Where jobs run: one way to get a Dask client, whatever the cluster.
 
 ``--cluster local`` starts a LocalCluster sized to this machine; ``--cluster tcp://HOST:PORT``
-connects to a running scheduler. Jobs receive a ``Client`` and never care which it was.
+connects to a running scheduler; ``--cluster k8s://NAMESPACE/NAME`` connects to a DaskCluster
+run by the dask-kubernetes operator (``pip install 'metdata[k8s]'``). Jobs receive a ``Client``
+and never care which it was. On a remote cluster, the client, scheduler and workers must run
+the same package versions (tasks are pickled here and run there): ``connect`` checks it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
 from distributed import Client, LocalCluster
 
@@ -17,24 +21,158 @@ from metdata.errors import UserError
 
 log = logging.getLogger(__name__)
 
+#: What must match between client, scheduler and workers: Dask's own wire packages, and what
+#: metdata's tasks (and the scheduler's pacer plugin) unpickle and run. Python is compared by
+#: major.minor only.
+CHECKED_PACKAGES = (
+    "python",
+    "dask",
+    "distributed",
+    "msgpack",
+    "cloudpickle",
+    "tornado",
+    "toolz",
+    "numpy",
+    "metdata",
+    "pyarrow",
+    "zarr",
+    "fsspec",
+    "s3fs",
+)
+#: The extra packages ``Client.get_versions`` must be asked for (Dask reports the others itself).
+EXTRA_PACKAGES = ["metdata", "pyarrow", "zarr", "fsspec", "s3fs"]
+
 
 class ClusterError(UserError):
     """The cluster could not be started or reached; the message says what to do."""
 
 
-@contextmanager
-def connect(spec: str = "local", workers: int | None = None, threads_per_worker: int = 2) -> Iterator[Client]:
-    """Yield a Dask client for ``spec``; shut down what was started on exit.
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """Split a ``--cluster`` value into ``(kind, address or namespace, name)``.
 
     Args:
-        spec: ``local`` or a scheduler address ``tcp://HOST:PORT``.
-        workers: worker processes for ``local`` (default: one per core).
-        threads_per_worker: task threads per local worker; ingestion is I/O-bound.
+        spec: ``local``, ``tcp://HOST:PORT`` (or ``tls://``), or ``k8s://NAMESPACE/NAME``.
 
     Raises:
-        ClusterError: for an unknown spec or an unreachable scheduler.
+        ClusterError: for anything else, naming the accepted forms.
+
+    >>> parse_spec("local")
+    ('local', '', '')
+    >>> parse_spec("tcp://10.0.0.5:8786")
+    ('tcp', 'tcp://10.0.0.5:8786', '')
+    >>> parse_spec("k8s://metdata/metdata-dask")
+    ('k8s', 'metdata', 'metdata-dask')
     """
     if spec == "local":
+        return ("local", "", "")
+    if spec.startswith(("tcp://", "tls://")) and len(spec) > len("tcp://"):
+        return ("tcp", spec, "")
+    if spec.startswith("k8s://"):
+        namespace, _, name = spec.removeprefix("k8s://").partition("/")
+        if namespace and name and "/" not in name:
+            return ("k8s", namespace, name)
+    raise ClusterError(
+        f"unknown --cluster {spec!r}: use 'local', a scheduler address like tcp://HOST:8786, "
+        "or a dask-kubernetes DaskCluster as k8s://NAMESPACE/NAME"
+    )
+
+
+def version_mismatches(versions: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The checked packages whose versions differ between client, scheduler and workers.
+
+    Args:
+        versions: what ``Client.get_versions()`` returns: ``{"client": {"packages": {...}},
+            "scheduler": {"packages": {...}}, "workers": {address: {"packages": {...}}}}``.
+
+    Returns:
+        ``(package, client, scheduler, workers)`` rows, versions as text (``MISSING`` if absent,
+        several worker versions joined by ``/``); empty when everything matches.
+
+    >>> same = {"packages": {"dask": "2026.7.1", "python": "3.11.7.final.0"}}
+    >>> version_mismatches({"client": same, "scheduler": same, "workers": {"w1": same}})
+    []
+    >>> old = {"packages": {"dask": "2025.1.0", "python": "3.11.9.final.0"}}
+    >>> version_mismatches({"client": same, "scheduler": same, "workers": {"w1": old}})
+    [('dask', '2026.7.1', '2026.7.1', '2025.1.0')]
+    """
+
+    def of(side: Mapping[str, Any] | None, package: str) -> str:
+        found = ((side or {}).get("packages") or {}).get(package)
+        if found is None:
+            return "MISSING"
+        return ".".join(str(found).split(".")[:2]) if package == "python" else str(found)
+
+    rows = []
+    workers = versions.get("workers") or {}
+    for package in CHECKED_PACKAGES:
+        client = of(versions.get("client"), package)
+        scheduler = of(versions.get("scheduler"), package)
+        on_workers = sorted({of(w, package) for w in workers.values()})
+        if len({client, scheduler, *on_workers}) > 1:
+            rows.append((package, client, scheduler, "/".join(on_workers) or "-"))
+    return rows
+
+
+def mismatch_message(where: str, rows: list[tuple[str, str, str, str]]) -> str:
+    """The error for :func:`version_mismatches` rows: which packages differ, and the fix.
+
+    >>> print(mismatch_message("tcp://h:8786", [("dask", "2026.7.1", "2026.7.1", "2025.1.0")]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    the Dask client, scheduler and workers at tcp://h:8786 run different versions:
+      dask: client 2026.7.1, scheduler 2026.7.1, workers 2025.1.0
+    tasks are pickled here and run there, so they must match: install metdata with the same
+    constraints.txt everywhere (pip install -c constraints.txt ...; the images of docker/ do),
+    or run this command from the cluster's own image
+    """
+    lines = [f"the Dask client, scheduler and workers at {where} run different versions:"]
+    lines += [f"  {p}: client {c}, scheduler {s}, workers {w}" for p, c, s, w in rows]
+    lines.append(
+        "tasks are pickled here and run there, so they must match: install metdata with the same\n"
+        "constraints.txt everywhere (pip install -c constraints.txt ...; the images of docker/ do),\n"
+        "or run this command from the cluster's own image"
+    )
+    return "\n".join(lines)
+
+
+def check_versions(client: Client, where: str) -> None:
+    """Raise ClusterError if the client, scheduler and workers differ in a checked package.
+
+    (``Client.get_versions(check=True)`` only warns, and not about metdata's own packages.)
+
+    Raises:
+        ClusterError: naming each mismatched package and the fix.
+    """
+    rows = version_mismatches(client.get_versions(packages=EXTRA_PACKAGES))
+    if rows:
+        raise ClusterError(mismatch_message(where, rows))
+
+
+@contextmanager
+def connect(
+    spec: str = "local",
+    workers: int | None = None,
+    threads_per_worker: int = 2,
+    timeout: float = 20.0,
+) -> Iterator[Client]:
+    """Yield a Dask client for ``spec``; shut down what was started on exit.
+
+    A remote cluster (``tcp://``, ``k8s://``) is left running, and its versions are checked
+    against this client's first.
+
+    Args:
+        spec: ``local``, a scheduler address ``tcp://HOST:PORT``, or ``k8s://NAMESPACE/NAME``
+            (a DaskCluster of the dask-kubernetes operator; needs ``pip install 'metdata[k8s]'``
+            and a kubeconfig or in-cluster service account allowed to read it).
+        workers: worker processes for ``local`` (default: one per core).
+        threads_per_worker: task threads per local worker; ingestion is I/O-bound.
+        timeout: seconds to wait for a remote scheduler.
+
+    Raises:
+        ClusterError: for an unknown spec, an unreachable scheduler or cluster, dask-kubernetes
+            missing, or mismatched versions.
+    """
+    kind, first, second = parse_spec(spec)
+    if kind == "local":
         n = workers or os.cpu_count() or 1
         with (
             LocalCluster(
@@ -53,15 +191,11 @@ def connect(spec: str = "local", workers: int | None = None, threads_per_worker:
             )
             yield client
         return
-    if not spec.startswith(("tcp://", "tls://")):
-        raise ClusterError(f"unknown --cluster {spec!r}: use 'local' or a scheduler address like tcp://HOST:8786")
-    try:
-        client = Client(spec, timeout="20s")
-    except (OSError, TimeoutError) as exc:
-        raise ClusterError(
-            f"cannot reach the Dask scheduler at {spec} ({exc}); start one with 'dask scheduler' or use --cluster local"
-        ) from exc
-    with client:
+    with ExitStack() as stack:
+        # A KubeCluster made from_name only port-forwards and watches: closing it leaves the DaskCluster.
+        address = first if kind == "tcp" else stack.enter_context(_kube_cluster(first, second))
+        client = stack.enter_context(_client(address, spec, timeout))
+        check_versions(client, spec)
         log.info(
             "Dask scheduler %s: %d workers; dashboard %s",
             spec,
@@ -69,3 +203,31 @@ def connect(spec: str = "local", workers: int | None = None, threads_per_worker:
             client.dashboard_link,
         )
         yield client
+
+
+def _client(address, spec: str, timeout: float) -> Client:
+    try:
+        return Client(address, timeout=f"{timeout}s")
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler of --cluster {spec} ({exc}); check the address and that "
+            "the scheduler runs (e.g. 'dask scheduler', or the DaskCluster of k8s/), or use --cluster local"
+        ) from exc
+
+
+def _kube_cluster(namespace: str, name: str):
+    """The operator's KubeCluster for an existing DaskCluster (never created nor deleted here)."""
+    try:
+        from dask_kubernetes.operator import KubeCluster
+        from kr8s import APITimeoutError, NotFoundError, ServerError
+    except ImportError as exc:
+        raise ClusterError(
+            f"--cluster k8s://{namespace}/{name} needs dask-kubernetes: pip install 'metdata[k8s]' ({exc})"
+        ) from exc
+    try:
+        return KubeCluster.from_name(name, namespace=namespace, shutdown_on_close=False, quiet=True)
+    except (ValueError, OSError, TimeoutError, NotFoundError, ServerError, APITimeoutError) as exc:
+        raise ClusterError(
+            f"cannot use the DaskCluster {name!r} in namespace {namespace!r} ({exc}); check that it exists "
+            f"('kubectl -n {namespace} get daskclusters') and that your kubeconfig can reach the cluster"
+        ) from exc

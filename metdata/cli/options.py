@@ -78,7 +78,8 @@ cluster_option = click.option(
     "--cluster",
     default="local",
     show_default=True,
-    help="'local' (a LocalCluster on this machine) or tcp://HOST:PORT.",
+    help="'local' (a LocalCluster on this machine), tcp://HOST:PORT, or k8s://NAMESPACE/NAME "
+    "(a dask-kubernetes DaskCluster; pip install 'metdata[k8s]').",
 )
 rate_option = click.option(
     "--rate",
