@@ -147,7 +147,7 @@ def main() -> None:
             f"  {n:>7} {name:<42} {r['images_per_s']:>9.0f} x{r['images_per_s'] / b['images_per_s']:>5.2f}"
             f" {r['images_per_s'] / cores:>9.0f} {r['peak_mb']:>8.0f}"
         )
-    print("  peak MB: the measuring process's own high-water mark (VmHWM); the stream's stays flat as images grow")
+    print("  peak MB: the measuring process's own high-water mark (VmHWM); the stream's is bounded by its buffers")
 
 
 if __name__ == "__main__":

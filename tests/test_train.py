@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import zarr
 from click.testing import CliRunner
@@ -92,6 +93,19 @@ def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path):
     for row, probs in zip(printed, expected, strict=True):
         got = [row["probabilities"][c] for c in summary["classes"]]
         np.testing.assert_allclose(got, probs, atol=1e-5)
+
+    # evaluate the best checkpoint on the validation side: it is the epoch that set best_val_accuracy
+    from metdata.cli.train import evaluate
+
+    result = CliRunner().invoke(evaluate, ["--data", store.url, "--model", str(out), "--split", "val"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "evaluation-val.json").read_text())
+    split = pq.read_table(out / "split.parquet").to_pylist()
+    val = [r for r in split if r["side"] == "val"]
+    assert report["images"] == len(val) == sum(map(sum, report["confusion"]))
+    assert report["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
+    assert report["accuracy"] == pytest.approx(np.trace(report["confusion"]) / len(val))
+    assert set(report["per_class"]) == set(summary["classes"]) and (out / "confusion-val.png").stat().st_size > 0
 
     # the same command again: already complete; other settings: refused, nothing overwritten
     before = (out / "model.keras").read_bytes()
