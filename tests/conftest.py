@@ -80,4 +80,9 @@ def s3(moto_server):
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": moto_server}, key="testing", secret="testing")
     fs.mkdir("metdata-test")
     fs.invalidate_cache()
+    # fsspec caches filesystem instances (and their listings) per options: the one the code
+    # under test gets must forget the bucket the reset just emptied
+    from metdata.dataset import Dataset
+
+    Dataset("s3://metdata-test/dataset", options).fs.invalidate_cache()
     return "s3://metdata-test/dataset", options

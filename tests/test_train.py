@@ -206,6 +206,7 @@ def test_two_replicas_train_like_one(store):
 def test_s3_input_gives_the_same_batches_as_local(store, s3):
     root, storage = s3
     remote = Dataset(root, storage)
+    remote.fs.invalidate_cache()
     for folder in ("images.zarr", "images", "objects"):
         remote.fs.put(store.path(folder), remote.path(folder), recursive=True)
     remote.fs.invalidate_cache()
