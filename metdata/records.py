@@ -51,8 +51,7 @@ def _field_type(name: str) -> pa.DataType:
     return _NESTED.get(name, pa.string())
 
 
-#: Where a row came from / how its lookup ended. ``csv`` rows came from MetObjects.csv.
-STATUSES = ("ok", "not_found", "not_valid", "invalid_id", "blocked", "transient", "failed", "csv")
+#: ``status`` is how a row's lookup ended (``api.Outcome``), or ``csv`` for rows from MetObjects.csv.
 RETRYABLE = frozenset({"blocked", "transient"})
 
 SCHEMA = pa.schema(
@@ -64,7 +63,6 @@ SCHEMA = pa.schema(
         pa.field("fetched_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
-BOOKKEEPING = ("status", "error", "attempts", "fetched_at")
 
 
 def record_row(record: Mapping, attempts: int, fetched_at: dt.datetime) -> dict:

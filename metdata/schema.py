@@ -69,10 +69,8 @@ FIELDS: tuple[str, ...] = (
 
 INT_FIELDS = frozenset({"objectID", "objectBeginDate", "objectEndDate"})
 BOOL_FIELDS = frozenset({"isHighlight", "isPublicDomain", "isTimelineWork"})
-#: Fields holding JSON lists (or null). Stored as JSON text so their nested shape survives.
-NESTED_FIELDS = frozenset({"additionalImages", "constituents", "measurements", "tags"})
-#: Everything else is a string, ``""`` when unknown (never null).
-STR_FIELDS = frozenset(FIELDS) - INT_FIELDS - BOOL_FIELDS - NESTED_FIELDS
+#: The list fields (or null) are additionalImages, constituents, measurements and tags (see
+#: ``records``); everything else is a string, ``""`` when unknown (never null).
 
 #: The real departments (``GET /v1/departments``): ids 1, 3..19, 21. No 2, no 20.
 DEPARTMENTS: tuple[tuple[int, str], ...] = (

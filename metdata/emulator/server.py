@@ -226,7 +226,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._block(met, host)
         fault = met.faults.transient(self.path, met.attempt(self.path))
         if fault is not None:
-            return self._transient(met, host, fault)
+            met.stats.add(host, f"fault_{fault}")
+            if fault == "slow":  # the right answer, too late for the client
+                time.sleep(met.config.slow_seconds)
+            else:
+                return self._transient(met, host, fault)
         if host == "images":
             return self._image(met, path)
         return self._api(met, path, params)
@@ -239,21 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._html(200 if as_200 else 403, page)
 
     def _transient(self, met: MetEmulator, host: str, fault: str) -> None:
-        met.stats.add(host, f"fault_{fault}")
+        """A fault that ends the request: a dropped connection or a 5xx page."""
         if fault == "drop":
             return self._drop()
-        if fault == "slow":
-            time.sleep(met.config.slow_seconds)
-            return self._route_after_slow(met, host)
         status = int(fault)
         reason = self.responses.get(status, ("Error",))[0]
         self._html(status, f"<html><body><h1>{status} {reason}</h1></body></html>".encode())
-
-    def _route_after_slow(self, met: MetEmulator, host: str) -> None:
-        parts = urlsplit(self.path)
-        if host == "images":
-            return self._image(met, parts.path)
-        return self._api(met, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)))
 
     def _api(self, met: MetEmulator, path: str, params: dict[str, str]) -> None:
         if path == f"{API_PREFIX}/v1/objects":

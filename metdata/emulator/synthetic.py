@@ -252,10 +252,6 @@ class SyntheticCatalog:
             keep &= self.updated >= (since - _EPOCH.date()).days * 86_400
         return self.ids[keep].tolist()
 
-    def department_of(self, object_id: int) -> int:
-        """Return the department id of a listed object."""
-        return int(self.departments[self._index(object_id)])
-
     def record_bytes(self, object_id: int) -> bytes | None:
         """Return the API's JSON body for an id, or None if the id is not in the catalog."""
         record = self.record(object_id)
