@@ -29,7 +29,11 @@ class Outcome(StrEnum):
     @property
     def retryable(self) -> bool:
         """Whether asking again later can give a different answer."""
-        return self in (Outcome.TRANSIENT, Outcome.BLOCKED)
+        return self.value in RETRYABLE
+
+
+#: The statuses worth asking again, in every stage: the rest are final.
+RETRYABLE = frozenset({Outcome.TRANSIENT.value, Outcome.BLOCKED.value})
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit
@@ -24,10 +22,11 @@ import requests
 import zarr
 
 from metdata import imaging
-from metdata.api import DEFAULT_API
+from metdata.api import DEFAULT_API, RETRYABLE
 from metdata.dataset import Dataset
 from metdata.errors import UserError
 from metdata.lookup import LookupOptions, Pacer, lookup_one, new_session
+from metdata.pacing import retrying
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ STATUSES = (
     "transient",
     "failed",
 )
-RETRYABLE = frozenset({"blocked", "transient"})
 STATUS_SCHEMA = pa.schema(
     [
         ("objectID", pa.int64()),
@@ -146,16 +144,15 @@ def budget_key(url: str) -> str:
 def download(session: requests.Session, url: str, options: ImageOptions, pacer: Pacer) -> Fetched:
     """Download one image within the budget; retry what can succeed later; never leave the
     allowed hosts; stop reading past ``max_bytes``."""
-    result = Fetched("failed", "not attempted", url=url)
-    for attempt in range(1, options.max_attempts + 1):
-        result = _download_once(session, url, options, pacer)
-        result.attempts = attempt
-        if result.status not in RETRYABLE or attempt == options.max_attempts:
-            return result
-        if result.status == "blocked":
-            pacer.blocked(budget_key(url))
-        else:
-            time.sleep(min(60.0, options.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+    result, attempts = retrying(
+        lambda: _download_once(session, url, options, pacer),
+        lambda fetched: fetched.status,
+        options.max_attempts,
+        options.backoff,
+        pacer,
+        budget_key(url),
+    )
+    result.attempts = attempts
     return result
 
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metdata.api import RETRYABLE
 from metdata.dataset import LISTING, LISTING_META, OBJECTS, Dataset
 from metdata.lookup import LookupOptions, Pacer, lookup_ids
-from metdata.records import RETRYABLE, rows_to_table
+from metdata.records import rows_to_table
 
 log = logging.getLogger(__name__)
 

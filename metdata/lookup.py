@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +21,7 @@ from requests.adapters import HTTPAdapter
 
 from metdata.api import DEFAULT_API, Answer, Outcome, classify
 from metdata.errors import UserError
+from metdata.pacing import retrying
 from metdata.records import error_row, record_row
 
 log = logging.getLogger(__name__)
@@ -84,23 +83,18 @@ def get(
     Returns the final classified answer and how many requests it took.
     """
     host = host_of(url)
-    answer = Answer(Outcome.FAILED, error="not attempted")
-    for attempt in range(1, options.max_attempts + 1):
+
+    def once() -> Answer:
         pacer.wait(host)
         try:
             response = session.get(url, params=params, timeout=options.timeout)
-            answer = classify(response.status_code, response.headers.get("Content-Type", ""), response.content)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            answer = Answer(Outcome.TRANSIENT, error=f"{type(exc).__name__}: {exc}"[:300])
+            return Answer(Outcome.TRANSIENT, error=f"{type(exc).__name__}: {exc}"[:300])
         except requests.RequestException as exc:  # e.g. an invalid URL: asking again will not help
-            return Answer(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"[:300]), attempt
-        if not answer.outcome.retryable or attempt == options.max_attempts:
-            return answer, attempt
-        if answer.outcome is Outcome.BLOCKED:
-            pacer.blocked(host)  # the pacer holds every worker back for the cool-down
-        else:
-            time.sleep(min(60.0, options.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
-    return answer, options.max_attempts
+            return Answer(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"[:300])
+        return classify(response.status_code, response.headers.get("Content-Type", ""), response.content)
+
+    return retrying(once, lambda answer: answer.outcome.value, options.max_attempts, options.backoff, pacer, host)
 
 
 def lookup_one(session: requests.Session, object_id: int, options: LookupOptions, pacer: Pacer) -> dict:

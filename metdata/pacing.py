@@ -15,16 +15,22 @@ Two front ends share it:
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from distributed import get_client, get_worker
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
 
+from metdata.api import RETRYABLE
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,28 @@ class LocalPacer:
 
     def stats(self) -> dict:
         return self.limiter.stats()
+
+
+def retrying(
+    once: Callable[[], T], status_of: Callable[[T], str], attempts: int, backoff: float, pacer, budget: str
+) -> tuple[T, int]:
+    """Call ``once()`` until its status is final, at most ``attempts`` times; return the last
+    result and how many calls it took.
+
+    Only ``blocked`` and ``transient`` are tried again: a block is reported to the pacer, which
+    holds every worker back for the cool-down; a transient failure waits an exponential backoff
+    with jitter (``backoff`` s, doubling, at most 60 s) so retries never storm.
+    """
+    for attempt in range(1, attempts + 1):
+        result = once()
+        status = status_of(result)
+        if status not in RETRYABLE or attempt == attempts:
+            return result, attempt
+        if status == "blocked":
+            pacer.blocked(budget)
+        else:
+            time.sleep(min(60.0, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+    raise ValueError(f"attempts must be at least 1, got {attempts}")
 
 
 # -- On a Dask cluster -------------------------------------------------------------------------

@@ -52,7 +52,6 @@ def _field_type(name: str) -> pa.DataType:
 
 
 #: ``status`` is how a row's lookup ended (``api.Outcome``), or ``csv`` for rows from MetObjects.csv.
-RETRYABLE = frozenset({"blocked", "transient"})
 
 SCHEMA = pa.schema(
     [pa.field(name, _field_type(name), nullable=name != "objectID") for name in FIELDS]
