@@ -1,6 +1,8 @@
 """The training run: labels and split (``metdata.training``), a model (``metdata.models``)
-built and compiled inside a ``tf.distribute.MirroredStrategy`` scope, fit with a backup every
-epoch so the same command resumes after a kill, then the run's outputs.
+built and compiled inside a ``tf.distribute`` strategy's scope (``MirroredStrategy`` on one
+machine, ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several workers: see
+``metdata.distribute``), fit with a backup every epoch so the same command resumes after a
+kill, then the run's outputs.
 
 RUN (a local folder or ``s3://`` prefix) ends with::
 
@@ -8,7 +10,9 @@ RUN (a local folder or ``s3://`` prefix) ends with::
     backup/      (only while training: Keras' BackupAndRestore state)
 
 On S3 the run works in a local temporary folder, uploads it at each epoch end, and
-downloads ``backup/`` (and the history) before resuming.
+downloads ``backup/`` (and the history) before resuming. In a multi-worker run only the chief
+writes RUN; every worker resumes from the chief's backup there, and each reads only its share
+of the training chunks (sharded by ``tf.distribute.InputContext``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from metdata import training
 from metdata.dataset import Dataset
+from metdata.distribute import Role, multi_worker_fit, role
 from metdata.errors import UserError
 from metdata.models import MODELS, ModelOptions, UnknownModel, build_model
 from metdata.targets import resolve
@@ -74,14 +79,23 @@ class TrainOptions:
     augment: bool = True
 
 
-def strategy_for(devices: str = "all"):
-    """A MirroredStrategy over the visible GPUs, else over the logical CPU devices.
+def strategy_for(devices: str = "all", this: Role | None = None):
+    """A MirroredStrategy over the visible GPUs, else over the logical CPU devices; with
+    several workers in ``TF_CONFIG``, a MultiWorkerMirroredStrategy over each one's devices.
 
     Raises:
-        UserError: more devices asked for than there are.
+        UserError: more devices asked for than there are; a device count with TF_CONFIG.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+
+    if this is not None and this.multi_worker:
+        if devices != "all":
+            raise UserError(
+                f"--devices {devices} with a multi-worker TF_CONFIG: every worker uses all its devices; "
+                "limit them with CUDA_VISIBLE_DEVICES instead"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow call
 
     found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     n = len(found) if devices == "all" else int(devices)
@@ -102,11 +116,14 @@ def settings(options: TrainOptions, slots: training.Slots, data: Dataset) -> dic
 
 
 class _Run:
-    """RUN and the local folder the run works in (RUN itself when it is local)."""
+    """RUN and the local folder the run works in (RUN itself when it is local and this
+    process writes it; a temporary folder on S3 and for the other workers of a multi-worker run).
+    """
 
-    def __init__(self, url: str, storage_options: dict):
+    def __init__(self, url: str, storage_options: dict, writer: bool = True):
         self.remote = Dataset(url, storage_options)
-        if self.remote.local:
+        self.writer = writer
+        if self.remote.local and writer:
             self.work = Path(self.remote.path(""))
             self._tmp = None
         else:
@@ -118,15 +135,15 @@ class _Run:
         return self.remote.read_json(RUN_FILE) if self.remote.exists(RUN_FILE) else None
 
     def download_state(self) -> None:
-        """Bring back the backup and history of an interrupted run (S3 only)."""
-        if self.remote.local:
+        """Bring back the backup and history of an interrupted run (unless it works in RUN)."""
+        if self.remote.local and self.writer:
             return
         for name in (BACKUP, "history.json", "best.keras"):
             if self.remote.exists(name):
                 self.remote.fs.get(self.remote.path(name), str(self.work / name), recursive=True)
 
     def upload(self, names: tuple[str, ...]) -> None:
-        if self.remote.local:
+        if self.remote.local or not self.writer:
             return
         for name in names:
             path = self.work / name
@@ -137,7 +154,7 @@ class _Run:
                 self.remote.write_bytes(name, path.read_bytes())
 
     def remove_remote(self, name: str) -> None:
-        if not self.remote.local and self.remote.exists(name):
+        if self.writer and not self.remote.local and self.remote.exists(name):
             self.remote.fs.rm(self.remote.path(name), recursive=True)
 
     def close(self) -> None:
@@ -169,7 +186,9 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
     """
     slots, is_val = prepare(data, options)
     wanted = settings(options, slots, data)
-    out = _Run(options.out, storage_options if storage_options is not None else data.storage_options)
+    this = role()
+    storage = storage_options if storage_options is not None else data.storage_options
+    out = _Run(options.out, storage, writer=this.chief)
     try:
         existing = out.read_settings()
         if existing is not None:
@@ -187,7 +206,7 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
         out.upload((RUN_FILE,))
         _write_split(out, slots, is_val)
         out.download_state()
-        summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks))
+        summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks), this)
         (out.work / RUN_FILE).write_text(json.dumps(summary, indent=2))
         plot_curves(json.loads((out.work / "history.json").read_text()), out.work / "curves.png")
         out.upload(OUTPUTS)
@@ -204,26 +223,39 @@ def _write_split(out: _Run, slots: training.Slots, is_val: np.ndarray) -> None:
     out.upload(("split.parquet",))
 
 
-def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list) -> dict:
+def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list, this: Role) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    strategy = strategy_for(options.devices, this)
     import keras
 
     keras.utils.set_random_seed(options.seed)
-    strategy = strategy_for(options.devices)
     replicas = strategy.num_replicas_in_sync
     global_batch = options.batch_size * replicas
     train, val = slots.take(~is_val), slots.take(is_val)
     log.info(
-        "training %s on %d images, validating on %d; %d replica(s), global batch %d",
+        "training %s on %d images, validating on %d; %d replica(s) on %d worker(s), global batch %d",
         options.model,
         len(train),
         len(val),
         replicas,
+        this.workers,
         global_batch,
     )
-    train_data = training.build_dataset(
-        data, train, training.InputOptions(global_batch, shuffle=True, seed=options.seed), options.store
-    )
+    weights = training.class_weights(train) if options.class_weights else None
+    steps = None
+    if this.multi_worker:
+        # each worker reads its own chunks, without end; every worker runs the same number of steps
+        def per_worker(context):
+            shard = (context.input_pipeline_id, context.num_input_pipelines)
+            batch = context.get_per_replica_batch_size(global_batch)
+            read = training.InputOptions(batch, seed=options.seed, weights=weights, repeat=True, shard=shard)
+            return training.build_dataset(data, train, read, options.store)
+
+        train_data = strategy.distribute_datasets_from_function(per_worker)
+        steps = max(1, -(-len(train) // global_batch))
+    else:
+        read = training.InputOptions(global_batch, shuffle=True, seed=options.seed, weights=weights)
+        train_data = training.build_dataset(data, train, read, options.store)
     val_data = (
         training.build_dataset(data, val, training.InputOptions(global_batch, shuffle=False), options.store)
         if len(val)
@@ -234,6 +266,7 @@ def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list) -> 
             options.model,
             ModelOptions(slots.size, len(slots.classes), augment=options.augment, seed=options.seed),
         )
+    multi_worker_fit(model, strategy)
     monitor = "val_accuracy" if val_data is not None else "accuracy"
     best = keras.callbacks.ModelCheckpoint(
         str(out.work / "best.keras"), monitor=monitor, mode="max", save_best_only=True
@@ -250,7 +283,7 @@ def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list) -> 
         train_data,
         validation_data=val_data,
         epochs=options.epochs,
-        class_weight=training.class_weights(train) if options.class_weights else None,
+        steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=2,
     )
@@ -260,6 +293,7 @@ def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list) -> 
         **wanted,
         "complete": True,
         "replicas": replicas,
+        "workers": this.workers,
         "global_batch": global_batch,
         "train_images": len(train),
         "val_images": len(val),

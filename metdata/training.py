@@ -246,6 +246,9 @@ class InputOptions:
         seed: seed of both shuffles; the same seed gives the same batches.
         shuffle_buffer: samples held in the shuffle buffer (uint8 images).
         parallel_reads: chunks read at once.
+        weights: a loss weight per label (``class_weights``): batches become (x, y, weight).
+        repeat: repeat without end (a multi-worker run counts its steps instead).
+        shard: (this input pipeline, number of pipelines): read only every n-th chunk.
     """
 
     batch_size: int = 64
@@ -253,6 +256,9 @@ class InputOptions:
     seed: int = 0
     shuffle_buffer: int = 2048
     parallel_reads: int = 4
+    weights: dict[int, float] | None = None
+    repeat: bool = False
+    shard: tuple[int, int] = (0, 1)
 
 
 def chunk_plan(slots: Slots) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -271,7 +277,9 @@ def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: 
     One element of the chunk list is read per call (one Zarr chunk, through the dataset's
     store: local or S3), ``parallel_reads`` at once, in an order reshuffled each epoch from
     ``seed``; the slots of the chunk are kept, then samples are shuffled in a buffer, batched
-    by the global batch size and prefetched. Deterministic for a given seed.
+    by the global batch size and prefetched. Deterministic for a given seed. With
+    ``shard=(i, n)`` the pipeline reads only the chunks ``i, i+n, ...`` of the sorted chunk
+    list: the input of worker ``i`` of ``n`` (``tf.distribute.InputContext``).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -292,9 +300,13 @@ def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: 
         labels = tf.ensure_shape(labels, [None])
         return tf.data.Dataset.from_tensor_slices((pixels, labels))
 
-    order = tf.data.Dataset.from_tensor_slices(np.array(sorted(plan), np.int64))
+    index, pipelines = options.shard
+    chunks = sorted(plan)[index::pipelines]
+    if not chunks:
+        raise TrainingDataError(f"input pipeline {index} of {pipelines} has no chunk: use fewer workers")
+    order = tf.data.Dataset.from_tensor_slices(np.array(chunks, np.int64))
     if options.shuffle:
-        order = order.shuffle(len(plan), seed=options.seed, reshuffle_each_iteration=True)
+        order = order.shuffle(len(chunks), seed=options.seed, reshuffle_each_iteration=True)
     data = order.interleave(
         one_chunk,
         cycle_length=options.parallel_reads,
@@ -304,7 +316,12 @@ def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: 
     )
     if options.shuffle:
         data = data.shuffle(options.shuffle_buffer, seed=options.seed + 1, reshuffle_each_iteration=True)
+    if options.repeat:
+        data = data.repeat()
     data = data.batch(options.batch_size)
+    if options.weights is not None:
+        table = tf.constant([options.weights.get(i, 0.0) for i in range(len(slots.classes))], tf.float32)
+        data = data.map(lambda x, y: (x, y, tf.gather(table, y)), num_parallel_calls=tf.data.AUTOTUNE)
     opts = tf.data.Options()
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     opts.deterministic = True

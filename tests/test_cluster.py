@@ -16,6 +16,8 @@ from cluster import ClusterError, check_versions, connect, mismatch_message, par
 from cluster.tfconfig import TfConfigError, from_env, tf_config
 from jobs.ingest import IngestOptions, run
 from metdata.dataset import Dataset
+from metdata.distribute import Role, role
+from metdata.errors import UserError
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 
@@ -181,6 +183,21 @@ def test_tf_config_for_every_index(world_size):
     for index, config in enumerate(configs):
         assert config == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
         json.dumps(config)  # what goes into the env
+    # what the training process makes of it: world size, index, only index 0 writes RUN
+    roles = [role({"TF_CONFIG": json.dumps(c)}) for c in configs]
+    assert roles == [Role(workers=world_size, index=i, chief=i == 0) for i in range(world_size)]
+    assert all(r.multi_worker == (world_size > 1) for r in roles)
+
+
+def test_training_role_with_a_chief_task_and_bad_tf_config():
+    cluster = {"chief": ["c:1"], "worker": ["w:1", "w:2"]}
+    as_json = {kind: json.dumps({"cluster": cluster, "task": {"type": kind, "index": 0}}) for kind in cluster}
+    assert role({"TF_CONFIG": as_json["chief"]}) == Role(workers=3, index=0, chief=True)
+    assert role({"TF_CONFIG": as_json["worker"]}) == Role(workers=3, index=0, chief=False)
+    with pytest.raises(UserError, match=r"not a tf\.distribute cluster spec"):
+        role({"TF_CONFIG": "{not json"})
+    with pytest.raises(UserError, match="is not in its cluster"):
+        role({"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 5}})})
 
 
 @pytest.mark.parametrize(

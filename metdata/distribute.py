@@ -1,0 +1,124 @@
+"""Which ``tf.distribute`` strategy a training process runs under, and its role in the run.
+
+One process trains on one machine (``MirroredStrategy`` over its GPUs, or its CPU) unless
+``TF_CONFIG`` names two or more workers: then every worker runs the same ``metdata train``
+command under ``MultiWorkerMirroredStrategy`` (see ``cluster/tfconfig.py`` and
+``k8s/overlays/train-multinode``). Only the chief writes RUN; the other workers write their
+callbacks' files to a temporary folder (they must still save: reading the metrics'
+sync-on-read variables is a collective every worker has to join).
+
+Keras 3 does not run ``fit`` under ``MultiWorkerMirroredStrategy`` as released (keras issue
+20585, tensorflow issue 72388); :func:`multi_worker_fit` mends the two places that fail, on
+the one model instance it is given. Verified with keras 3.15.1 / TensorFlow 2.21.0 on CPU:
+two processes on 127.0.0.1 (tests/test_train.py). Not verified: GPUs, NCCL, more than one
+machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from metdata.errors import UserError
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process's place in a training run.
+
+    Attributes:
+        workers: how many processes train together (1 without ``TF_CONFIG``).
+        index: this process's task index.
+        chief: this process writes RUN.
+    """
+
+    workers: int = 1
+    index: int = 0
+    chief: bool = True
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.workers > 1
+
+
+def role(env: Mapping[str, str] = os.environ) -> Role:
+    """The role ``TF_CONFIG`` gives this process (a single chief without it).
+
+    The chief is the task of type ``chief`` if the cluster has one, else worker 0, as in
+    ``tf.distribute``.
+
+    >>> role({})
+    Role(workers=1, index=0, chief=True)
+    >>> config = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
+    >>> role({"TF_CONFIG": json.dumps(config)})
+    Role(workers=2, index=1, chief=False)
+
+    Raises:
+        UserError: TF_CONFIG is not the JSON ``tf.distribute`` expects.
+    """
+    text = env.get("TF_CONFIG", "").strip()
+    if not text:
+        return Role()
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+        workers = sum(len(cluster.get(k, [])) for k in ("chief", "worker"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"TF_CONFIG is not a tf.distribute cluster spec ({exc!r}): it needs "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}; '
+            "unset it to train on this machine alone"
+        ) from exc
+    if kind not in ("chief", "worker") or not 0 <= index < len(cluster.get(kind, [])):
+        raise UserError(f"TF_CONFIG's task {task} is not in its cluster {cluster}")
+    chief = kind == "chief" or ("chief" not in cluster and index == 0)
+    return Role(workers=workers, index=index, chief=chief)
+
+
+def multi_worker_fit(model, strategy) -> None:
+    """Let ``model.fit``/``evaluate`` run under ``MultiWorkerMirroredStrategy`` (keras 20585).
+
+    Keras 3's TensorFlow trainer fails there twice: before the first step it reduces a whole
+    data batch across workers just to learn its shapes (a nested structure the collective
+    reduce cannot take), and after each step it reduces the scalar metric values with
+    ``axis=0``. The first is replaced, on this model only, by the batch's local values; the
+    second by a mean over replicas with ``axis=None``. The epoch logs come from the metrics'
+    sync-on-read variables read across all workers, so they count every worker's samples.
+    """
+    import tensorflow as tf
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    build = type(model)._maybe_symbolic_build
+
+    def symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tree.map_structure(local, next(batches))
+                break
+        return build(model, data_batch=data_batch)
+
+    model._maybe_symbolic_build = symbolic_build
+
+    reduce = trainer.reduce_per_replica
+    if getattr(reduce, "multi_worker_mended", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return reduce(values, strategy, reduction)
+
+    reduce_per_replica.multi_worker_mended = True
+    trainer.reduce_per_replica = reduce_per_replica
