@@ -1,23 +1,115 @@
-"""The README's main job, at a small size: it must keep working at every commit."""
+"""End to end: the README's main job at a small size, and the same pipeline under chaos."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import numpy as np
 import pyarrow.dataset as pads
+import pytest
 import zarr
 from click.testing import CliRunner
+from workers import kill_a_worker_when
 
 from metdata.cli import main
+from metdata.cli.demo import Pipeline, emulator_config, run_command
+from metdata.dataset import Dataset
+from metdata.emulator import MetEmulator
+from metdata.emulator.faults import PERMANENT
+
+OBJECTS = 600  # about 60 paintings of the four cultures
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = CliRunner().invoke(
-        main,
-        ["demo", "--workdir", str(tmp_path), "--objects", "120", "--rate", "40"],
-    )
+    """ids → ingest → retry → images → retry → explore → train → evaluate → predict, as printed."""
+    args = ["demo", "--workdir", str(tmp_path), "--objects", str(OBJECTS), "--size", "32", "--epochs", "3"]
+    result = CliRunner().invoke(main, [*args, "--rate", "28"])
     assert result.exit_code == 0, result.output
     table = pads.dataset(tmp_path / "data" / "objects", format="parquet").to_table()
-    assert table.num_rows == 120 == len(set(table["objectID"].to_pylist()))
-    assert "objects by status" in result.output and "images by status" in result.output
+    assert table.num_rows == OBJECTS == len(set(table["objectID"].to_pylist()))
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
     group = zarr.open_group(str(tmp_path / "data" / "images.zarr"), mode="r")
-    assert group["images"].shape[1:] == (150, 150, 3) and group["valid"][:].any()
+    assert group["images"].shape[1:] == (32, 32, 3) and group["valid"][:].sum() > 30
+    run = tmp_path / "data" / "runs" / "painting-culture"
+    trained = json.loads((run / "run.json").read_text())
+    evaluation = json.loads((run / "evaluation-val.json").read_text())
+    assert trained["complete"] and trained["epochs_run"] == 3
+    assert evaluation["images"] == trained["val_images"] > 0
+    for line in ("objects by status", "images by status", "report (HTML)", "model:"):
+        assert line in result.output, line
+    assert f"validation accuracy: {evaluation['accuracy']:.3f}" in result.output
+    prediction = next(line for line in result.output.splitlines() if "prediction:" in line)
+    assert "held out" in prediction and any(c in prediction.split(":")[-1] for c in trained["classes"])
+
+
+def _acquired(root) -> dict:
+    """What a run of the acquisition left: object statuses, image statuses and the store."""
+    dataset = Dataset(str(root))
+    objects = pads.dataset(dataset.path("objects"), format="parquet").to_table(columns=["objectID", "status"])
+    images = pads.dataset(dataset.path("images"), format="parquet").to_table(
+        columns=["objectID", "slot", "status", "sha256"]
+    )
+    group = zarr.open_group(dataset.path("images.zarr"), mode="r")
+    return {
+        "objects": sorted(zip(objects["objectID"].to_pylist(), objects["status"].to_pylist(), strict=True)),
+        "images": sorted(images.to_pylist(), key=lambda r: r["slot"]),
+        "object_id": group["object_id"][:],
+        "valid": group["valid"][:],
+        "pixels": group["images"][:],
+    }
+
+
+def _has_files(dataset: Dataset, folder: str):
+    return lambda: len(dataset.data_files(folder)) >= 1
+
+
+def _running(proc: subprocess.Popen):
+    return lambda: proc.poll() is None
+
+
+@pytest.mark.parametrize("fault_rate", [0.05])
+def test_chaos_run_then_rerun_equals_a_clean_run(tmp_path, fault_rate):
+    """Every fault kind plus a worker killed during ingest and one during images, then the same
+    commands again: the dataset equals a clean run's (same emulated collection, only the permanent
+    faults, which are properties of its objects), and training on it succeeds."""
+    from distributed import Client, LocalCluster
+
+    clean_root, chaos_root = tmp_path / "clean", tmp_path / "chaos"
+    common = {"rate": 28.0, "size": 32, "epochs": 2, "chunk": 8}
+    with MetEmulator(emulator_config(OBJECTS, ",".join(PERMANENT), fault_rate)) as met:
+        clean = Pipeline(met.url, str(clean_root), tmp_path, **common)
+        for args in clean.acquire():
+            run_command(args)
+
+    with (
+        MetEmulator(emulator_config(OBJECTS, "all", fault_rate)) as met,
+        LocalCluster(n_workers=2, threads_per_worker=2, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        chaos = Pipeline(met.url, str(chaos_root), tmp_path, cluster=cluster.scheduler_address, **common)
+        dataset = Dataset(str(chaos_root))
+        run_command(chaos.ids())
+        for args, folder in ((chaos.ingest(), "objects"), (chaos.images(), "images")):
+            command = [sys.executable, "-m", "metdata", *args]
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                kill_a_worker_when(client, _has_files(dataset, folder), still_running=_running(proc))
+                proc.wait(timeout=300)  # it may finish (Dask reruns the lost tasks) or fail: rerun below
+            finally:
+                proc.kill()
+            client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+            run_command(args)
+            run_command([*args, "--retry-failed"])
+    a, b = _acquired(clean_root), _acquired(chaos_root)
+    assert a["objects"] == b["objects"] and len(a["objects"]) == OBJECTS
+    assert {"ok"} < {s for _, s in a["objects"]}  # the not-valid objects are error records
+    assert a["images"] == b["images"]
+    assert {"ok"} < {r["status"] for r in a["images"]}  # dead links, truncated and non-images
+    for key in ("object_id", "valid", "pixels"):
+        assert np.array_equal(a[key], b[key]), key
+    assert b["pixels"].any()
+    run_command(chaos.train())
+    trained = json.loads((chaos_root / "runs" / "painting-culture" / "run.json").read_text())
+    assert trained["complete"] and trained["epochs_run"] == 2

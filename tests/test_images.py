@@ -11,6 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 import zarr
 from conftest import stats
+from workers import kill_a_worker_when
 
 from jobs import images as job
 from jobs.ingest import IngestOptions
@@ -266,10 +267,7 @@ def test_resize_modes_on_a_real_photograph():
 
 
 def test_a_killed_worker_loses_nothing(start_met, tmp_path):
-    import os
-    import signal
     import threading
-    import time
 
     from distributed import Client, LocalCluster
 
@@ -278,14 +276,10 @@ def test_a_killed_worker_loses_nothing(start_met, tmp_path):
         dataset = ingested(met, client, tmp_path)
         options = image_options(met, chunk=8)
         planned = job.plan(dataset, options)
-        pids = client.run(os.getpid)
         result = {}
         worker = threading.Thread(target=lambda: result.update(job.run(client, dataset, options, FAST, planned)))
         worker.start()
-        deadline = time.monotonic() + 60
-        while len(dataset.data_files("images")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        kill_a_worker_when(client, lambda: len(dataset.data_files("images")) >= 2, still_running=worker.is_alive)
         worker.join(120)
     group = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
     assert result["slots_by_status"] == {"ok": planned.selected}

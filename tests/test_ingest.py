@@ -11,6 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 import requests
 from conftest import SAMPLES, stats
+from workers import kill_a_worker_when
 
 from jobs.ingest import IngestOptions, plan, run
 from metdata.dataset import Dataset
@@ -133,9 +134,6 @@ def test_since_refreshes_updated_objects_and_adds_new_ones(start_met, dask_clien
 
 
 def test_a_killed_worker_loses_nothing(start_met, tmp_path):
-    import os
-    import signal
-
     from distributed import Client, LocalCluster
 
     met = start_met(objects=400, seed=4, latency=0.01)
@@ -144,16 +142,12 @@ def test_a_killed_worker_loses_nothing(start_met, tmp_path):
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
-        pids = client.run(os.getpid)
         result = {}
         job = threading.Thread(
             target=lambda: result.update(run(client, dataset, options(met, shard_size=25, pace=PaceConfig(rate=150))))
         )
         job.start()
-        deadline = time.monotonic() + 60
-        while len(dataset.data_files("objects")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        kill_a_worker_when(client, lambda: len(dataset.data_files("objects")) >= 2, still_running=job.is_alive)
         job.join(120)
     assert result["rows"] == 400 == len(set(table(tmp_path)["objectID"].to_pylist()))
     assert result["rows_by_status"] == {"ok": 400}

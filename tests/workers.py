@@ -1,0 +1,24 @@
+"""Killing a Dask worker in the middle of a job, for the tests that check nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+
+def kill_a_worker_when(client, ready: Callable[[], bool], timeout: float = 90, still_running=lambda: True) -> int:
+    """SIGKILL one worker process of ``client``'s cluster once ``ready()`` holds; returns its pid.
+
+    Raises:
+        AssertionError: ``ready()`` did not hold within ``timeout`` seconds while the job ran.
+    """
+    pids = client.run(os.getpid)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline and still_running(), "the job never reached the point of the kill"
+        time.sleep(0.05)
+    pid = next(iter(pids.values()))
+    os.kill(pid, signal.SIGKILL)
+    return pid
