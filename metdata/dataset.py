@@ -133,6 +133,29 @@ class Dataset:
         url = f"{self.url.rstrip('/')}/{relative}"
         return zarr.storage.FsspecStore.from_url(url, storage_options=self.storage_options or None)
 
+    def open_zarr(self, relative: str, mode: str = "r"):
+        """The Zarr group at a folder under the root, its members' metadata read and checked.
+
+        Raises:
+            DatasetError: the group or one of its arrays has unreadable metadata (a damaged store).
+            FileNotFoundError, zarr.errors.GroupNotFoundError: there is no store (callers say what to run).
+        """
+        import zarr
+
+        group = None
+        try:
+            group = zarr.open_group(store=self.zarr_store(relative), mode=mode)
+            if mode == "r":
+                group.members()
+        except (ValueError, TypeError, zarr.errors.MetadataValidationError, zarr.errors.NodeTypeValidationError) as exc:
+            if isinstance(exc, FileNotFoundError):  # zarr's not-found errors are both
+                raise
+            raise DatasetError(
+                f"{self.url.rstrip('/')}/{relative} is not a readable Zarr store ({type(exc).__name__}: {exc}); "
+                "it is damaged: delete it and rerun 'metdata images' to rebuild it"
+            ) from exc
+        return group
+
     def check_writable(self) -> None:
         """Write and delete a probe file.
 

@@ -387,9 +387,7 @@ def open_images(dataset: Dataset, store: str) -> ImageStore | None:
     """The images store and its status rows, or None if it has not been built."""
     if not dataset.exists(f"{store}/zarr.json"):
         return None
-    import zarr
-
-    group = zarr.open_group(store=dataset.zarr_store(store), mode="r")
+    group = dataset.open_zarr(store)
     folder = store.removesuffix(".zarr")
     shards = [dataset.read_table(name, columns=STATUS_SCHEMA.names) for name in dataset.data_files(folder)]
     statuses = pa.concat_tables(shards) if shards else STATUS_SCHEMA.empty_table()

@@ -253,7 +253,7 @@ def fetch_slot(
 
 
 def open_arrays(dataset: Dataset, options: ImageOptions, mode: str = "r+") -> zarr.Group:
-    return zarr.open_group(store=dataset.zarr_store(options.store), mode=mode)
+    return dataset.open_zarr(options.store, mode)
 
 
 def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: Pacer) -> dict:

@@ -87,7 +87,7 @@ def open_store(dataset: Dataset, store: str = "images.zarr"):
     import zarr
 
     try:
-        return zarr.open_group(store=dataset.zarr_store(store), mode="r")
+        return dataset.open_zarr(store)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
         raise TrainingDataError(
             f"no image store {store!r} under {dataset.url}: run 'metdata images --data {dataset.url} "

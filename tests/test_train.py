@@ -128,6 +128,20 @@ def test_bad_input_is_refused_clearly(store, tmp_path):
         run(store, TrainOptions(target=str(one), out=str(tmp_path / "r")))
 
 
+@pytest.mark.parametrize("damaged", ["images.zarr/zarr.json", "images.zarr/valid/zarr.json"])
+def test_a_damaged_store_is_named_not_a_traceback(store, tmp_path, damaged):
+    import shutil
+
+    from jobs.train import TrainOptions, run
+
+    copy = tmp_path / "data"
+    shutil.copytree(store.url, copy)
+    (copy / damaged).write_text("{ not json")
+    with pytest.raises(UserError, match=r"is not a readable Zarr store.*delete it and rerun 'metdata images'"):
+        run(Dataset(str(copy)), TrainOptions(target=TARGET, out=str(tmp_path / "r")))
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_killed_run_resumes_at_the_right_epoch(store, tmp_path):
     out = tmp_path / "run"
     # the command object itself (as 'metdata train' runs it), in a process that can be killed

@@ -207,16 +207,21 @@ def demo(
     with MetEmulator(config) as met:
         click.echo(f"Met emulator: {met.url}  ({objects} objects, bot protection and faults on)")
         steps = Pipeline(met.url, data or str(workdir / "data"), workdir, rate=rate, size=size, epochs=epochs)
+        dataset = Dataset(steps.root)
+        image_runs = []  # images/_summary.json holds the last run only
         for args in [*steps.acquire(), steps.explore(), steps.train(), steps.evaluate()]:
             run_command(args)
-        dataset = Dataset(steps.root)
+            if args[0] == "images":
+                image_runs.append(dataset.read_json("images/_summary.json")["this_run"])
         painting = held_out_painting(dataset, steps.run_url)
         prediction = json.loads(run_command(steps.predict(painting["primaryImageSmall"]), capture=True))[0]
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
-    summarize(dataset, steps, painting, prediction, counters, time.monotonic() - started)
+    summarize(dataset, steps, image_runs, painting, prediction, counters, time.monotonic() - started)
 
 
-def summarize(dataset: Dataset, steps: Pipeline, painting: dict, prediction: dict, counters: dict, took: float):
+def summarize(
+    dataset: Dataset, steps: Pipeline, image_runs: list, painting: dict, prediction: dict, counters: dict, took: float
+) -> None:
     """Print where everything is and what came out."""
     runs = [dataset.read_json(name) for name in dataset.data_files(RUNS, suffix=".json")]
     table = pads.dataset(dataset.path("objects"), filesystem=dataset.fs, format="parquet").to_table(
@@ -234,7 +239,8 @@ def summarize(dataset: Dataset, steps: Pipeline, painting: dict, prediction: dic
     click.echo(f"  emulator saw:        {json.dumps(counters)}")
     for i, ingest in enumerate(runs, 1):
         click.echo(f"  ingest run {i}:        {json.dumps(ingest['this_run'])}")
-    click.echo(f"  images run:          {json.dumps(images['this_run'])}")
+    for i, images_run in enumerate(image_runs, 1):
+        click.echo(f"  images run {i}:        {json.dumps(images_run)}")
     click.echo(f"  metadata (Parquet):  {dataset.path('objects')}")
     click.echo(f"  images (Zarr):       {images['store']}")
     click.echo(f"  report (HTML):       {steps.workdir / 'report' / 'report.html'}")

@@ -1,0 +1,112 @@
+"""Run the bad inputs a user meets and write what metdata answers to docs/bad-inputs.md.
+
+    .venv/bin/python docs/bad_inputs.py            # about a minute; rewrites docs/bad-inputs.md
+
+Everything runs offline: the Met emulator, moto's S3 server (with credentials checked), and a
+small dataset built first with the real commands. Each case runs ``python -m metdata ...`` in a
+subprocess; the table shows its exit code and the last line it printed on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # moto checks credentials (read when moto loads)
+
+from moto.server import ThreadedMotoServer
+
+from metdata.emulator import EmulatorConfig, MetEmulator
+
+OUT = Path(__file__).with_name("bad-inputs.md")
+
+
+def metdata(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "metdata", *args], capture_output=True, text=True, timeout=600)
+    if check and result.returncode:
+        raise SystemExit(f"setting up failed: metdata {' '.join(args)}\n{result.stderr[-2000:]}")
+    return result
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(nothing)"
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="metdata-bad-inputs-"))
+    data = str(work / "data")
+    fast = ["--rate", "50", "--cooldown", "1", "--workers", "1"]
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{moto._server.server_port}"
+    wrong_keys = f'{{"endpoint_url": "{endpoint}", "key": "AKIAWRONG", "secret": "wrong"}}'
+    with (
+        MetEmulator(EmulatorConfig(objects=400, seed=0, throttle=False)) as met,
+        MetEmulator(EmulatorConfig(objects=50, seed=0, throttle_burst=3, throttle_penalty=600)) as strict,
+    ):
+        api = met.url
+        metdata("ids", "--api", api, "--data", data, check=True)
+        for _ in range(4):  # spend the strict emulator's budget: its next answer is the block page
+            metdata("ids", "--api", strict.url, "--data", str(work / "spent"), "--cooldown", "0", "--max-attempts", "1")
+        metdata("ingest", "--api", api, "--data", data, *fast, check=True)
+        target = ["--target", "painting-culture"]
+        metdata("images", "--api", api, "--data", data, *target, "--size", "32", *fast, check=True)
+        one_class = work / "one-class.toml"
+        one_class.write_text(
+            'name = "india-only"\nfields = ["culture"]\n[[rules]]\nclass = "India"\ncontains = ["india"]\n'
+        )
+        corrupt = work / "corrupt"
+        subprocess.run(["cp", "-r", data, str(corrupt)], check=True)
+        (corrupt / "images.zarr" / "zarr.json").write_text("{ not json")
+        cases = [
+            ("bad API URL", ["ids", "--api", "collectionapi.metmuseum.org", "--data", data]),
+            ("unreachable API", ["ids", "--api", "http://127.0.0.1:9/public/collection/v1", "--data", data]),
+            (
+                "blocked by the bot protection",
+                ["ids", "--api", strict.url, "--data", str(work / "blocked"), "--cooldown", "0", "--max-attempts", "1"],
+            ),
+            (
+                "bad S3 credentials",
+                ["ids", "--api", api, "--data", "s3://metdata-bad/data", "--storage-options", wrong_keys],
+            ),
+            ("unwritable root", ["ids", "--api", api, "--data", "/proc/metdata-data"]),
+            (
+                "empty selection",
+                ["images", "--api", api, "--data", data, "--where", "department = 'No such department'", *fast],
+            ),
+            ("one-class target", ["train", "--data", data, "--target", str(one_class), "--out", str(work / "r1")]),
+            ("wrong image size", ["images", "--api", api, "--data", data, *target, *fast]),
+            (
+                "corrupt store",
+                ["train", "--data", str(corrupt), "--target", "painting-culture", "--out", str(work / "r2")],
+            ),
+            ("unknown option value", ["images", "--api", api, "--data", data, "--resize", "stretch"]),
+        ]
+        rows = []
+        for name, args in cases:
+            result = metdata(*args)
+            shown = " ".join(shlex.quote(a) for a in args).replace(str(work), "$WORK").replace(api, "$API")
+            shown = shown.replace(strict.url, "$API").replace(endpoint, "$S3")
+            message = last_line(result.stderr).replace(str(work), "$WORK").replace(api, "$API")
+            message = message.replace(strict.url, "$API").replace(endpoint, "$S3")
+            rows.append(f"| {name} | `metdata {shown}` | {result.returncode} | {message.replace('|', '/')} |")
+            print(f"{name}: exit {result.returncode}: {message}", flush=True)
+    moto.stop()
+    OUT.write_text(
+        "# Bad inputs and what metdata says\n\n"
+        "Produced by running them: `.venv/bin/python docs/bad_inputs.py` (the emulator, moto's S3\n"
+        "server with credentials checked, and a 400-object dataset built first). Exit code 1 is a\n"
+        "problem metdata explains, 2 a command line click refuses. $WORK is a temporary folder,\n"
+        "$API the emulator and $S3 the moto endpoint. Nothing is written when a command is refused.\n\n"
+        "| Bad input | Command | Exit | Last line on stderr |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
