@@ -22,22 +22,34 @@ from metdata.emulator.faults import PERMANENT
 OBJECTS = 600  # about 60 paintings of the four cultures
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    """ids → ingest → retry → images → retry → explore → train → evaluate → predict, as printed."""
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_demo_runs_end_to_end(tmp_path, where, request, monkeypatch):
+    """ids → ingest → retry → images → retry → explore → train → evaluate → predict, as printed;
+    with ``--data s3://...`` the same against moto's S3 (credentials and endpoint from the env)."""
     args = ["demo", "--workdir", str(tmp_path), "--objects", str(OBJECTS), "--size", "32", "--epochs", "3"]
+    root = tmp_path / "data"
+    dataset = Dataset(str(root))
+    if where == "s3":
+        url, storage = request.getfixturevalue("s3")
+        for name, value in (("AWS_ENDPOINT_URL", storage["endpoint_url"]), ("AWS_ACCESS_KEY_ID", storage["key"])):
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", storage["secret"])
+        args += ["--data", url]
+        dataset = Dataset(url, storage)
     result = CliRunner().invoke(main, [*args, "--rate", "28"])
     assert result.exit_code == 0, result.output
-    table = pads.dataset(tmp_path / "data" / "objects", format="parquet").to_table()
+    dataset.fs.invalidate_cache()
+    table = pads.dataset(dataset.path("objects"), filesystem=dataset.fs, format="parquet").to_table()
     assert table.num_rows == OBJECTS == len(set(table["objectID"].to_pylist()))
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
-    group = zarr.open_group(str(tmp_path / "data" / "images.zarr"), mode="r")
+    group = dataset.open_zarr("images.zarr")
     assert group["images"].shape[1:] == (32, 32, 3) and group["valid"][:].sum() > 30
-    run = tmp_path / "data" / "runs" / "painting-culture"
-    trained = json.loads((run / "run.json").read_text())
-    evaluation = json.loads((run / "evaluation-val.json").read_text())
+    run = Dataset(f"{dataset.url}/runs/painting-culture", dataset.storage_options)
+    trained, evaluation = run.read_json("run.json"), run.read_json("evaluation-val.json")
     assert trained["complete"] and trained["epochs_run"] == 3
     assert evaluation["images"] == trained["val_images"] > 0
-    for line in ("objects by status", "images by status", "report (HTML)", "model:"):
+    assert not root.exists() if where == "s3" else root.is_dir()  # nothing local but the report
+    for line in ("objects by status", "images by status", "report (HTML)", f"model:               {run.url}"):
         assert line in result.output, line
     assert f"validation accuracy: {evaluation['accuracy']:.3f}" in result.output
     prediction = next(line for line in result.output.splitlines() if "prediction:" in line)
