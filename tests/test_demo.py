@@ -108,6 +108,7 @@ def test_chaos_run_then_rerun_equals_a_clean_run(tmp_path, fault_rate):
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 kill_a_worker_when(client, _has_files(dataset, folder), still_running=_running(proc))
+                assert proc.poll() is None, f"'metdata {args[0]}' ended before the kill"
                 proc.wait(timeout=300)  # it may finish (Dask reruns the lost tasks) or fail: rerun below
             finally:
                 proc.kill()
