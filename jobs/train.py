@@ -202,18 +202,25 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
             if existing.get("complete"):
                 log.info("%s is already complete; nothing to do", options.out)
                 return existing
-        (out.work / RUN_FILE).write_text(json.dumps({**wanted, "complete": False}, indent=2))
+        write_atomic(out.work / RUN_FILE, json.dumps({**wanted, "complete": False}, indent=2))
         out.upload((RUN_FILE,))
         _write_split(out, slots, is_val)
         out.download_state()
         summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks), this)
-        (out.work / RUN_FILE).write_text(json.dumps(summary, indent=2))
+        write_atomic(out.work / RUN_FILE, json.dumps(summary, indent=2))
         plot_curves(json.loads((out.work / "history.json").read_text()), out.work / "curves.png")
         out.upload(OUTPUTS)
         out.remove_remote(BACKUP)
         return summary
     finally:
         out.close()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file aside, then rename it: the other workers of a run read RUN while the chief writes."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    aside.write_text(text)
+    os.replace(aside, path)
 
 
 def _write_split(out: _Run, slots: training.Slots, is_val: np.ndarray) -> None:
@@ -225,7 +232,15 @@ def _write_split(out: _Run, slots: training.Slots, is_val: np.ndarray) -> None:
 
 def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list, this: Role) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    chunks = len(training.chunk_plan(slots.take(~is_val)))
+    if this.multi_worker and chunks < this.workers:  # checked on every worker: none enters a collective alone
+        raise UserError(
+            f"the training split spans {chunks} Zarr chunk(s), fewer than the {this.workers} workers of TF_CONFIG: "
+            f"run at most {chunks} workers, or rebuild the store with a smaller --chunk"
+        )
     strategy = strategy_for(options.devices, this)
+    if this.multi_worker:
+        check_same_start(strategy, out.work)
     import keras
 
     keras.utils.set_random_seed(options.seed)
@@ -303,6 +318,32 @@ def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list, thi
     }
 
 
+def check_same_start(strategy, work: Path) -> None:
+    """Every worker must resume at the same epoch with the same history, or they would wait on
+    each other's collectives for ever: compare them across workers (the same answer everywhere).
+
+    Raises:
+        UserError: the workers found different backups (a RUN that is not shared by every
+            worker, or a backup read while the chief was writing it).
+    """
+    import tensorflow as tf
+
+    backup = work / BACKUP / "training_metadata.json"
+    epoch = json.loads(backup.read_text())["epoch"] if backup.exists() else -1
+    history = work / "history.json"
+    entries = len(json.loads(history.read_text())) if history.exists() else 0
+    mine = tf.constant([epoch, entries, epoch**2, entries**2], tf.float64)
+    total = strategy.reduce("SUM", strategy.run(lambda: tf.identity(mine)), axis=None).numpy()
+    n = strategy.num_replicas_in_sync
+    mean, square = total[:2] / n, total[2:] / n
+    if np.any(square - mean**2 > 1e-9):  # a variance: some worker found another start
+        raise UserError(
+            "the workers of this run found different backups in RUN (mean epoch "
+            f"{mean[0] + 1:.2f}, this worker's {epoch + 1}): RUN must be one folder every worker reads, such as "
+            "an s3:// prefix; rerun all the workers together to resume from the chief's last backup"
+        )
+
+
 def _callback_base():
     import keras
 
@@ -329,7 +370,7 @@ class _History(_callback_base()):
 
     def on_epoch_end(self, epoch, logs=None):
         self.entries.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
-        self.path.write_text(json.dumps(self.entries, indent=2))
+        write_atomic(self.path, json.dumps(self.entries, indent=2))
 
 
 class _Upload(_callback_base()):

@@ -142,12 +142,12 @@ class Dataset:
         """
         import zarr
 
-        group = None
+        store = self.zarr_store(relative)  # a bad --storage-options fails here, not as a damaged store
         try:
-            group = zarr.open_group(store=self.zarr_store(relative), mode=mode)
+            group = zarr.open_group(store=store, mode=mode)
             if mode == "r":
                 group.members()
-        except (ValueError, TypeError, zarr.errors.MetadataValidationError, zarr.errors.NodeTypeValidationError) as exc:
+        except (ValueError, TypeError) as exc:  # zarr's metadata errors are ValueErrors
             if isinstance(exc, FileNotFoundError):  # zarr's not-found errors are both
                 raise
             raise DatasetError(

@@ -1,4 +1,4 @@
-"""Which ``tf.distribute`` strategy a training process runs under, and its role in the run.
+"""A training process's role in a multi-worker run, and the mend Keras 3 needs to run one.
 
 One process trains on one machine (``MirroredStrategy`` over its GPUs, or its CPU) unless
 ``TF_CONFIG`` names two or more workers: then every worker runs the same ``metdata train``
@@ -40,6 +40,7 @@ class Role:
 
     @property
     def multi_worker(self) -> bool:
+        """Several processes train together (``MultiWorkerMirroredStrategy``)."""
         return self.workers > 1
 
 
@@ -73,9 +74,18 @@ def role(env: Mapping[str, str] = os.environ) -> Role:
             "unset it to train on this machine alone"
         ) from exc
     if kind not in ("chief", "worker") or not 0 <= index < len(cluster.get(kind, [])):
-        raise UserError(f"TF_CONFIG's task {task} is not in its cluster {cluster}")
+        raise UserError(
+            f"TF_CONFIG's task {task} is not in its cluster {cluster}: give a task type chief or worker and an "
+            "index below the number of hosts of that type, or unset TF_CONFIG"
+        )
     chief = kind == "chief" or ("chief" not in cluster and index == 0)
     return Role(workers=workers, index=index, chief=chief)
+
+
+def keras_version() -> str:
+    import keras
+
+    return keras.__version__
 
 
 def multi_worker_fit(model, strategy) -> None:
@@ -94,6 +104,11 @@ def multi_worker_fit(model, strategy) -> None:
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
+    if not (hasattr(type(model), "_maybe_symbolic_build") and hasattr(trainer, "reduce_per_replica")):
+        raise UserError(
+            f"multi-worker training mends Keras 3.15's internals (keras issue 20585), which keras {keras_version()} "
+            "no longer has: install the keras of constraints.txt, or train on one machine (unset TF_CONFIG)"
+        )
 
     def local(value):
         if isinstance(value, tf.distribute.DistributedValues):

@@ -241,7 +241,8 @@ class InputOptions:
     """How the input pipeline reads and batches.
 
     Attributes:
-        batch_size: the global batch size (per-replica batch x replicas).
+        batch_size: the batch size of this pipeline: the global batch (per-replica batch x replicas)
+            on one machine, the per-replica batch for each worker's pipeline of a multi-worker run.
         shuffle: shuffle chunk order and samples (training) or keep the store's order.
         seed: seed of both shuffles; the same seed gives the same batches.
         shuffle_buffer: samples held in the shuffle buffer (uint8 images).
@@ -272,14 +273,17 @@ def chunk_plan(slots: Slots) -> dict[int, tuple[np.ndarray, np.ndarray]]:
 
 
 def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: str = "images.zarr"):
-    """A ``tf.data.Dataset`` of (uint8 images (B, S, S, 3), int32 labels (B,)) over the slots.
+    """A ``tf.data.Dataset`` of (uint8 images (B, S, S, 3), int32 labels (B,)) over the slots,
+    plus float32 weights (B,) when ``options.weights`` is set.
 
     One element of the chunk list is read per call (one Zarr chunk, through the dataset's
     store: local or S3), ``parallel_reads`` at once, in an order reshuffled each epoch from
     ``seed``; the slots of the chunk are kept, then samples are shuffled in a buffer, batched
     by the global batch size and prefetched. Deterministic for a given seed. With
     ``shard=(i, n)`` the pipeline reads only the chunks ``i, i+n, ...`` of the sorted chunk
-    list: the input of worker ``i`` of ``n`` (``tf.distribute.InputContext``).
+    list: the input of worker ``i`` of ``n`` (``tf.distribute.InputContext``). Chunks are dealt
+    round-robin, not balanced by their slot counts: with every worker running the same number
+    of steps, a worker holding fewer training images sees each of them slightly more often.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf

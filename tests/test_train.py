@@ -283,6 +283,75 @@ def test_two_workers_train_one_run_under_multi_worker_mirrored_strategy(store, t
     report = json.loads((out / "evaluation-val.json").read_text())
     assert report["images"] == run_json["val_images"]
     assert report["accuracy"] == pytest.approx(run_json["best_val_accuracy"], abs=1e-6)
-    # RUN holds one run's files: no second backup/ or stray checkpoint from worker 1
+    # RUN holds the run's files and nothing else (worker 1's own writes: test_a_worker_that_does_not_write...)
     outputs = ["best.keras", "model.keras", "run.json", "split.parquet", "history.json", "curves.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*outputs, "evaluation-val.json", "confusion-val.png"])
+
+
+SAME_START = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    from pathlib import Path
+    from jobs.train import check_same_start, strategy_for
+    from metdata.distribute import role
+    from metdata.errors import UserError
+
+    this = role()
+    strategy = strategy_for("all", this)
+    work = Path(tempfile.mkdtemp())
+    epoch = int(sys.argv[1 + this.index])  # what this worker finds in "its" RUN; -1: no backup
+    if epoch >= 0:
+        (work / "backup").mkdir()
+        (work / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": epoch}))
+        (work / "history.json").write_text(json.dumps([{"epoch": e} for e in range(epoch + 1)]))
+    try:
+        check_same_start(strategy, work)
+        print("same")
+    except UserError as exc:
+        print("refused:", exc)
+    """
+)
+
+
+@pytest.mark.parametrize(("epochs", "expected"), [(("4", "4"), "same"), (("4", "-1"), "refused")])
+def test_workers_that_found_different_backups_all_refuse(epochs, expected, tmp_path):
+    """A RUN that is not shared (or read mid-upload): every worker stops with the fix, none hangs."""
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = []
+    for index in (0, 1):
+        config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = [sys.executable, "-c", SAME_START, *epochs]
+        procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    lines = [out.decode().strip().splitlines()[-1] if out.strip() else err.decode()[-2000:] for out, err in outputs]
+    assert all(line.startswith(expected) for line in lines), lines
+    if expected == "refused":
+        assert all("RUN must be one folder every worker reads" in line for line in lines)
+
+
+def test_a_worker_that_does_not_write_leaves_run_alone(tmp_path):
+    from jobs.train import BACKUP, _Run
+
+    run = tmp_path / "run"
+    (run / BACKUP).mkdir(parents=True)
+    (run / BACKUP / "training_metadata.json").write_text('{"epoch": 3}')
+    (run / "history.json").write_text("[]")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    out = _Run(str(run), {}, writer=False)
+    try:
+        assert run not in out.work.parents and out.work != run
+        out.download_state()  # the chief's backup, to resume from the same epoch
+        assert json.loads((out.work / BACKUP / "training_metadata.json").read_text()) == {"epoch": 3}
+        assert (out.work / "history.json").exists() and not (out.work / BACKUP / BACKUP).exists()
+        (out.work / "model.keras").write_text("x")
+        out.upload(("model.keras", BACKUP))
+        out.remove_remote(BACKUP)
+        assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    finally:
+        out.close()
+    assert not out.work.exists()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 
 def kill_a_worker_when(client, ready: Callable[[], bool], timeout: float = 90, still_running=lambda: True) -> int:
-    """SIGKILL one worker process of ``client``'s cluster once ``ready()`` holds; returns its pid.
+    """SIGKILL the busiest worker process of ``client``'s cluster once ``ready()`` holds; returns its pid.
 
     Raises:
         AssertionError: ``ready()`` did not hold within ``timeout`` seconds while the job ran.
@@ -19,6 +19,8 @@ def kill_a_worker_when(client, ready: Callable[[], bool], timeout: float = 90, s
     while not ready():
         assert time.monotonic() < deadline and still_running(), "the job never reached the point of the kill"
         time.sleep(0.05)
-    pid = next(iter(pids.values()))
+    busy = client.processing()  # a worker with tasks at this moment, so that work is lost
+    address = max(pids, key=lambda a: len(busy.get(a, ())))
+    pid = pids[address]
     os.kill(pid, signal.SIGKILL)
     return pid

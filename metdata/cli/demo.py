@@ -12,7 +12,6 @@ then prints where everything is and what came out.
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -27,8 +26,6 @@ import requests
 from metdata.dataset import RUNS, Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import KINDS, parse_kinds
-
-log = logging.getLogger(__name__)
 
 #: A light, realistic fault mix: what a long crawl of the real service meets.
 DEMO_FAULTS = "503,drop,not-valid,image-404,truncate"
@@ -80,18 +77,23 @@ class Pipeline:
 
     @property
     def run_url(self) -> str:
+        """The run folder: ``ROOT/runs/<target>``."""
         return f"{self.root.rstrip('/')}/runs/{TARGET}"
 
     def common(self) -> list[str]:
+        """The options every Dask stage takes."""
         return ["--api", self.api, "--data", self.root, "--rate", str(self.rate), "--cluster", self.cluster]
 
     def ids(self) -> list[str]:
+        """``metdata ids``."""
         return ["ids", "--api", self.api, "--data", self.root, "--rate", str(self.rate)]
 
     def ingest(self, *extra: str) -> list[str]:
+        """``metdata ingest`` (with ``extra`` flags, e.g. ``--retry-failed``)."""
         return ["ingest", *self.common(), "--shard-size", "100", "--timeout", "2", "--cooldown", "5", *extra]
 
     def images(self, *extra: str) -> list[str]:
+        """``metdata images`` of the target's paintings (with ``extra`` flags)."""
         return [
             "images",
             *self.common(),
@@ -119,15 +121,19 @@ class Pipeline:
         ]
 
     def explore(self) -> list[str]:
+        """``metdata explore`` into WORKDIR/report."""
         return ["explore", "--data", self.root, "--out", str(self.workdir / "report")]
 
     def train(self) -> list[str]:
+        """``metdata train`` of the target into :attr:`run_url`."""
         return ["train", "--data", self.root, "--target", TARGET, "--out", self.run_url, "--epochs", str(self.epochs)]
 
     def evaluate(self) -> list[str]:
+        """``metdata evaluate`` of the run on the validation side."""
         return ["evaluate", "--data", self.root, "--model", self.run_url, "--split", "val"]
 
     def predict(self, image: str) -> list[str]:
+        """``metdata predict`` of one image path or URL."""
         return ["predict", "--model", self.run_url, "--json", image]
 
 
