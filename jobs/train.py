@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+HISTORY = "history.json"
 BACKUP = "backup"
 OUTPUTS = ("model.keras", "best.keras", "run.json", "split.parquet", "history.json", "curves.png")
 
@@ -130,6 +131,7 @@ class _Run:
             self._tmp = tempfile.mkdtemp(prefix="metdata-train-")
             self.work = Path(self._tmp)
         self.work.mkdir(parents=True, exist_ok=True)
+        self.scratch = Dataset(str(self.work))  # files of the working folder, written whole
 
     def read_settings(self) -> dict | None:
         return self.remote.read_json(RUN_FILE) if self.remote.exists(RUN_FILE) else None
@@ -202,25 +204,18 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
             if existing.get("complete"):
                 log.info("%s is already complete; nothing to do", options.out)
                 return existing
-        write_atomic(out.work / RUN_FILE, json.dumps({**wanted, "complete": False}, indent=2))
+        out.scratch.write_json(RUN_FILE, {**wanted, "complete": False})
         out.upload((RUN_FILE,))
         _write_split(out, slots, is_val)
         out.download_state()
         summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks), this)
-        write_atomic(out.work / RUN_FILE, json.dumps(summary, indent=2))
+        out.scratch.write_json(RUN_FILE, summary)
         plot_curves(json.loads((out.work / "history.json").read_text()), out.work / "curves.png")
         out.upload(OUTPUTS)
         out.remove_remote(BACKUP)
         return summary
     finally:
         out.close()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file aside, then rename it: the other workers of a run read RUN while the chief writes."""
-    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    aside.write_text(text)
-    os.replace(aside, path)
 
 
 def _write_split(out: _Run, slots: training.Slots, is_val: np.ndarray) -> None:
@@ -288,7 +283,7 @@ def _fit(data, options, slots, is_val, out: _Run, wanted: dict, extra: list, thi
     )
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out.work / BACKUP), double_checkpoint=True),
-        _History(out.work / "history.json", best, monitor),
+        _History(out.scratch, best, monitor),
         best,
         keras.callbacks.ModelCheckpoint(str(out.work / "model.keras")),
         _Upload(out),
@@ -351,16 +346,19 @@ def _callback_base():
 
 
 class _History(_callback_base()):
-    """history.json, one entry per epoch, kept across resumes; restores the best checkpoint's best."""
+    """history.json, one entry per epoch, kept across resumes; restores the best checkpoint's best.
 
-    def __init__(self, path: Path, best, monitor: str):
+    Written whole (``Dataset.write_json``): the other workers of a run read it while the chief writes.
+    """
+
+    def __init__(self, folder: Dataset, best, monitor: str):
         super().__init__()
-        self.path, self.best, self.monitor = path, best, monitor
+        self.folder, self.best, self.monitor = folder, best, monitor
         self.entries: list[dict] | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.entries is None:  # the first epoch of this process: resumed at `epoch`
-            old = json.loads(self.path.read_text()) if self.path.exists() else []
+            old = self.folder.read_json(HISTORY) if self.folder.exists(HISTORY) else []
             self.entries = old[:epoch]
             if epoch:
                 log.info("resuming at epoch %d of the run", epoch + 1)
@@ -370,7 +368,7 @@ class _History(_callback_base()):
 
     def on_epoch_end(self, epoch, logs=None):
         self.entries.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
-        write_atomic(self.path, json.dumps(self.entries, indent=2))
+        self.folder.write_json(HISTORY, self.entries)
 
 
 class _Upload(_callback_base()):
