@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+from measure import epoch_clock
 from train_replicas import BATCH, CHUNK, write_store
 
+from cluster.tfconfig import on_this_machine
 from metdata.dataset import Dataset
 from metdata.training import InputOptions, Slots
 
@@ -38,8 +38,6 @@ def child(n: int, size: int, root: str) -> dict:
 
     this = role()
     strategy = strategy_for("all", this)
-    import keras
-
     classes = ("America", "China", "India", "Japan")
     labels = (np.arange(n) % 4).astype(np.int32)
     slots = Slots(np.arange(n), np.arange(n), labels, np.array([""] * n), classes, size, "squash", CHUNK)
@@ -55,39 +53,20 @@ def child(n: int, size: int, root: str) -> dict:
     with strategy.scope():
         model = build_model("seed-cnn", ModelOptions(size, 4, augment=True))
     multi_worker_fit(model, strategy)
-    times = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            times.append(time.perf_counter())
-
-        def on_epoch_end(self, epoch, logs=None):
-            times[-1] = time.perf_counter() - times[-1]
-
-    model.fit(batches, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[Clock()])
-    return {"images_per_s": steps * global_batch / times[1], "workers": this.workers, "chief": this.chief}
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    clock = epoch_clock()
+    model.fit(batches, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[clock])
+    return {"images_per_s": steps * global_batch / clock.seconds[1], "workers": this.workers, "chief": this.chief}
 
 
 def run_workers(workers: int, n: int, size: int, root: str) -> dict:
     """Run ``workers`` processes (1: no TF_CONFIG) and return the chief's figures."""
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(workers)]
     args = [sys.executable, __file__, "--child", "--n", str(n), "--size", str(size), "--root", root]
     procs = []
-    for index in range(workers):
+    for config in on_this_machine(workers):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         env.pop("TF_CONFIG", None)
         if workers > 1:
-            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+            env["TF_CONFIG"] = json.dumps(config)
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
     outputs = [p.communicate(timeout=3600)[0] for p in procs]
     if any(p.returncode for p in procs):

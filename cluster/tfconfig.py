@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -59,6 +60,24 @@ def tf_config(
             raise TfConfigError(f"{what} is empty: set it in the pod's env")
     hosts = [f"{job_name}-{i}.{service}.{namespace}.svc.cluster.local:{port}" for i in range(world_size)]
     return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+
+
+def on_this_machine(world_size: int) -> list[dict]:
+    """The ``TF_CONFIG`` of each of ``world_size`` worker processes on 127.0.0.1 (free ports),
+    to run a multi-worker training on one machine (the tests and benchmarks do).
+
+    >>> [c["task"]["index"] for c in on_this_machine(2)]
+    [0, 1]
+    """
+    sockets = [socket.socket() for _ in range(world_size)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        hosts = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [{"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}} for i in range(world_size)]
 
 
 def from_env(env: Mapping[str, str]) -> dict:

@@ -19,6 +19,7 @@ import zarr
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
+from cluster.tfconfig import on_this_machine
 from metdata import training
 from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
@@ -238,16 +239,9 @@ def test_s3_input_gives_the_same_batches_as_local(store, s3):
     assert sorted(labels.tolist()) == sorted(local_slots.label.tolist())
 
 
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+def worker_env(config: dict) -> dict:
+    """This process's environment for one worker of a multi-worker run on 127.0.0.1."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def test_two_workers_train_one_run_under_multi_worker_mirrored_strategy(store, tmp_path):
@@ -255,16 +249,15 @@ def test_two_workers_train_one_run_under_multi_worker_mirrored_strategy(store, t
     from metdata.cli.train import evaluate
 
     out = tmp_path / "run"
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
     command = [sys.executable, "-m", "metdata", "train", "--data", store.url, "--target", TARGET]
     command += ["--out", str(out), "--epochs", "3", "--batch-size", "16", "--no-augment"]
     procs, logs = [], []
-    for index in (0, 1):
-        config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for index, config in enumerate(on_this_machine(2)):
         logs.append(tmp_path / f"worker-{index}.log")
         with logs[-1].open("w") as log:
-            procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(command, cwd=REPO, env=worker_env(config), stdout=log, stderr=subprocess.STDOUT)
+            )
     try:
         codes = [p.wait(timeout=400) for p in procs]
     finally:
@@ -316,13 +309,11 @@ SAME_START = textwrap.dedent(
 @pytest.mark.parametrize(("epochs", "expected"), [(("4", "4"), "same"), (("4", "-1"), "refused")])
 def test_workers_that_found_different_backups_all_refuse(epochs, expected, tmp_path):
     """A RUN that is not shared (or read mid-upload): every worker stops with the fix, none hangs."""
-    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
-    procs = []
-    for index in (0, 1):
-        config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        command = [sys.executable, "-c", SAME_START, *epochs]
-        procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    command = [sys.executable, "-c", SAME_START, *epochs]
+    procs = [
+        subprocess.Popen(command, cwd=REPO, env=worker_env(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for c in on_this_machine(2)
+    ]
     try:
         outputs = [p.communicate(timeout=120) for p in procs]
     finally:
