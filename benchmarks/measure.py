@@ -80,3 +80,23 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def epoch_clock():
+    """A Keras callback whose ``seconds`` lists each epoch's wall time (Keras imported on call)."""
+    import time
+
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds[-1] = time.perf_counter() - self.seconds[-1]
+
+    return EpochClock()

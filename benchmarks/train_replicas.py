@@ -18,10 +18,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
-from measure import peak_rss_bytes
+from measure import epoch_clock, peak_rss_bytes
 from zarr_chunks import real_images
 
 from metdata.dataset import Dataset
@@ -46,8 +45,6 @@ def child(replicas: int, n: int, size: int, root: str) -> dict:
 
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-
     from metdata.models import ModelOptions, build_model
     from metdata.training import build_dataset
 
@@ -66,17 +63,9 @@ def child(replicas: int, n: int, size: int, root: str) -> dict:
     with strategy.scope():
         model = build_model("seed-cnn", ModelOptions(size, 4, augment=True))
     data = build_dataset(Dataset(root), slots, InputOptions(batch_size=BATCH * replicas, seed=0))
-    times = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            times.append(time.perf_counter())
-
-        def on_epoch_end(self, epoch, logs=None):
-            times[-1] = time.perf_counter() - times[-1]
-
-    model.fit(data, epochs=2, verbose=0, callbacks=[Clock()])
-    return {"images_per_s": n / times[1], "peak_mb": peak_rss_bytes() / 2**20}
+    clock = epoch_clock()
+    model.fit(data, epochs=2, verbose=0, callbacks=[clock])
+    return {"images_per_s": n / clock.seconds[1], "peak_mb": peak_rss_bytes() / 2**20}
 
 
 def run_child(replicas: int, n: int, size: int, root: str) -> dict:
