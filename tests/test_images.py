@@ -11,7 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 import zarr
 from conftest import stats
-from workers import kill_a_worker_when
+from workers import kill_a_worker_when, wait_until
 
 from jobs import images as job
 from jobs.ingest import IngestOptions
@@ -290,7 +290,6 @@ def test_interrupted_run_then_rerun_equals_a_clean_run(start_met, dask_client, t
     import shutil
     import subprocess
     import sys
-    import time
 
     met = start_met(objects=300, seed=8, latency=0.02, fault_rate=0.1, faults=frozenset({"image-404"}))
     clean_root, broken_root = tmp_path / "clean", tmp_path / "broken"
@@ -318,9 +317,8 @@ def test_interrupted_run_then_rerun_equals_a_clean_run(start_met, dask_client, t
     proc = subprocess.Popen(
         [*command, "--data", str(broken_root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 90
-    while len(Dataset(str(broken_root)).data_files("images")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    begun = Dataset(str(broken_root))
+    wait_until(lambda: len(begun.data_files("images")) >= 2, still_running=lambda: proc.poll() is None)
     proc.kill()
     proc.wait()
     assert 0 < len(Dataset(str(broken_root)).data_files("images")) < 15

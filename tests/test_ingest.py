@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 import requests
 from conftest import SAMPLES, stats
-from workers import kill_a_worker_when
+from workers import kill_a_worker_when, wait_until
 
 from jobs.ingest import IngestOptions, plan, run
 from metdata.dataset import Dataset
@@ -178,9 +177,8 @@ def test_client_killed_mid_run_then_rerun_equals_a_clean_run(start_met, tmp_path
     proc = subprocess.Popen(
         [*command, "--data", str(interrupted)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 90
-    while len(Dataset(str(interrupted)).data_files("objects")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    begun = Dataset(str(interrupted))
+    wait_until(lambda: len(begun.data_files("objects")) >= 2, still_running=lambda: proc.poll() is None)
     proc.kill()
     proc.wait()
     partial = len(Dataset(str(interrupted)).data_files("objects"))
