@@ -179,7 +179,7 @@ def connect(
                 n_workers=n,
                 threads_per_worker=threads_per_worker,
                 processes=True,
-                dashboard_address=":8787",
+                dashboard_address="127.0.0.1:8787",  # this machine only, as the log says
             ) as cluster,
             Client(cluster) as client,
         ):

@@ -20,6 +20,8 @@ os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # moto checks credentials (rea
 
 from moto.server import ThreadedMotoServer
 
+from metdata import lock
+from metdata.dataset import Dataset, lock_file
 from metdata.emulator import EmulatorConfig, MetEmulator
 
 OUT = Path(__file__).with_name("bad-inputs.md")
@@ -63,6 +65,29 @@ def main() -> None:
         corrupt = work / "corrupt"
         subprocess.run(["cp", "-r", data, str(corrupt)], check=True)
         (corrupt / "images.zarr" / "zarr.json").write_text("{ not json")
+        metdata("train", "--data", data, *target, "--out", str(work / "run"), "--epochs", "1", check=True)
+        metdata(
+            "images", "--api", api, "--data", data, *target, "--size", "40", "--store", "s40.zarr", *fast, check=True
+        )
+        bad_chunk = work / "bad-chunk"
+        subprocess.run(["cp", "-r", data, str(bad_chunk)], check=True)
+        (bad_chunk / "images.zarr" / "images" / "c" / "0" / "0" / "0" / "0").write_bytes(b"not zstd")
+        foreign = work / "foreign"
+        subprocess.run(["cp", "-r", data, str(foreign)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import pyarrow as pa, pyarrow.parquet as pq; "
+                f"pq.write_table(pa.table({{'x': [1]}}), {str(foreign / 'objects' / 'zz-other.parquet')!r})",
+            ],
+            check=True,
+        )
+        (work / "victim").mkdir()
+        (work / "victim" / "keep.txt").write_text("not metdata's")
+        where_file = "objectID = (SELECT column0 FROM read_csv('/etc/passwd', header=false, sep=':') LIMIT 1)"
+        ingest_lock = lock.Lease(Dataset(data), lock_file("objects"), "metdata ingest")
+        ingest_lock.acquire()  # another live ingest on this root (this process)
         cases = [
             ("bad API URL", ["ids", "--api", "collectionapi.metmuseum.org", "--data", data]),
             ("unreachable API", ["ids", "--api", "http://127.0.0.1:9/public/collection/v1", "--data", data]),
@@ -86,6 +111,33 @@ def main() -> None:
                 ["train", "--data", str(corrupt), "--target", "painting-culture", "--out", str(work / "r2")],
             ),
             ("unknown option value", ["images", "--api", api, "--data", data, "--resize", "stretch"]),
+            ("store named after a stage folder", ["images", "--api", api, "--data", data, "--store", "objects.zarr"]),
+            ("store named '.zarr'", ["images", "--api", api, "--data", data, "--store", ".zarr"]),
+            ("store outside the root", ["images", "--api", api, "--data", data, "--store", "../victim.zarr"]),
+            ("--where reading a file", ["images", "--api", api, "--data", data, "--where", where_file, *fast]),
+            (
+                "--where with a second statement",
+                ["images", "--api", api, "--data", data, "--where", "1=1; COPY (SELECT 'x') TO 'out.csv'", *fast],
+            ),
+            ("--rate nan", ["ingest", "--api", api, "--data", data, "--rate", "nan"]),
+            ("--timeout inf", ["ingest", "--api", api, "--data", data, "--timeout", "inf"]),
+            ("--cooldown nan", ["ingest", "--api", api, "--data", data, "--cooldown", "nan"]),
+            (
+                "--val-fraction nan",
+                ["train", "--data", data, *target, "--out", str(work / "r3"), "--val-fraction", "nan"],
+            ),
+            ("a run folder inside a stage folder", ["train", "--data", data, *target, "--out", f"{data}/objects/run"]),
+            ("a second ingest on the same root", ["ingest", "--api", api, "--data", data, *fast]),
+            ("another tool's Parquet in objects/", ["images", "--api", api, "--data", str(foreign), *target, *fast]),
+            (
+                "evaluate on another store",
+                ["evaluate", "--data", data, "--store", "s40.zarr", "--model", str(work / "run")],
+            ),
+            (
+                "evaluate on another store, allowed, other size",
+                ["evaluate", "--data", data, "--store", "s40.zarr", "--model", str(work / "run"), "--allow-other-data"],
+            ),
+            ("a damaged Zarr chunk", ["train", "--data", str(bad_chunk), *target, "--out", str(work / "r4")]),
         ]
         rows = []
         for name, args in cases:
@@ -96,6 +148,9 @@ def main() -> None:
             message = message.replace(strict.url, "$API").replace(endpoint, "$S3")
             rows.append(f"| {name} | `metdata {shown}` | {result.returncode} | {message.replace('|', '/')} |")
             print(f"{name}: exit {result.returncode}: {message}", flush=True)
+        ingest_lock.release()
+        assert (work / "victim" / "keep.txt").exists() and (work / "data" / "objects").is_dir(), "a store name escaped"
+        assert not Path("out.csv").exists(), "--where wrote a file"
     moto.stop()
     OUT.write_text(
         "# Bad inputs and what metdata says\n\n"

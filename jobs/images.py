@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from distributed import Client
 
-from jobs.tasks import install_pacer, run_tasks
-from metdata import images
-from metdata.dataset import Dataset
+from jobs.tasks import install_pacer, report_unexpected, run_tasks
+from metdata import images, lock
+from metdata.dataset import Dataset, DatasetError, lock_file
 from metdata.errors import UserError
 from metdata.pacing import PaceConfig
 from metdata.selection import objects_table, select
@@ -35,6 +35,20 @@ class Plan:
     selected: int
 
 
+#: Every function that writes a store holds that store's one lease (re-entrant).
+exclusive = lock.exclusive("metdata images", lambda arguments: arguments["options"].store)
+
+
+def writing(dataset: Dataset, options: images.ImageOptions):
+    """Hold the lease of the store ``options.store`` for a block (around ``plan`` and ``run``).
+
+    Raises:
+        LockHeld: another images run writes this store (the message names it).
+    """
+    return lock.hold(dataset, lock_file(options.store), "metdata images")
+
+
+@exclusive
 def plan(
     dataset: Dataset,
     options: images.ImageOptions,
@@ -48,23 +62,34 @@ def plan(
     With ``from_originals`` (a store made with ``--keep-originals``), the bytes come from
     that store's status shards instead of the network: another size without downloading.
 
+    A store grows when the selection gained objects (``images.prepare_store``): its slots keep
+    their objects and the new ones get new slots after them, so tasks follow the store's order.
+
     Raises:
         DatasetError, SelectionError, StoreMismatch: bad root, selection or store; nothing changed.
+        LockHeld: another images run writes this store.
     """
     dataset.check_writable()
     label_columns = resolve(target).columns if target else []
     columns = None if where else ["objectID", "status", "isPublicDomain", options.url_field, *label_columns]
     selected = select(objects_table(dataset, columns), options.url_field, target, where)
     ids = selected["objectID"].to_pylist()
+    if len(set(ids)) != len(ids):
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise DatasetError(
+            f"{len(twice)} objects have rows in two shards of {dataset.url.rstrip('/')}/objects (e.g. {twice[:5]}), "
+            "left by two ingests at once: run 'metdata ingest' on this root once (it keeps one row per id), then rerun"
+        )
     urls = [
         u if s == "ok" else None
         for u, s in zip(selected[options.url_field].to_pylist(), selected["status"].to_pylist(), strict=True)
     ]
     if from_originals:
         urls = _kept_sources(dataset, options, from_originals, ids)
-    images.prepare_store(dataset, options, ids, {"target": target, "where": where})
+    url_of = dict(zip(ids, urls, strict=True))
+    slots = images.prepare_store(dataset, options, ids, {"target": target, "where": where})
     done = images.read_statuses(dataset, options)
-    tasks = images.plan_chunks(ids, urls, options.chunk, done, retry_failed)
+    tasks = images.plan_chunks(slots, [url_of[i] for i in slots], options.chunk, done, retry_failed)
     log.info(
         "%d objects selected, %d chunks done; %d chunk tasks to run",
         len(ids),
@@ -88,6 +113,7 @@ def _kept_sources(dataset: Dataset, options: images.ImageOptions, source_store: 
     return [where.get(i, f"{images.KEPT}{source}") for i in ids]
 
 
+@exclusive
 def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, pace: PaceConfig, planned: Plan) -> dict:
     """Run the planned chunk tasks within the image host's budget; write and return a summary.
 
@@ -96,7 +122,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
     """
     started = time.monotonic()
     statuses: Counter[str] = Counter()
-    downloaded = 0
+    downloaded = bugs = 0
     failures: list[str] = []
     if planned.tasks:
         pacer = install_pacer(client, pace)
@@ -114,6 +140,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
         ):
             statuses.update(result["statuses"])
             downloaded += result["bytes"]
+            bugs += result.get("errors", 0)
     duration = time.monotonic() - started
     table_statuses = Counter(s for slots in images.read_statuses(dataset, options).values() for s in slots)
     summary = {
@@ -128,11 +155,16 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             "duration_s": round(duration, 2),
             "images_per_s": round(sum(statuses.values()) / duration, 2) if duration else None,
             "failed_chunk_tasks": failures,
+            "unexpected_errors": report_unexpected(bugs, "images"),
         },
     }
-    dataset.write_json(f"{options.status_folder}/_summary.json", summary)
+    unsaved = dataset.write_summary((f"{options.status_folder}/_summary.json",), summary)
     if failures:
         raise ChunksFailed(
-            f"{len(failures)} chunk tasks failed (rerun the same command to redo them): " + "; ".join(failures[:5])
+            f"{len(failures)} chunk tasks failed (rerun the same command to redo them): "
+            + "; ".join(failures[:5])
+            + (f". Also, {unsaved}" if unsaved else "")
         )
+    if unsaved:
+        raise DatasetError(unsaved)
     return summary

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from distributed import Client
 
-from jobs.tasks import install_pacer, run_tasks
-from metdata import ingest
-from metdata.dataset import RUNS, SUMMARY, Dataset
+from jobs.tasks import install_pacer, report_unexpected, run_tasks
+from metdata import ingest, lock
+from metdata.dataset import OBJECTS, RUNS, SUMMARY, Dataset, DatasetError, lock_file
 from metdata.errors import UserError
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
@@ -43,6 +43,21 @@ class ShardsFailed(UserError):
     """Some shard tasks raised; their ids keep no row until a rerun."""
 
 
+#: Every function that writes ``objects/`` or the listing holds the one ingest lease (re-entrant).
+exclusive = lock.exclusive("metdata ingest", lambda arguments: OBJECTS)
+
+
+def writing(dataset: Dataset):
+    """Hold the ingest lease of ``dataset`` for a block (around ``plan`` and ``run``, so that no
+    other run writes between them).
+
+    Raises:
+        LockHeld: another ingest writes this root (the message names it).
+    """
+    return lock.hold(dataset, lock_file(OBJECTS), "metdata ingest")
+
+
+@exclusive
 def take_listing(
     dataset: Dataset,
     lookup: LookupOptions,
@@ -67,20 +82,28 @@ class Plan:
     with_rows: int
 
 
+@exclusive
 def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     """Decide the run's shard tasks. Needs no cluster, so bad input fails before one starts.
 
     Takes the listing snapshot if there is none; with ``since``, fetches the updated ids.
 
+    Ids found in two shards (two runs at once, before the lease) keep one row (``ingest.keep_one``);
+    new ids go into new shards only, so shards never overlap, whatever ``shard_size`` each run had.
+
     Raises:
         DatasetError, ListingError: a bad root or API (nothing written).
+        LockHeld: another ingest writes this root.
     """
     dataset.check_writable()
     pacer = LocalPacer(options.pace)
     if not dataset.exists(ingest.LISTING):
         ingest.write_listing(dataset, fetch_listing(options.lookup, pacer), {})
     listed = ingest.read_listing(dataset)
-    index = ingest.read_index(dataset)
+    index, overlaps = ingest.index_and_duplicates(dataset)
+    for name, ids in sorted(overlaps.items()):  # left by two runs at once: keep one row per id
+        log.warning("%d ids of %s also have a row in another shard: dropping them here", len(ids), name)
+        ingest.drop_rows(dataset, name, ids)
     replace: set[int] = set()
     if options.retry_failed:
         replace |= ingest.retryable_ids(index)
@@ -105,6 +128,7 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     return Plan(tasks, len(listed), len(index))
 
 
+@exclusive
 def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan | None = None) -> dict:
     """Ingest: run the planned shard tasks on the cluster within one budget, then summarise.
 
@@ -117,11 +141,11 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
     tasks = (planned or plan(dataset, options)).tasks
     if not tasks:  # nothing to look up: no cluster needed
         summary = _summary(dataset, options, Counter(), 0, time.monotonic() - started, {}, [])
-        _save_summary(dataset, summary)
+        _save_summary(dataset, summary, [])
         return summary
     pacer = install_pacer(client, options.pace)
     statuses: Counter[str] = Counter()
-    requests = 0
+    requests = bugs = 0
     failures: list[str] = []
     for result in run_tasks(
         client,
@@ -137,13 +161,11 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
     ):
         statuses.update(result["statuses"])
         requests += result["requests"]
+        bugs += result.get("errors", 0)
     duration = time.monotonic() - started
     summary = _summary(dataset, options, statuses, requests, duration, pacer.stats(), failures)
-    _save_summary(dataset, summary)
-    if failures:
-        raise ShardsFailed(
-            f"{len(failures)} shard tasks failed (rerun the same command to retry them): " + "; ".join(failures[:5])
-        )
+    summary["this_run"]["unexpected_errors"] = report_unexpected(bugs, "ids")
+    _save_summary(dataset, summary, failures)
     return summary
 
 
@@ -176,12 +198,26 @@ def _summary(
     }
 
 
-def _save_summary(dataset: Dataset, summary: dict) -> None:
+def _save_summary(dataset: Dataset, summary: dict, failures: list[str]) -> None:
+    """Write the summary; raise for failed shards, or for a summary that could not be written.
+
+    Raises:
+        ShardsFailed: some shards raised (also naming an unwritten summary).
+        DatasetError: the summary could not be written (a full disk, ...).
+    """
     stamp = summary["finished_at"].replace(":", "").replace("+0000", "Z")
-    dataset.write_json(f"{RUNS}/ingest-{stamp}.json", summary)
-    dataset.write_json(SUMMARY, summary)
+    unsaved = dataset.write_summary((f"{RUNS}/ingest-{stamp}.json", SUMMARY), summary)
+    if failures:
+        raise ShardsFailed(
+            f"{len(failures)} shard tasks failed (rerun the same command to retry them): "
+            + "; ".join(failures[:5])
+            + (f". Also, {unsaved}" if unsaved else "")
+        )
+    if unsaved:
+        raise DatasetError(unsaved)
 
 
+@exclusive
 def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
     """Load MetObjects.csv rows (status ``csv``) for every id that has no row yet.
 
@@ -215,5 +251,5 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
         flush(pending)
     ingest.write_listing(dataset, sorted(listed), {"from_csv": options.from_csv})
     summary = _summary(dataset, options, written, 0, time.monotonic() - started, {}, [])
-    _save_summary(dataset, summary)
+    _save_summary(dataset, summary, [])
     return summary

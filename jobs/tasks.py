@@ -59,3 +59,16 @@ def run_tasks(
         client.cancel(futures)
         log.warning("interrupted: finished work is kept; rerun the same command to resume")
         raise
+
+
+def report_unexpected(count: int, what: str) -> int:
+    """Warn once about items that hit an unexpected error (a bug: each has a ``failed`` row and
+    its traceback in the workers' log); return the count for the run summary."""
+    if count:
+        log.warning(
+            "%d %s hit an unexpected error (their rows say failed; the tracebacks are in the workers' log): "
+            "please report it",
+            count,
+            what,
+        )
+    return count

@@ -1,53 +1,39 @@
 """The Met Collection API: URLs, and what each answer means.
 
-``classify`` is pure: it turns (status, content type, body) into an outcome, so that a block
-page sent with status 200 is a block and not data, and only outcomes that can succeed later
+``classify`` is pure: it turns (status, content type, body) into an outcome. What holds on
+every host (429 and 5xx are transient, the bot protection's page is a block, even with status
+200) is decided once, in ``fetch.classify``; this module adds the API's meanings: JSON records,
+and the messages of its 404 and 400 answers. Only outcomes that can succeed later
 (``transient``, ``blocked``) are ever retried.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from enum import StrEnum
+
+from metdata import fetch
+from metdata.fetch import RETRYABLE, Answer, Outcome, Reply
+
+__all__ = ["DEFAULT_API", "RETRYABLE", "Answer", "Outcome", "classify", "judge", "parse_json"]
 
 #: The real service; ``--api`` defaults to it.
 DEFAULT_API = "https://collectionapi.metmuseum.org/public/collection/v1"
 
 
-class Outcome(StrEnum):
-    """What one API answer means for the object asked about."""
+def parse_json(body: bytes) -> tuple[object, str]:
+    """(payload, "") or (None, why the body is not usable JSON); never raises.
 
-    OK = "ok"
-    NOT_FOUND = "not_found"  # 404 "ObjectID not found"
-    NOT_VALID = "not_valid"  # 404 "Not a valid object" (withdrawn, on loan)
-    INVALID_ID = "invalid_id"  # 400 "could not parse objectID"
-    BLOCKED = "blocked"  # the bot protection's HTML page, with 403 or 200
-    TRANSIENT = "transient"  # 5xx, timeouts, dropped connections
-    FAILED = "failed"  # anything else, with its reason
-
-    @property
-    def retryable(self) -> bool:
-        """Whether asking again later can give a different answer."""
-        return self.value in RETRYABLE
-
-
-#: The statuses worth asking again, in every stage: the rest are final.
-RETRYABLE = frozenset({Outcome.TRANSIENT.value, Outcome.BLOCKED.value})
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A classified answer: the outcome, the parsed JSON when ok, and a reason otherwise."""
-
-    outcome: Outcome
-    payload: object = None
-    error: str = ""
-
-
-def _is_block_page(body: bytes) -> bool:
-    head = body[:2048].lower()
-    return b"incapsula" in head or b"<html" in head
+    >>> parse_json(b'{"a": 1}')
+    ({'a': 1}, '')
+    >>> parse_json(b"[" * 200_000 + b"]" * 200_000)[1]
+    'JSON nested too deep'
+    """
+    try:
+        return json.loads(body), ""
+    except RecursionError:
+        return None, "JSON nested too deep"
+    except ValueError:  # UnicodeDecodeError included
+        return None, "not JSON"
 
 
 def classify(status: int, content_type: str, body: bytes) -> Answer:
@@ -63,15 +49,14 @@ def classify(status: int, content_type: str, body: bytes) -> Answer:
     >>> classify(200, "text/html", b"<html>Incapsula incident ID: 1</html>").outcome
     <Outcome.BLOCKED: 'blocked'>
     """
-    if status >= 500 or status == 429:
-        return Answer(Outcome.TRANSIENT, error=f"HTTP {status}")
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        if status in (200, 403) and _is_block_page(body):
-            return Answer(Outcome.BLOCKED, error=f"HTTP {status} bot-protection page")
-        return Answer(Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, not JSON")
+    shared = fetch.classify(status, content_type, body)
+    if shared.outcome in (Outcome.TRANSIENT, Outcome.BLOCKED):
+        return shared
+    payload, problem = parse_json(body)
+    if problem:
+        return Answer(Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, {problem}")
     message = payload.get("message", "") if isinstance(payload, dict) else ""
+    message = message if isinstance(message, str) else ""
     if status == 200:
         return Answer(Outcome.OK, payload)
     if status == 404 and message == "ObjectID not found":
@@ -81,3 +66,10 @@ def classify(status: int, content_type: str, body: bytes) -> Answer:
     if status == 400 and message == "could not parse objectID":
         return Answer(Outcome.INVALID_ID, error=message)
     return Answer(Outcome.FAILED, error=f"HTTP {status}: {message or str(payload)[:200]}")
+
+
+def judge(reply: Reply) -> Answer:
+    """What a ``fetch.Reply`` from the API means: the transport's outcome, else ``classify``."""
+    if reply.outcome is not None:
+        return Answer(reply.outcome, error=reply.error)
+    return classify(reply.status, reply.content_type, reply.body)

@@ -11,6 +11,7 @@ A root is a URL: a local folder (``data``, ``file:///data``) or an object-store 
     images.zarr/               Zarr v3 group: images (N, S, S, 3) uint8 RGB, object_id, valid
     images/part-NNNNNN.parquet one status shard per Zarr chunk (written last: the done mark)
     images/_summary.json       the last images run's summary
+    _locks/<folder>.json       the lease of the run writing objects/ or a store (metdata.lock)
 
 Files whose names start with ``_`` or ``.`` are not data (pyarrow, pandas and DuckDB skip
 them). Every file appears atomically: local files are written aside and renamed; an S3 PUT is
@@ -19,8 +20,14 @@ atomic by itself.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
+import os
+import posixpath
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,15 +38,89 @@ import pyarrow.parquet as pq
 
 from metdata.errors import UserError
 
+log = logging.getLogger(__name__)
+
 LISTING = "ids/listing.parquet"
 LISTING_META = "ids/_listing.json"
 OBJECTS = "objects"
 SUMMARY = "objects/_summary.json"
 RUNS = "objects/_runs"
+LOCKS = "_locks"
+
+
+def lock_file(folder: str) -> str:
+    """The lease of the one writer of a stage folder (``objects``, a store such as ``images.zarr``).
+
+    >>> lock_file("objects")
+    '_locks/objects.json'
+    """
+    return f"{LOCKS}/{folder}.json"
+
+
+#: The root's own folders: no store, status folder or output folder may take their names.
+STAGE_FOLDERS = frozenset({"ids", "objects", "runs"})
+_STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.zarr")
+#: Hidden temporary files older than this are leftovers of a killed or failed write.
+STALE_TMP_S = 3600.0
+
+
+#: The temporary files metdata writes aside (``.NAME.<uuid hex>.tmp``): the only ones it cleans up.
+_OUR_TMP = re.compile(r"\.(?:.+\.)?[0-9a-f]{32}\.tmp")
 
 
 class DatasetError(UserError):
     """The dataset root cannot be used; the message says why and what to do."""
+
+
+def store_paths(name: str) -> tuple[str, str]:
+    """The store folder and status folder of a store name: ``images-224.zarr`` -> both under the root.
+
+    A store name is one plain folder name ending ``.zarr`` whose status folder (the name without
+    ``.zarr``) is no other folder of the root: the images stage deletes both when it remakes a store,
+    so neither may name anything it does not own.
+
+    >>> store_paths("images-224.zarr")
+    ('images-224.zarr', 'images-224')
+    >>> store_paths("../victim.zarr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    metdata.dataset.DatasetError: store name '../victim.zarr' is not a plain folder name: ...
+    >>> store_paths("objects.zarr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    metdata.dataset.DatasetError: store name 'objects.zarr' would use objects/ (a folder of the root ...
+
+    Raises:
+        DatasetError: a path rather than a name, a hidden name, an empty stem, or a stem that is
+            one of the root's own folders (``ids``, ``objects``, ``runs``) or another store (``x.zarr.zarr``).
+    """
+    fix = "give another name ending .zarr, e.g. images-224.zarr"
+    if not isinstance(name, str) or not _STORE_NAME.fullmatch(name):
+        raise DatasetError(
+            f"store name {name!r} is not a plain folder name: use letters, digits, '-', '_' and '.', "
+            f"start with a letter or digit, no '/', and end with .zarr; {fix}"
+        )
+    stem = name.removesuffix(".zarr")
+    if stem.lower() in STAGE_FOLDERS or stem.lower().endswith(".zarr"):
+        raise DatasetError(
+            f"store name {name!r} would use {stem}/ (a folder of the root or another store) as its status folder; {fix}"
+        )
+    return name, stem
+
+
+def check_column(dataset: Dataset, relative: str, schema: pa.Schema, wanted: pa.Field) -> None:
+    """Raise the foreign-file error unless ``schema`` has the column ``wanted`` with its type."""
+    index = schema.get_field_index(wanted.name)
+    if index < 0 or schema.field(index).type != wanted.type:
+        found = "missing" if index < 0 else f"of type {schema.field(index).type}"
+        raise dataset.foreign_file(relative, f"column {wanted.name} {found}, not {wanted.type}")
+
+
+def _normalized(url: str, storage_options: dict | None = None) -> tuple[str, str]:
+    """(protocol, absolute normalized path) of a URL: symlinks resolved locally, ``..`` folded."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return "file", os.path.realpath(path)
+    return protocol, posixpath.normpath("/" + path.strip("/"))
 
 
 @dataclass(frozen=True)
@@ -92,14 +173,67 @@ class Dataset:
         self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
         parent, name = final.rsplit("/", 1)
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
-        self.fs.pipe_file(tmp, data)
-        self.fs.mv(tmp, final)
+        try:
+            self.fs.pipe_file(tmp, data)
+            os.replace(tmp, final)  # a rename, never fsspec's mv (shutil.move: into a folder, or a copy)
+        except BaseException:  # a full disk or an interrupt: no hidden half-file stays behind
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(tmp)
+            raise
+
+    def remove_stale_tmp(self, folder: str = "", older_than: float = STALE_TMP_S, depth: int = 2) -> int:
+        """Delete the hidden temporary files that killed writes left in a folder and its subfolders:
+        only names ``write_bytes`` and the lock make (``.NAME.<32 hex>.tmp``), never another tool's.
+
+        Only files older than ``older_than`` seconds go, so a write in progress is never touched;
+        Zarr stores (``*.zarr``) are not searched. Returns how many were deleted (0 on S3, where a
+        write is one PUT and leaves no temporary file).
+        """
+        if not self.local:
+            return 0
+        try:
+            entries = self.fs.ls(self.path(folder), detail=True)
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        cutoff = time.time() - older_than
+        for entry in entries:
+            name = entry["name"].rsplit("/", 1)[-1]
+            if entry["type"] == "directory" and depth > 0 and not name.endswith(".zarr"):
+                removed += self.remove_stale_tmp(f"{folder}/{name}".lstrip("/"), older_than, depth - 1)
+            elif _OUR_TMP.fullmatch(name) and (entry.get("mtime") or cutoff) < cutoff:
+                self.fs.rm_file(entry["name"])
+                removed += 1
+        return removed
 
     def read_bytes(self, relative: str) -> bytes:
         return self.fs.cat_file(self.path(relative))
 
     def write_json(self, relative: str, payload: object) -> None:
-        self.write_bytes(relative, json.dumps(payload, indent=2, default=str).encode())
+        """Write JSON atomically; NaN or infinity is refused (they are not JSON).
+
+        Raises:
+            ValueError: the payload holds a NaN or an infinity (a bug: values must be finite).
+        """
+        self.write_bytes(relative, json.dumps(payload, indent=2, default=str, allow_nan=False).encode())
+
+    def write_summary(self, relatives: tuple[str, ...], summary: dict) -> str | None:
+        """Write a run's summary to each path; return why it could not be (None when written).
+
+        The summary is the last thing a run writes: a full disk or a lost bucket here must not hide
+        the run's own outcome (failed tasks), so the problem is returned for the caller to report.
+        """
+        for relative in relatives:
+            try:
+                self.write_json(relative, summary)
+            except (OSError, ValueError) as exc:  # ENOSPC, permissions, S3 errors; NaN (a bug, logged)
+                log.error("could not write %s", relative, exc_info=True)
+                return (
+                    f"the run summary {self.url.rstrip('/')}/{relative} could not be written "
+                    f"({type(exc).__name__}: {exc}); the finished work is kept: free space or fix the root, "
+                    "then rerun the same command"
+                )
+        return None
 
     def read_json(self, relative: str) -> object:
         return json.loads(self.read_bytes(relative))
@@ -110,9 +244,53 @@ class Dataset:
         pq.write_table(table, buffer, compression="zstd")
         self.write_bytes(relative, buffer.getvalue())
 
-    def read_table(self, relative: str, columns: list[str] | None = None) -> pa.Table:
-        with self.fs.open(self.path(relative), "rb") as f:
-            return pq.read_table(f, columns=columns)
+    def read_table(self, relative: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+        """Read a Parquet file (some columns); with ``schema``, the columns read must have its types.
+
+        Raises:
+            DatasetError: not Parquet, or a column missing or of another type (another tool's file).
+        """
+        try:
+            with self.fs.open(self.path(relative), "rb") as f:
+                table = pq.read_table(f, columns=columns)
+        except pa.ArrowException as exc:
+            raise self.foreign_file(relative, str(exc).splitlines()[0]) from exc
+        for wanted in schema or ():
+            if columns is None or wanted.name in columns:
+                check_column(self, relative, table.schema, wanted)
+        return table
+
+    def foreign_file(self, relative: str, problem: str) -> DatasetError:
+        """The error for a file that is not one metdata wrote (names it and how to get it out of the way)."""
+        folder = relative.rsplit("/", 1)[0]
+        return DatasetError(
+            f"{self.url.rstrip('/')}/{relative} is not a metdata table ({problem}); another tool's file? "
+            f"Move it out of {folder}/ (or rename it to start with '_') and rerun"
+        )
+
+    def check_output(self, url: str, what: str, storage_options: dict | None = None) -> None:
+        """Refuse an output folder that would write over this root's own data.
+
+        An output (a run folder, an exploration report) may live under the root (``runs/NAME``,
+        ``report``), but not be the root itself, a folder above it, a stage folder (``ids``,
+        ``objects``), a store (``*.zarr``) or a store's status folder, nor lie inside one of them.
+
+        Raises:
+            DatasetError: naming the output, the folder it would overwrite, and the fix.
+        """
+        out_proto, out = _normalized(url, storage_options)
+        root_proto, root = _normalized(self.url, self.storage_options)
+        if out_proto != root_proto:
+            return
+        fix = f"give a folder of its own, e.g. {self.url.rstrip('/')}/runs/NAME or a folder outside the root"
+        if out == root or root.startswith(out.rstrip("/") + "/"):
+            raise DatasetError(f"{what} {url!r} is the dataset root {self.url!r} or holds it: {fix}")
+        if not out.startswith(root.rstrip("/") + "/"):
+            return
+        first = out[len(root.rstrip("/")) + 1 :].split("/", 1)[0]
+        stage = first.lower() in {"ids", "objects", "images"} or first.endswith(".zarr") or first[0] in "._"
+        if stage or self.exists(f"{first}.zarr/zarr.json"):  # a store's status folder
+            raise DatasetError(f"{what} {url!r} is inside {first}/, a folder the dataset stages own: {fix}")
 
     def data_files(self, folder: str, suffix: str = ".parquet") -> list[str]:
         """The data files of a folder (relative paths, sorted); ``_``/``.`` files are not data."""
@@ -157,7 +335,8 @@ class Dataset:
         return group
 
     def check_writable(self) -> None:
-        """Write and delete a probe file.
+        """Write and delete a probe file; then delete the temporary files killed writes left (every stage
+        starts with this check).
 
         Raises:
             DatasetError: naming the root, the error, and how to fix it.
@@ -166,6 +345,8 @@ class Dataset:
         try:
             self.write_bytes(probe, b"metdata")
             self.fs.rm(self.path(probe))
+            if removed := self.remove_stale_tmp():
+                log.info("removed %d temporary files left by killed writes under %s", removed, self.url)
         except DatasetError:
             raise
         except Exception as exc:  # fsspec backends raise many types; all mean "not writable"

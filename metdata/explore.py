@@ -5,7 +5,8 @@
 originals, and from the images store only ``object_id``, ``valid`` and the few slots it shows.
 Rules run once per distinct combination of their columns, not once per row.
 Counting and choosing grid samples are small pure functions over Arrow tables and lists; the
-drawing is separate (matplotlib with the Agg backend, each figure closed once saved). Every
+drawing is separate (matplotlib with the Agg backend, each figure closed once saved; a training
+run's curves and confusion matrix are drawn here too). Every
 file appears atomically, the HTML (figures embedded as data URIs) last. Without an images
 store the metadata figures are still written, and the report says which command builds the
 rest.
@@ -31,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metdata.dataset import Dataset
+from metdata.dataset import Dataset, store_paths
 from metdata.selection import objects_table
 from metdata.targets import Target, builtin, resolve
 
@@ -388,7 +389,7 @@ def open_images(dataset: Dataset, store: str) -> ImageStore | None:
     if not dataset.exists(f"{store}/zarr.json"):
         return None
     group = dataset.open_zarr(store)
-    folder = store.removesuffix(".zarr")
+    folder = store_paths(store)[1]
     shards = [dataset.read_table(name, columns=STATUS_SCHEMA.names) for name in dataset.data_files(folder)]
     statuses = pa.concat_tables(shards) if shards else STATUS_SCHEMA.empty_table()
     return ImageStore(store, group["object_id"][:], group["valid"][:], statuses, dict(group.attrs), group)
@@ -411,7 +412,7 @@ def _short(text: object, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     """The figure as PNG bytes; the figure is closed."""
     plt = _pyplot()
     buffer = io.BytesIO()
@@ -660,6 +661,38 @@ def draw_class_grid(
     return fig
 
 
+def draw_curves(history: Sequence[Mapping]) -> object:
+    """A training run's accuracy and loss per epoch, training and validation, side by side
+    (``history.json``'s entries; the run's curves.png)."""
+    plt = _pyplot()
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        ax.plot(epochs, [h.get(metric) for h in history], label=f"training {metric}")
+        if any(f"val_{metric}" in h for h in history):
+            ax.plot(epochs, [h.get(f"val_{metric}") for h in history], label=f"validation {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def draw_confusion(matrix: np.ndarray, classes: Sequence[str]) -> object:
+    """A confusion matrix (row true, column predicted) with its counts (the run's confusion-SIDE.png)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), n in np.ndenumerate(matrix):
+        ax.text(j, i, str(n), ha="center", va="center", color="black" if n < matrix.max() / 2 else "white")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -731,7 +764,7 @@ class _Report:
 
     def figure(self, name: str, fig, caption: str) -> str:
         """Render and keep a figure (closing it); its ``<figure>`` element, PNG embedded."""
-        self.figures[name] = _png(fig)
+        self.figures[name] = png_bytes(fig)
         return _figure(name, self.figures[name], caption)
 
 
@@ -869,7 +902,10 @@ def explore(dataset: Dataset, options: ExploreOptions) -> dict:
     Raises:
         TargetError: an unknown target or a bad target file.
         SelectionError: no metadata under the root (run ``metdata ingest`` first).
+        DatasetError: a bad store name, or ``out`` would write into the root's own folders.
     """
+    store_paths(options.store)
+    dataset.check_output(options.out, "--out")
     target = resolve(options.target)
     merge = builtin(MERGE_TARGET)
     columns = sorted(

@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +24,10 @@ import zarr
 
 from metdata import imaging
 from metdata.api import DEFAULT_API, RETRYABLE
-from metdata.dataset import Dataset
+from metdata.dataset import Dataset, store_paths
 from metdata.errors import UserError
-from metdata.lookup import LookupOptions, Pacer, lookup_one, new_session
+from metdata.fetch import Outcome, Policy, fetch, judge, new_session
+from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, lookup_one
 from metdata.pacing import retrying
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,8 @@ class ImageOptions:
 
     @property
     def status_folder(self) -> str:
-        """``images.zarr`` keeps its status shards in ``images/``."""
-        return self.store.removesuffix(".zarr")
+        """``images.zarr`` keeps its status shards in ``images/`` (a checked store name: see ``store_paths``)."""
+        return store_paths(self.store)[1]
 
     @property
     def url_field(self) -> str:
@@ -130,6 +132,7 @@ class Fetched:
     height: int | None = None
     data: bytes | None = field(default=None, repr=False)
     attempts: int = 0
+    unexpected: bool = False  # handling it raised: a bug or an unforeseen answer, counted as an error
 
 
 def budget_key(url: str) -> str:
@@ -137,59 +140,35 @@ def budget_key(url: str) -> str:
 
     >>> budget_key("https://images.metmuseum.org/CRDImages/ep/web-large/DP1.jpg")
     'images@images.metmuseum.org'
+    >>> budget_key("http://[::1")  # a malformed URL is refused before any request: any key will do
+    'images@'
     """
-    return f"images@{urlsplit(url).netloc}"
+    try:
+        return f"images@{urlsplit(url).netloc}"
+    except ValueError:
+        return "images@"
 
 
 def download(session: requests.Session, url: str, options: ImageOptions, pacer: Pacer) -> Fetched:
-    """Download one image within the budget; retry what can succeed later; never leave the
-    allowed hosts; stop reading past ``max_bytes``."""
+    """Download one image within the budget through ``fetch.fetch`` (allowed hosts only, one
+    deadline per request, ``max_bytes`` counted after decompression); retry what can succeed
+    later. Never raises for what the host or the URL does: that becomes the status."""
+    policy = Policy(
+        hosts=frozenset(h.lower() for h in options.allowed_hosts), deadline=options.timeout, max_bytes=options.max_bytes
+    )
+
+    def once() -> Fetched:
+        reply = fetch(session, url, policy, wait=lambda target: pacer.wait(budget_key(target)))
+        answer = judge(reply)
+        if answer.outcome is Outcome.OK:
+            return Fetched("ok", url=reply.url, data=answer.payload)
+        return Fetched(answer.outcome.value, answer.error, reply.url)
+
     result, attempts = retrying(
-        lambda: _download_once(session, url, options, pacer),
-        lambda fetched: fetched.status,
-        options.max_attempts,
-        options.backoff,
-        pacer,
-        budget_key(url),
+        once, lambda fetched: fetched.status, options.max_attempts, options.backoff, pacer, budget_key(url)
     )
     result.attempts = attempts
     return result
-
-
-def _download_once(session: requests.Session, url: str, options: ImageOptions, pacer: Pacer) -> Fetched:
-    for _hop in range(4):
-        host = urlsplit(url).netloc
-        if host not in options.allowed_hosts:
-            return Fetched(
-                "failed",
-                f"host {host!r} is not allowed (allowed: {sorted(options.allowed_hosts)})",
-                url,
-            )
-        pacer.wait(budget_key(url))
-        try:
-            with session.get(url, timeout=options.timeout, stream=True, allow_redirects=False) as response:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("Location", ""))
-                    continue
-                ctype = response.headers.get("Content-Type", "")
-                if response.status_code >= 500:
-                    return Fetched("transient", f"HTTP {response.status_code}", url)
-                body = bytearray()
-                for part in response.iter_content(1 << 16):
-                    body += part
-                    if len(body) > options.max_bytes:
-                        return Fetched("too_large", f"more than {options.max_bytes:,} bytes", url)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            return Fetched("transient", f"{type(exc).__name__}: {exc}"[:300], url)
-        data = bytes(body)
-        if response.status_code in (200, 403) and ctype.startswith("text/html") and b"incapsula" in data[:4096].lower():
-            return Fetched("blocked", f"HTTP {response.status_code} bot-protection page", url)
-        if response.status_code == 404:
-            return Fetched("not_found", "HTTP 404", url)
-        if response.status_code != 200:
-            return Fetched("failed", f"HTTP {response.status_code}", url)
-        return Fetched("ok", url=url, data=data)
-    return Fetched("failed", "too many redirects", url)
 
 
 def process(fetched: Fetched, options: ImageOptions) -> Fetched:
@@ -236,7 +215,24 @@ def fetch_slot(
     """Everything for one slot: look the URL up if unknown (CSV rows), download, decode.
 
     A ``kept:`` slot takes the bytes another store kept (``--keep-originals``): no download.
+    Never raises: whatever goes wrong becomes the slot's ``failed`` status naming the exception
+    (``unexpected``, so the chunk counts it), and the traceback is logged.
     """
+    try:
+        return _fetch_slot(session, object_id, url, options, pacer, kept)
+    except Exception as exc:  # per-item isolation: one slot never sinks its chunk
+        log.exception("image slot of object %s failed unexpectedly", object_id)
+        return Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], url, unexpected=True)
+
+
+def _fetch_slot(
+    session: requests.Session,
+    object_id: int,
+    url: str | None,
+    options: ImageOptions,
+    pacer: Pacer,
+    kept: dict[int, tuple[str, bytes]] | None,
+) -> Fetched:
     if url is not None and url.startswith(KEPT):
         if kept is None or object_id not in kept:
             return Fetched("no_image", f"no original was kept for it in {url.removeprefix(KEPT)}")
@@ -245,7 +241,8 @@ def fetch_slot(
     if url is None:
         row = lookup_one(session, object_id, options.lookup, pacer)
         if row["status"] != "ok":
-            return Fetched(row["status"] if row["status"] in STATUSES else "failed", f"lookup: {row['error']}")
+            status = row["status"] if row["status"] in STATUSES else "failed"
+            return Fetched(status, f"lookup: {row['error']}", unexpected=row.get(UNEXPECTED, False))
         url = row[options.url_field] or None
     if not url:
         return Fetched("no_image", "the record has no image URL")
@@ -260,7 +257,7 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
     """Fetch one chunk's images and write the chunk, then its status shard (the done mark)."""
     shard = f"{options.status_folder}/{task.name}"
     if task.redo is None and dataset.exists(shard):
-        return {"chunk": task.index, "skipped": True, "statuses": {}, "bytes": 0}
+        return {"chunk": task.index, "skipped": True, "statuses": {}, "bytes": 0, "errors": 0}
     pacer = pacer.bind()
     n = len(task.object_ids)
     group = open_arrays(dataset, options)
@@ -274,6 +271,7 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
         pixels = group["images"][task.start : task.start + n]
         valid = group["valid"][task.start : task.start + n]
         rows = dataset.read_table(shard).to_pylist()
+        rows += [{}] * (n - len(rows))  # the new slots of a chunk a grown store extended
     sources = {task.urls[i].removeprefix(KEPT) for i in redo if (task.urls[i] or "").startswith(KEPT)}
     kept = load_kept(dataset, sources) if sources else None
     with new_session(options.threads) as session, ThreadPoolExecutor(options.threads) as pool:
@@ -284,23 +282,13 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
             )
         )
     now = dt.datetime.now(dt.UTC)
-    for i, result in zip(redo, results, strict=True):
-        valid[i] = result.status == "ok"
-        pixels[i] = result.pixels if result.pixels is not None else 0
-        rows[i] = {
-            "objectID": task.object_ids[i],
-            "slot": task.start + i,
-            "status": result.status,
-            "error": result.error or None,
-            "url": result.url,
-            "width": result.width,
-            "height": result.height,
-            "bytes": len(result.data) if result.data is not None else None,
-            "sha256": hashlib.sha256(result.data).hexdigest() if result.data is not None else None,
-            "attempts": result.attempts,
-            "fetched_at": now,
-            "original": result.data if options.keep_originals else None,
-        }
+    for k, (i, result) in enumerate(zip(redo, results, strict=True)):
+        try:
+            valid[i], pixels[i], rows[i] = _slot_row(task, i, result, options, now)
+        except Exception as exc:  # per-item isolation, as in fetch_slot
+            log.exception("image slot of object %s failed unexpectedly", task.object_ids[i])
+            results[k] = Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], result.url, unexpected=True)
+            valid[i], pixels[i], rows[i] = _slot_row(task, i, results[k], options, now)
     group["images"][task.start : task.start + n] = pixels
     group["valid"][task.start : task.start + n] = valid
     dataset.write_table(shard, pa.Table.from_pylist(rows, schema=STATUS_SCHEMA))
@@ -312,44 +300,75 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
         "skipped": False,
         "statuses": statuses,
         "bytes": sum(rows[i]["bytes"] or 0 for i in redo),
+        "errors": sum(result.unexpected for result in results),
     }
+
+
+def _slot_row(task: ChunkTask, i: int, result: Fetched, options: ImageOptions, now: dt.datetime) -> tuple:
+    """(valid, pixels, status row) of slot ``i`` of the chunk."""
+    row = {
+        "objectID": task.object_ids[i],
+        "slot": task.start + i,
+        "status": result.status,
+        "error": result.error or None,
+        "url": result.url,
+        "width": result.width,
+        "height": result.height,
+        "bytes": len(result.data) if result.data is not None else None,
+        "sha256": hashlib.sha256(result.data).hexdigest() if result.data is not None else None,
+        "attempts": result.attempts,
+        "fetched_at": now,
+        "original": result.data if options.keep_originals else None,
+    }
+    pixels = result.pixels if result.pixels is not None else 0
+    return result.status == "ok", pixels, row
 
 
 class StoreMismatch(UserError):
     """An existing store was made for another size or selection; it is left untouched."""
 
 
-def prepare_store(dataset: Dataset, options: ImageOptions, object_ids: list[int], about: dict) -> None:
-    """Create the store for these ids, or check that the existing one is the same.
+#: Written with a store's first file: the mark of a store metdata made (and so may remake).
+STORE_MARK = {"metdata": "images"}
+_STATUS_SHARD = re.compile(r"part-(\d{6})\.parquet")
 
-    A store whose creation was interrupted (no ``complete`` attribute) is made again.
+
+def prepare_store(dataset: Dataset, options: ImageOptions, object_ids: list[int], about: dict) -> list[int]:
+    """Create the store for these ids, check the existing one, or grow it by new objects.
+
+    A complete store whose selection gained objects (``ingest --retry-failed`` or ``--since``
+    added rows) with the same target/where grows: its slots keep their objects and the new ones
+    get new slots after them (objectID order among themselves), so slot order is objectID order
+    only within each growth. A store whose creation was interrupted (``complete`` unset) is made
+    again, but only if metdata started it (``STORE_MARK``) and its status folder holds only status
+    shards: nothing else is deleted, ever.
+
+    Returns:
+        The store's object ids in slot order.
 
     Raises:
-        StoreMismatch: the existing store has another size, mode, rendition or selection.
+        StoreMismatch: another size, mode, rendition or chunk; another target/where; a selection
+            that lost some of the store's objects; or folders that metdata did not make.
     """
+    store, status = store_paths(options.store)  # a plain name whose folders are its own
     wanted = {"size": options.size, "resize": options.resize, "rendition": options.rendition, "chunk": options.chunk}
-    if dataset.exists(f"{options.store}/zarr.json"):
-        group = open_arrays(dataset, options, mode="r")
-        attrs = dict(group.attrs)
-        if attrs.get("complete"):
-            found = {k: attrs.get(k) for k in wanted}
-            if found != wanted:
-                raise StoreMismatch(
-                    f"{dataset.url}/{options.store} was made with {found}, not {wanted}; it is left as it is. "
-                    "Use another --store (e.g. images-224.zarr) or delete it to rebuild"
-                )
-            if not np.array_equal(group["object_id"][:], np.asarray(object_ids, np.int64)):
-                raise StoreMismatch(
-                    f"{dataset.url}/{options.store} holds another selection ({group['object_id'].shape[0]} "
-                    f"objects, not {len(object_ids)}); it is left as it is. Use another --store for this one"
-                )
-            return
-        log.warning("%s was left half-created; making it again", options.store)
-    for folder in (options.store, options.status_folder):
+    attrs = _group_attrs(dataset, store)
+    if attrs is not None and attrs.get("complete"):
+        found = {k: attrs.get(k) for k in wanted}
+        if found != wanted:
+            raise StoreMismatch(
+                f"{dataset.url}/{store} was made with {found}, not {wanted}; it is left as it is. "
+                "Use another --store (e.g. images-224.zarr) or delete it to rebuild"
+            )
+        return _grow(dataset, options, object_ids, about, attrs)
+    _check_owned(dataset, store, status, attrs)
+    if attrs is not None:
+        log.warning("%s was left half-created; making it again", store)
+    for folder in (store, status):
         if dataset.fs.exists(dataset.path(folder)):
             dataset.fs.rm(dataset.path(folder), recursive=True)
     n, size, chunk = len(object_ids), options.size, options.chunk
-    group = open_arrays(dataset, options, mode="w")
+    group = zarr.open_group(store=dataset.zarr_store(store), mode="w", attributes=dict(STORE_MARK))
     group.create_array(
         "images",
         shape=(n, size, size, 3),
@@ -371,25 +390,130 @@ def prepare_store(dataset: Dataset, options: ImageOptions, object_ids: list[int]
             "complete": True,
         }
     )
+    return list(object_ids)
+
+
+def _group_attrs(dataset: Dataset, store: str) -> dict | None:
+    """The attributes in a store's ``zarr.json``, or None when there is none; {} for a file that
+    is not a Zarr group's metadata (it is then not ours: ``_check_owned`` refuses it)."""
+    if not dataset.exists(f"{store}/zarr.json"):
+        return None
+    try:
+        meta = dataset.read_json(f"{store}/zarr.json")
+    except ValueError:
+        return {}
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _check_owned(dataset: Dataset, store: str, status: str, attrs: dict | None) -> None:
+    """Refuse to remake a store unless both of its folders are metdata's own.
+
+    Raises:
+        StoreMismatch: the store folder is not a store metdata started, or the status folder holds
+            anything but status shards (naming a few of those files, and the fix).
+    """
+    root = dataset.url.rstrip("/")
+    fix = "it is left as it is: give another --store, or move that folder away yourself"
+    store_files = _entries(dataset, store)
+    if attrs is None and store_files:
+        raise StoreMismatch(f"{root}/{store} exists and is not a Zarr store (it holds {store_files[:3]}); {fix}")
+    if attrs is not None and any(attrs.get(k) != v for k, v in STORE_MARK.items()):
+        raise StoreMismatch(
+            f"{root}/{store} is a Zarr store metdata did not make (its zarr.json has no "
+            f"{STORE_MARK} attribute), or one an older metdata left half-made; {fix}"
+        )
+    foreign = [
+        name
+        for name, kind in _entries(dataset, status, detail=True)
+        if kind != "file" or not (_STATUS_SHARD.fullmatch(name) or name == "_summary.json" or name[0] == ".")
+    ]
+    if foreign:
+        raise StoreMismatch(
+            f"{root}/{status}/ is the status folder of {store}, but it holds files that are not status shards "
+            f"({sorted(foreign)[:3]}); {fix}"
+        )
+
+
+def _entries(dataset: Dataset, folder: str, detail: bool = False) -> list:
+    """The names in a folder (with ``detail``, (name, type) pairs); [] if there is no folder."""
+    path = dataset.path(folder)
+    dataset.fs.invalidate_cache(path)
+    try:
+        entries = dataset.fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    own = path.rstrip("/").split("://")[-1]
+    out = [
+        (e["name"].rstrip("/").rsplit("/", 1)[-1], e["type"])
+        for e in entries
+        if e["name"].rstrip("/").split("://")[-1] != own  # some stores list the folder itself
+    ]
+    return out if detail else [name for name, _ in out]
+
+
+def _grow(dataset: Dataset, options: ImageOptions, object_ids: list[int], about: dict, attrs: dict) -> list[int]:
+    """Check a complete store against the selection; append the selection's new objects as new slots.
+
+    Existing slots and chunks are not touched; the arrays are resized and the new slots' ids
+    written. 0 is no objectID: slots left 0 by an interrupted growth are filled by the next one.
+    """
+    group = open_arrays(dataset, options)
+    have = np.asarray(group["object_id"][:], np.int64)
+    have = have[: int(np.count_nonzero(have))]
+    have_ids = have.tolist()
+    known, wanted = set(have_ids), set(object_ids)
+    if wanted == known and len(have_ids) == group["object_id"].shape[0]:
+        return have_ids
+    where = f"{dataset.url}/{options.store}"
+    recorded = {k: attrs.get(k) for k in about}
+    if recorded != about:
+        raise StoreMismatch(
+            f"{where} holds another selection ({recorded}, {len(have_ids)} objects; not {about}, "
+            f"{len(object_ids)} objects); it is left as it is. Use another --store for this one"
+        )
+    lost = sorted(known - wanted)
+    if lost:
+        raise StoreMismatch(
+            f"{where} holds {len(lost)} objects that this selection no longer has (e.g. {lost[:5]}: their rows "
+            f"changed since the store was made); it is left as it is. Keep using it as it is with "
+            f"'metdata train', or build this selection into another store (--store NEW.zarr), or delete "
+            f"{options.store} and {options.status_folder}/ under the root to rebuild it"
+        )
+    new = [i for i in object_ids if i not in known]
+    n = len(have_ids) + len(new)
+    size = options.size
+    group["images"].resize((n, size, size, 3))
+    group["valid"].resize((n,))
+    group["object_id"].resize((n,))
+    group["object_id"][len(have_ids) :] = np.asarray(new, np.int64)
+    group.attrs.update({"grown_at": dt.datetime.now(dt.UTC).isoformat(), "slot_order": "objectID order per growth"})
+    log.info("%s grows by %d objects (slots %d to %d)", options.store, len(new), len(have_ids), n - 1)
+    return have_ids + new
 
 
 def read_statuses(dataset: Dataset, options: ImageOptions) -> dict[int, list[str]]:
     """Chunk index -> the status of each of its slots, for the chunks that are done."""
     done = {}
     for name in dataset.data_files(options.status_folder):
-        index = int(name.rsplit("-", 1)[-1].split(".")[0])
-        done[index] = dataset.read_table(name, columns=["status"])["status"].to_pylist()
+        match = _STATUS_SHARD.fullmatch(name.rsplit("/", 1)[-1])
+        if match is None:
+            log.warning("%s is not a status shard: ignored", name)
+            continue
+        done[int(match.group(1))] = dataset.read_table(name, columns=["status"])["status"].to_pylist()
     return done
 
 
 def plan_chunks(
     object_ids: list[int], urls: list[str | None], chunk: int, done: dict[int, list[str]], retry_failed: bool
 ) -> list[ChunkTask]:
-    """Chunk tasks for the chunks not done yet, and (``retry_failed``) the retryable slots of
-    done ones.
+    """Chunk tasks for the chunks not done yet, the new slots of a done chunk that a grown store
+    extended, and (``retry_failed``) the retryable slots of done ones.
 
     >>> [(t.index, t.redo) for t in plan_chunks([1, 2, 3], ["a", "b", None], 2, {0: ["ok", "blocked"]}, True)]
     [(0, (1,)), (1, None)]
+    >>> [(t.index, t.redo) for t in plan_chunks([1, 2, 3, 4], ["a"] * 4, 3, {0: ["ok", "blocked"]}, False)]
+    [(0, (2,)), (1, None)]
     """
     tasks = []
     for index, start in enumerate(range(0, len(object_ids), chunk)):
@@ -399,8 +523,10 @@ def plan_chunks(
         )
         if index not in done:
             tasks.append(ChunkTask(index, start, ids, chunk_urls))
-        elif retry_failed:
-            redo = tuple(i for i, status in enumerate(done[index]) if status in RETRYABLE)
-            if redo:
-                tasks.append(ChunkTask(index, start, ids, chunk_urls, redo))
+            continue
+        statuses = done[index]
+        redo = tuple(i for i, status in enumerate(statuses) if retry_failed and status in RETRYABLE)
+        redo += tuple(range(len(statuses), len(ids)))  # slots the store grew into this chunk
+        if redo:
+            tasks.append(ChunkTask(index, start, ids, chunk_urls, redo))
     return tasks

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metdata.api import RETRYABLE
-from metdata.dataset import LISTING, LISTING_META, OBJECTS, Dataset
-from metdata.lookup import LookupOptions, Pacer, lookup_ids
-from metdata.records import rows_to_table
+from metdata.dataset import LISTING, LISTING_META, OBJECTS, Dataset, DatasetError
+from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_ids
+from metdata.records import SCHEMA, rows_to_table
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,52 @@ def plan_replacements(ids: set[int], index: dict[int, tuple[str, str]]) -> list[
 
 
 def read_index(dataset: Dataset) -> dict[int, tuple[str, str]]:
-    """Map every id that has a row to (its shard, its status)."""
-    index: dict[int, tuple[str, str]] = {}
+    """Map every id that has a row to (its shard, its status); an id in several shards maps to
+    the one ``keep_one`` picks (``index_and_duplicates`` also says which rows lose)."""
+    return index_and_duplicates(dataset)[0]
+
+
+def keep_one(holders: list[tuple[str, str]]) -> tuple[str, str]:
+    """Of the (shard, status) rows of one id, the one kept: a final outcome before a retryable
+    one, then the first shard by name. Deterministic, so every reader agrees.
+
+    >>> keep_one([("objects/part-0000009.parquet", "ok"), ("objects/part-0000001.parquet", "transient")])
+    ('objects/part-0000009.parquet', 'ok')
+    >>> keep_one([("objects/part-0000009.parquet", "ok"), ("objects/part-0000001.parquet", "ok")])
+    ('objects/part-0000001.parquet', 'ok')
+    """
+    return min(holders, key=lambda h: (h[1] in RETRYABLE, h[0]))
+
+
+def index_and_duplicates(dataset: Dataset) -> tuple[dict[int, tuple[str, str]], dict[str, set[int]]]:
+    """The index (as ``read_index``) and, per shard, the ids whose row there loses to another
+    shard's row of the same id. Shards never overlap when written under the ingest lease; two
+    runs at once before it existed (or a copied-in shard) could leave overlaps."""
+    holders: dict[int, list[tuple[str, str]]] = {}
     for name in dataset.data_files(OBJECTS):
-        table = dataset.read_table(name, columns=["objectID", "status"])
+        table = dataset.read_table(name, columns=["objectID", "status"], schema=SCHEMA)  # another tool's file: clear
         for object_id, status in zip(table["objectID"].to_pylist(), table["status"].to_pylist(), strict=True):
-            index[object_id] = (name, status)
-    return index
+            found = holders.setdefault(object_id, [])
+            if not found or found[-1][0] != name:  # an id twice in one shard counts once
+                found.append((name, status))
+    index: dict[int, tuple[str, str]] = {}
+    losers: dict[str, set[int]] = {}
+    for object_id, found in holders.items():
+        index[object_id] = keep_one(found) if len(found) > 1 else found[0]
+        for name, _ in found:
+            if name != index[object_id][0]:
+                losers.setdefault(name, set()).add(object_id)
+    return index, losers
+
+
+def drop_rows(dataset: Dataset, name: str, ids: set[int]) -> None:
+    """Rewrite a shard without these ids' rows; delete it if no row stays."""
+    old = dataset.read_table(name)
+    keep = old.filter(pc.invert(pc.is_in(old["objectID"], value_set=pa.array(sorted(ids), pa.int64()))))
+    if keep.num_rows:
+        dataset.write_table(name, keep)
+    else:
+        dataset.fs.rm_file(dataset.path(name))
 
 
 def retryable_ids(index: dict[int, tuple[str, str]]) -> set[int]:
@@ -84,7 +123,7 @@ def retryable_ids(index: dict[int, tuple[str, str]]) -> set[int]:
 def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: Pacer) -> dict:
     """Look up one shard's ids and write the shard; return counts for the run summary."""
     if not task.replace and dataset.exists(task.name):
-        return {"shard": task.name, "skipped": True, "statuses": {}, "requests": 0}
+        return {"shard": task.name, "skipped": True, "statuses": {}, "requests": 0, "errors": 0}
     rows = lookup_ids(list(task.ids), options, pacer)
     table = rows_to_table(rows)
     if task.replace and dataset.exists(task.name):
@@ -97,6 +136,7 @@ def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: 
         "skipped": False,
         "statuses": dict(Counter(r["status"] for r in rows)),
         "requests": sum(r["attempts"] or 0 for r in rows),
+        "errors": sum(1 for r in rows if r.get(UNEXPECTED)),  # ids whose handling raised: logged, counted
     }
 
 
@@ -110,4 +150,16 @@ def write_listing(dataset: Dataset, ids: list[int], filters: dict) -> None:
 
 
 def read_listing(dataset: Dataset) -> list[int]:
-    return dataset.read_table(LISTING)["objectID"].to_pylist()
+    """The snapshotted ids.
+
+    Raises:
+        DatasetError: the listing file is not one ``metdata ids`` wrote (bad ids or columns).
+    """
+    table = dataset.read_table(LISTING, columns=["objectID"], schema=pa.schema([("objectID", pa.int64())]))
+    try:
+        return checked_ids(table["objectID"].to_pylist())
+    except ValueError as exc:
+        raise DatasetError(
+            f"{dataset.url.rstrip('/')}/{LISTING} is not a listing metdata took ({exc}): "
+            f"take it again with 'metdata ids --data {dataset.url}'"
+        ) from exc

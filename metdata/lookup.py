@@ -1,10 +1,12 @@
 """Looking objects up in the Collection API, within the shared budget, surviving its failures.
 
 Every request first waits for a slot from the pacer (one budget per host for the whole
-cluster). Answers are classified (``api.classify``); transient failures are retried with
-exponential backoff and jitter, blocks are reported to the pacer (which pauses everyone) and
-retried after the pause, both a bounded number of times. Every id ends as a row: a record or
-the reason there is none.
+cluster), then goes through ``fetch.fetch`` (the API's own scheme, host and port only, one
+deadline, a byte cap). Answers are classified (``api.classify``); transient failures are
+retried with exponential backoff and jitter, blocks are reported to the pacer (which pauses
+everyone) and retried after the pause, both a bounded number of times. Every id ends as a row:
+a record or the reason there is none, even when handling it raised (a bug): that row is
+``failed`` with the exception, and its traceback is logged.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import requests
-from requests.adapters import HTTPAdapter
 
-from metdata.api import DEFAULT_API, Answer, Outcome, classify
+from metdata import api
+from metdata.api import DEFAULT_API, Answer, Outcome
 from metdata.errors import UserError
+from metdata.fetch import Policy, fetch, new_session
 from metdata.pacing import retrying
-from metdata.records import error_row, record_row
+from metdata.records import SCHEMA, error_row, record_row
+
+__all__ = ["LookupOptions", "Pacer", "fetch_listing", "get", "lookup_ids", "lookup_one", "new_session"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,13 @@ class LookupOptions:
     Attributes:
         api: the API base URL.
         threads: concurrent requests per task (they still share the cluster's budget).
-        timeout: seconds before a request counts as a transient failure.
+        timeout: seconds for a whole request (connect and every read) before it counts as a
+            transient failure.
         max_attempts: attempts per id before a transient or blocked outcome is final for this run.
         backoff: base seconds of the exponential backoff after a transient failure.
+        max_bytes: a record answer longer than this (after decompression) is ``too_large``: a
+            record is a few KB, so 4 MB leaves room and bounds memory (the id listing, 3.4 MB
+            in 2026, has its own cap, ``LISTING_MAX_BYTES``).
     """
 
     api: str = DEFAULT_API
@@ -50,6 +60,16 @@ class LookupOptions:
     timeout: float = 30.0
     max_attempts: int = 5
     backoff: float = 2.0
+    max_bytes: int = 4 << 20
+
+    @property
+    def policy(self) -> Policy:
+        """Requests reach only the API's own scheme, host and port, within the deadline and cap."""
+        return Policy.same_origin(self.api, deadline=self.timeout, max_bytes=self.max_bytes)
+
+
+#: The id listing's byte cap: the full listing is ~3.4 MB (500,000 ids); room to grow 20 times.
+LISTING_MAX_BYTES = 64 << 20
 
 
 def host_of(url: str) -> str:
@@ -61,52 +81,59 @@ def host_of(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def new_session(threads: int) -> requests.Session:
-    """A session whose connection pool fits ``threads`` concurrent requests."""
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(threads, 1), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = "metdata (+https://github.com/metdata/metdata)"
-    return session
-
-
 def get(
     session: requests.Session,
     url: str,
     options: LookupOptions,
     pacer: Pacer,
     params: dict | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[Answer, int]:
     """GET an API URL within the budget, retrying what can succeed later.
 
-    Returns the final classified answer and how many requests it took.
+    ``max_bytes`` overrides ``options.max_bytes`` (the listing is larger than a record).
+    Returns the final classified answer and how many requests it took; never raises for
+    what the network does.
     """
     host = host_of(url)
+    policy = options.policy if max_bytes is None else replace(options.policy, max_bytes=max_bytes)
 
     def once() -> Answer:
-        pacer.wait(host)
-        try:
-            response = session.get(url, params=params, timeout=options.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            return Answer(Outcome.TRANSIENT, error=f"{type(exc).__name__}: {exc}"[:300])
-        except requests.RequestException as exc:  # e.g. an invalid URL: asking again will not help
-            return Answer(Outcome.FAILED, error=f"{type(exc).__name__}: {exc}"[:300])
-        return classify(response.status_code, response.headers.get("Content-Type", ""), response.content)
+        return api.judge(fetch(session, url, policy, wait=lambda _: pacer.wait(host), params=params))
 
     return retrying(once, lambda answer: answer.outcome.value, options.max_attempts, options.backoff, pacer, host)
 
 
 def lookup_one(session: requests.Session, object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
-    """Look one object up; return its row (the record, or why there is none)."""
+    """Look one object up; return its row (the record, or why there is none). Never raises:
+    whatever goes wrong becomes a ``failed`` row naming the exception (marked ``unexpected``
+    so the task can count it), and the traceback is logged."""
+    try:
+        return _lookup_one(session, object_id, options, pacer)
+    except Exception as exc:  # per-item isolation: one id never sinks its shard
+        log.exception("looking up object %s failed unexpectedly", object_id)
+        row = error_row(object_id, "failed", f"{type(exc).__name__}: {exc}"[:500], 0, dt.datetime.now(dt.UTC))
+        return {**row, UNEXPECTED: True}
+
+
+#: Key of a row whose handling raised (a bug or an unforeseen answer); not a column.
+UNEXPECTED = "unexpected"
+
+
+def _lookup_one(session: requests.Session, object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
     answer, attempts = get(session, f"{options.api.rstrip('/')}/objects/{object_id}", options, pacer)
     now = dt.datetime.now(dt.UTC)
-    if answer.outcome is Outcome.OK:
-        if not isinstance(answer.payload, dict) or answer.payload.get("objectID") != object_id:
-            got = answer.payload.get("objectID") if isinstance(answer.payload, dict) else type(answer.payload).__name__
-            return error_row(object_id, "failed", f"the API answered a record for {got!r}", attempts, now)
-        return record_row(answer.payload, attempts, now)
-    return error_row(object_id, answer.outcome.value, answer.error, attempts, now)
+    if answer.outcome is not Outcome.OK:
+        return error_row(object_id, answer.outcome.value, answer.error, attempts, now)
+    got = answer.payload.get("objectID") if isinstance(answer.payload, dict) else type(answer.payload).__name__
+    if type(got) is not int or got != object_id:  # True == 1 in Python: a bool is not this id
+        return error_row(object_id, "failed", f"the API answered a record for {got!r}"[:300], attempts, now)
+    row = record_row(answer.payload, attempts, now)
+    try:
+        pa.Table.from_pylist([row], schema=SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        return error_row(object_id, "failed", f"record does not fit the schema: {exc}"[:500], attempts, now)
+    return row
 
 
 def lookup_ids(ids: list[int], options: LookupOptions, pacer: Pacer) -> list[dict]:
@@ -118,6 +145,32 @@ def lookup_ids(ids: list[int], options: LookupOptions, pacer: Pacer) -> list[dic
 
 class ListingError(UserError):
     """The id listing could not be read; the message says why and what to do."""
+
+
+#: The largest id a listing may hold: every integer up to 2**53 is exact in JSON.
+MAX_OBJECT_ID = 2**53
+
+
+def checked_ids(values: object) -> list[int]:
+    """A listing's ids, sorted and without repeats, if every one is an integer from 1 to 2**53.
+
+    >>> checked_ids([3, 1, 3])
+    [1, 3]
+    >>> checked_ids([1, -5])
+    Traceback (most recent call last):
+    ValueError: id -5 is not an integer from 1 to 9007199254740992
+
+    Raises:
+        ValueError: not a list, or an id that is not such an integer (a bool, a float, a string, ...).
+    """
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise ValueError(f"objectIDs is a {type(values).__name__}, not a list")
+    for value in values:
+        if type(value) is not int or not 1 <= value <= MAX_OBJECT_ID:  # type(): True is an int too
+            raise ValueError(f"id {str(value)[:40]} is not an integer from 1 to {MAX_OBJECT_ID}")
+    return sorted(set(values))
 
 
 def fetch_listing(
@@ -139,9 +192,14 @@ def fetch_listing(
     url = f"{options.api.rstrip('/')}/objects"
     pacer = pacer.bind()
     with new_session(1) as session:
-        answer, _ = get(session, url, options, pacer, params=params)
+        answer, _ = get(session, url, options, pacer, params=params, max_bytes=LISTING_MAX_BYTES)
     if answer.outcome is Outcome.OK and isinstance(answer.payload, dict) and "objectIDs" in answer.payload:
-        return sorted(set(answer.payload["objectIDs"] or []))
+        try:
+            return checked_ids(answer.payload["objectIDs"])
+        except ValueError as exc:
+            raise ListingError(
+                f"the id listing at {url} is not usable ({exc}): is --api the API base URL, like {DEFAULT_API}?"
+            ) from exc
     if answer.outcome is Outcome.TRANSIENT:
         hint = "the API is unreachable or failing; check --api and the network, then retry"
     elif answer.outcome is Outcome.BLOCKED:

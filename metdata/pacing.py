@@ -15,6 +15,7 @@ Two front ends share it:
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -50,6 +51,13 @@ class PaceConfig:
     cooldown: float = 120.0
     min_rate: float = 0.05
     probe_every: float = 300.0
+
+    def __post_init__(self) -> None:
+        # nan passes every comparison and switches pacing off: refuse it for library callers too
+        for name in ("rate", "cooldown", "min_rate", "probe_every"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "rate" and value <= 0):
+                raise ValueError(f"PaceConfig.{name} must be a finite number >= 0 (rate > 0), not {value!r}")
 
 
 @dataclass

@@ -103,13 +103,13 @@ def rows_to_table(rows: Iterable[dict]) -> pa.Table:
     rows = sorted(rows, key=lambda r: r["objectID"])
     try:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         pass
     checked = []
     for row in rows:
         try:
             pa.Table.from_pylist([row], schema=SCHEMA)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
             row = error_row(
                 row["objectID"],
                 "failed",

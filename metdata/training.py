@@ -9,16 +9,21 @@ them by the global batch size.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import json
 import logging
+import math
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from metdata.dataset import Dataset
+from metdata.dataset import Dataset, store_paths
 from metdata.errors import UserError
 from metdata.selection import objects_table
 from metdata.targets import Target
@@ -86,6 +91,7 @@ def open_store(dataset: Dataset, store: str = "images.zarr"):
     """
     import zarr
 
+    store_paths(store)
     try:
         return dataset.open_zarr(store)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
@@ -126,7 +132,7 @@ def load_slots(dataset: Dataset, target: Target, store: str = "images.zarr") -> 
             f"'metdata images --target {target.name}' on more objects"
         )
     index = {c: i for i, c in enumerate(classes)}
-    digests = _digests(dataset, store.removesuffix(".zarr"))
+    digests = _digests(dataset, store_paths(store)[1])
     slot = np.flatnonzero(keep)
     return Slots(
         slot=slot,
@@ -172,8 +178,7 @@ def split(slots: Slots, val_fraction: float) -> np.ndarray:
     >>> bool(v[0] == v[1]) and int(v[2:].sum()) == 1
     True
     """
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    check_val_fraction(val_fraction)
     # the representative of each slot: the smallest objectID with the same digest
     leader: dict[str, int] = {}
     for oid, digest in zip(slots.object_id.tolist(), slots.sha256.tolist(), strict=True):
@@ -194,6 +199,42 @@ def split(slots: Slots, val_fraction: float) -> np.ndarray:
         n_val = min(len(ranked) - 1, max(1 if len(ranked) >= 2 else 0, round(val_fraction * len(ranked))))
         side.update({oid: k < n_val for k, oid in enumerate(ranked)})
     return np.array([side[r] for r in rep.tolist()], bool)
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    """A validation share is a finite number in [0, 1).
+
+    Raises:
+        TrainingDataError: naming the value and the range (nan, inf and 1 included).
+    """
+    if not isinstance(val_fraction, int | float) or not math.isfinite(val_fraction) or not 0 <= val_fraction < 1:
+        raise TrainingDataError(
+            f"val_fraction {val_fraction!r} is not a share of the images: give a number from 0 (no validation) "
+            "up to but not including 1, e.g. --val-fraction 0.2"
+        )
+
+
+def store_fingerprint(dataset: Dataset, store: str = "images.zarr") -> dict:
+    """What a store holds, to tell whether two stores are the same data.
+
+    ``id`` hashes what makes the data (when the store was created, its object ids in slot
+    order, its image size and resize mode), not where it lives: a root copied to S3 keeps its id.
+
+    Raises:
+        TrainingDataError: no store (see ``open_store``).
+    """
+    group = open_store(dataset, store)
+    attrs = dict(group.attrs)
+    ids = np.asarray(group["object_id"][:], "<i8")
+    found = {
+        "created_at": attrs.get("created_at"),
+        "objects": len(ids),
+        "object_ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest(),
+        "size": int(group["images"].shape[1]),
+        "resize": str(attrs.get("resize", "squash")),
+    }
+    identity = hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:12]
+    return {"id": identity, "data": dataset.url, "store": store, **found}
 
 
 def split_table(slots: Slots, is_val: np.ndarray) -> pa.Table:
@@ -262,6 +303,51 @@ class InputOptions:
     shard: tuple[int, int] = (0, 1)
 
 
+class CorruptChunk(TrainingDataError):
+    """A chunk of the image store cannot be decoded; the message names it and the fix."""
+
+
+_failed_reads: list[str] = []  # the chunk reads that failed inside TensorFlow's pipeline threads
+_failed_lock = threading.Lock()
+
+
+def corrupt_chunk(dataset: Dataset, store: str, chunk: int, exc: Exception) -> CorruptChunk:
+    """The error for a Zarr chunk of ``images`` that does not decode: its key, the store and the fix."""
+    status = f"{store_paths(store)[1]}/part-{chunk:06d}.parquet"
+    return CorruptChunk(
+        f"chunk {chunk} of the image array ({dataset.url.rstrip('/')}/{store}/images/c/{chunk}/0/0/0) cannot be "
+        f"read ({type(exc).__name__}: {exc}); the store is damaged there. Fix: delete that chunk's status shard "
+        f"{dataset.url.rstrip('/')}/{status} and rerun 'metdata images' with the same options (it rebuilds the "
+        "chunk), or delete the store and rebuild it"
+    )
+
+
+@contextmanager
+def reading_chunks():
+    """Turn TensorFlow's wrapping of a failed chunk read (inside ``build_dataset``'s pipeline) back
+    into the ``CorruptChunk`` that names the chunk; other errors pass unchanged.
+
+    Raises:
+        CorruptChunk: a chunk read failed while the block ran.
+    """
+    import tensorflow as tf
+
+    with _failed_lock:
+        _failed_reads.clear()
+    try:
+        yield
+        return
+    except tf.errors.OpError:  # numpy_function wraps the read's error (its type varies with the op)
+        with _failed_lock:  # kept until the next block: the pipeline's threads stop reading
+            found = _failed_reads[0] if _failed_reads else None
+        if found is None:
+            raise
+    # Out of the except block, TensorFlow's error and the frames it held are gone: collect the input
+    # pipeline now, while Zarr's threads still run (left to interpreter exit, its reads hang it).
+    gc.collect()
+    raise CorruptChunk(found)
+
+
 def chunk_plan(slots: Slots) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """For each chunk holding a slot: (offsets inside the chunk, labels), in slot order."""
     chunks = slots.slot // slots.chunk
@@ -295,7 +381,15 @@ def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: 
     def read(chunk) -> tuple[np.ndarray, np.ndarray]:
         c = int(chunk)
         offsets, labels = plan[c]
-        block = np.asarray(images[c * slots.chunk : (c + 1) * slots.chunk])
+        if _failed_reads:  # the run stops at the first damaged chunk: read no more (and so never block exit)
+            raise CorruptChunk(_failed_reads[0])
+        try:
+            block = np.asarray(images[c * slots.chunk : (c + 1) * slots.chunk])
+        except (RuntimeError, ValueError, OSError) as exc:  # numcodecs' decode errors are RuntimeErrors
+            error = corrupt_chunk(dataset, store, c, exc)
+            with _failed_lock:
+                _failed_reads.append(str(error))
+            raise error from exc
         return np.ascontiguousarray(block[offsets]), labels
 
     def one_chunk(chunk):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from metdata import fetch
 from metdata.api import Outcome, classify
 from metdata.emulator.protection import block_page
 
@@ -29,6 +30,10 @@ JSON = "application/json; charset=UTF-8"
         ),
         (410, JSON, b'{"message":"retired"}', Outcome.FAILED),
         (200, "application/octet-stream", b"\x00\x01garbage", Outcome.FAILED),
+        (429, "text/html", b"<html>slow down</html>", Outcome.TRANSIENT),
+        (200, "text/html", b"<html>Welcome to the portal</html>", Outcome.BLOCKED),  # markup where JSON was asked
+        (200, JSON, b"[" * 200_000 + b"]" * 200_000, Outcome.FAILED),  # nested too deep: not a RecursionError
+        (404, JSON, b'{"message": ["ObjectID not found"]}', Outcome.FAILED),  # a message of the wrong type
     ],
 )
 def test_classify(status, ctype, body, expected):
@@ -41,3 +46,13 @@ def test_classify(status, ctype, body, expected):
 def test_failed_answers_name_the_reason():
     assert "Date not valid" in classify(400, JSON, b'"Date not valid. Dates must be ..."').error
     assert classify(200, "application/octet-stream", b"\x00").error == ("HTTP 200 application/octet-stream, not JSON")
+
+
+@pytest.mark.parametrize("status", [200, 403, 404, 429, 500, 502, 503])
+@pytest.mark.parametrize("body", [block_page(1, 1), b"<html>hello</html>", b'{"objectID": 1}'])
+def test_block_and_transient_are_decided_once_for_every_host(status, body):
+    shared = fetch.classify(status, "text/html", body).outcome
+    api = classify(status, "text/html", body).outcome
+    assert (api in (Outcome.BLOCKED, Outcome.TRANSIENT)) == (shared in (Outcome.BLOCKED, Outcome.TRANSIENT))
+    if shared in (Outcome.BLOCKED, Outcome.TRANSIENT):
+        assert api is shared

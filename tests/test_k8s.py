@@ -55,6 +55,8 @@ def pod_specs(doc: dict) -> list[tuple[str, dict]]:
     kind, spec = doc["kind"], doc.get("spec", {})
     if kind == "Job":
         return [("job", spec["template"]["spec"])]
+    if kind == "Deployment":
+        return [("server", spec["template"]["spec"])]
     if kind == "DaskCluster":
         return [("scheduler", spec["scheduler"]["spec"]), ("worker", spec["worker"]["spec"])]
     if kind == "DaskJob":
@@ -79,7 +81,7 @@ def argv(container: dict) -> list[str]:
 
 def test_there_is_something_to_check():
     assert {"dask", "storage", "train"} <= set(BASES)
-    assert {"dataset", "autoscale", "train", "train-multinode", "dataset-minio"} <= set(OVERLAYS)
+    assert {"dataset", "autoscale", "train", "train-multinode", "dataset-minio", "serve"} <= set(OVERLAYS)
 
 
 @pytest.mark.parametrize("path", ALL)
@@ -133,7 +135,7 @@ def _command(name: str) -> click.Command:
 
     with main.make_context("metdata", [name, "--help"], resilient_parsing=True) as ctx:
         found = main.get_command(ctx, name)
-    if found is None and name in ("train", "evaluate", "predict"):
+    if found is None and name in ("train", "evaluate", "predict", "serve"):
         # Not (yet) registered in metdata.cli.COMMANDS: take it from its module if it exists.
         try:
             found = getattr(importlib.import_module("metdata.cli.train"), name)
@@ -339,3 +341,46 @@ def test_aws_endpoint_url_env_reaches_s3fs(s3, monkeypatch):
     dataset = Dataset(root, {"skip_instance_cache": True})
     dataset.write_json("probe.json", {"ok": True})
     assert Dataset(root, options).read_json("probe.json") == {"ok": True}
+
+
+def test_serve_deployment_probes_the_model_and_runs_unprivileged():
+    docs = render("overlays/serve")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    pod = deployment["spec"]["template"]["spec"]
+    (serve,) = pod["containers"]
+    ctx = _parse(_substituted(_metdata_args(serve)[1:], _env_values(serve, _config_values(docs))))
+    assert ctx.info_name == "serve" and ctx.params["run_url"].startswith("s3://")  # RUN on S3
+    assert ctx.params["host"] == "0.0.0.0"  # reachable from the kubelet's probes and the Service
+    port = serve["ports"][0]
+    assert ctx.params["port"] == port["containerPort"] and service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert deployment["spec"]["template"]["metadata"]["labels"].items() >= service["spec"]["selector"].items()
+    # the startup probe covers the model load (/readyz: loaded and warmed up), long enough for it
+    startup = serve["startupProbe"]
+    assert startup["httpGet"]["path"] == "/readyz" and startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    assert serve["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert serve["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"cpu", "memory"} <= set(serve["resources"]["requests"]) and "memory" in serve["resources"]["limits"]
+    assert pod["securityContext"]["runAsNonRoot"] and serve["securityContext"]["allowPrivilegeEscalation"] is False
+    if serve["securityContext"].get("readOnlyRootFilesystem"):
+        assert "/tmp" in [m["mountPath"] for m in serve["volumeMounts"]]
+
+
+def test_serve_routes_in_the_manifests_exist_in_the_server():
+    """The probe paths are the server's own routes (a renamed route would fail here)."""
+    pytest.importorskip("flask")
+    from flask import Flask
+
+    from metdata.serve.routes import add_routes
+    from metdata.serve.state import ServeConfig, Worker
+
+    app = Flask("probe")
+    add_routes(app, Worker(ServeConfig(run="s3://unused/run")))  # not started: nothing is loaded
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    (deployment,) = [d for d in render("overlays/serve") if d["kind"] == "Deployment"]
+    (serve,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert serve[probe]["httpGet"]["path"] in routes
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 503

@@ -326,14 +326,14 @@ def test_workers_that_found_different_backups_all_refuse(epochs, expected, tmp_p
 
 
 def test_a_worker_that_does_not_write_leaves_run_alone(tmp_path):
-    from jobs.train import BACKUP, _Run
+    from metdata.runfolder import BACKUP, RunFolder
 
     run = tmp_path / "run"
     (run / BACKUP).mkdir(parents=True)
     (run / BACKUP / "training_metadata.json").write_text('{"epoch": 3}')
     (run / "history.json").write_text("[]")
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
-    out = _Run(str(run), {}, writer=False)
+    out = RunFolder(str(run), {}, writer=False)
     try:
         assert run not in out.work.parents and out.work != run
         out.download_state()  # the chief's backup, to resume from the same epoch

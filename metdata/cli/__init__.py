@@ -24,6 +24,7 @@ COMMANDS = {
     "train": "metdata.cli.train:train",
     "evaluate": "metdata.cli.train:evaluate",
     "predict": "metdata.cli.train:predict",
+    "serve": "metdata.cli.serve:serve",
 }
 
 

@@ -11,7 +11,9 @@ then prints where everything is and what came out.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ import click
 import pyarrow.dataset as pads
 import requests
 
+from metdata.cli.options import FiniteFloat
 from metdata.dataset import RUNS, Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import KINDS, parse_kinds
@@ -136,6 +139,10 @@ class Pipeline:
         """``metdata predict`` of one image path or URL."""
         return ["predict", "--model", self.run_url, "--json", image]
 
+    def serve(self) -> list[str]:
+        """``metdata serve`` of the run, with its dataset (random paintings, confusion matrix)."""
+        return ["serve", "--model", self.run_url, "--data", self.root]
+
 
 def run_command(args: list[str], capture: bool = False) -> str:
     """Run one metdata command as a user would; stop the demo if it fails. Returns its stdout."""
@@ -188,7 +195,7 @@ def held_out_painting(dataset: Dataset, run_url: str) -> dict:
 @click.option("--size", type=click.IntRange(8, 1024), default=150, show_default=True, help="Image side in pixels.")
 @click.option(
     "--rate",
-    type=click.FloatRange(0.1, 80),
+    type=FiniteFloat(0.1, 80),
     default=25.0,
     show_default=True,
     help="Requests/s for the whole cluster (the demo emulator's budget is 30/s).",
@@ -199,9 +206,18 @@ def held_out_painting(dataset: Dataset, run_url: str) -> dict:
     show_default=True,
     help=f"The emulator's fault kinds, comma-separated ('' for none): {', '.join(KINDS)}.",
 )
-@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.02, show_default=True)
+@click.option("--fault-rate", type=FiniteFloat(0, 1), default=0.02, show_default=True)
+@click.option("--serve", "keep_serving", is_flag=True, help="At the end, serve the model in a browser (Ctrl-C stops).")
 def demo(
-    workdir: Path, objects: int, epochs: int, data: str | None, size: int, rate: float, faults: str, fault_rate: float
+    workdir: Path,
+    objects: int,
+    epochs: int,
+    data: str | None,
+    size: int,
+    rate: float,
+    faults: str,
+    fault_rate: float,
+    keep_serving: bool,
 ) -> None:
     """Run the whole pipeline offline against a local Met emulator: acquire, explore, train, predict."""
     try:
@@ -223,6 +239,10 @@ def demo(
         prediction = json.loads(run_command(steps.predict(painting["primaryImageSmall"]), capture=True))[0]
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
     summarize(dataset, steps, image_runs, painting, prediction, counters, time.monotonic() - started)
+    if keep_serving:
+        click.echo(click.style("$ metdata " + shlex.join(steps.serve()), bold=True))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the server, and the demo with it
+            subprocess.run([sys.executable, "-m", "metdata", *steps.serve()], check=False)
 
 
 def summarize(
@@ -263,3 +283,4 @@ def summarize(
         f"  prediction:          object {painting['objectID']} ({painting['class']}, held out): "
         f"{best['class']} ({best['probability']:.2f})"
     )
+    click.echo(f"  try it in a browser: metdata {shlex.join(steps.serve())}")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from metdata.cli.options import data_option, fail_cleanly, storage_option
+from metdata.cli.options import data_option, fail_cleanly, storage_option, store_option
 
 
 @click.command()
@@ -31,7 +31,7 @@ from metdata.cli.options import data_option, fail_cleanly, storage_option
     help="Categories shown per bar chart.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the choice of the images shown.")
-@click.option("--store", default="images.zarr", show_default=True, help="The Zarr store's name under ROOT.")
+@store_option
 @storage_option
 def explore(data, out, target, top, seed, store, storage_options) -> None:
     """Write figures of the collection, its statuses, classifications, target and images, and
@@ -40,8 +40,6 @@ def explore(data, out, target, top, seed, store, storage_options) -> None:
     Works on metadata alone: without an images store, the report says what is missing and
     which command builds it.
     """
-    if not store.endswith(".zarr"):
-        raise click.BadParameter(f"{store!r} must end with .zarr", param_hint="--store")
     from metdata.dataset import Dataset
     from metdata.explore import ExploreOptions
     from metdata.explore import explore as run

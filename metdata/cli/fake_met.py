@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from metdata.cli.options import FiniteFloat
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import DESCRIPTIONS, parse_kinds
 from metdata.emulator.server import STATS_PATH
@@ -56,7 +57,7 @@ FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(f"{k}: {v}" f
     "--latency",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0),
+    type=FiniteFloat(0, 3_600),
     help="Seconds added to every answer.",
 )
 @click.option(
@@ -69,7 +70,7 @@ FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(f"{k}: {v}" f
     "--throttle-window",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(0, min_open=True),
+    type=FiniteFloat(0, 3_600, min_open=True),
     help="Sliding window of the request budget, seconds.",
 )
 @click.option(
@@ -83,14 +84,14 @@ FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(f"{k}: {v}" f
     "--throttle-penalty",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(0),
+    type=FiniteFloat(0, 3_600),
     help="Seconds a client stays blocked once over budget.",
 )
 @click.option(
     "--fault-rate",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     help="Probability of each selected fault kind, per request or object it applies to.",
 )
 @click.option("--faults", default="all", show_default=True, type=FaultKinds(), help=FAULT_HELP)
@@ -98,7 +99,7 @@ FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(f"{k}: {v}" f
     "--slow-seconds",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(0),
+    type=FiniteFloat(0, 3_600),
     help="How long a 'slow' fault holds its answer.",
 )
 def fake_met(**options) -> None:

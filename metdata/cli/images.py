@@ -8,11 +8,13 @@ from urllib.parse import urlsplit
 import click
 
 from metdata.cli.options import (
+    StoreName,
     api_option,
     cluster_option,
     data_option,
     fail_cleanly,
     storage_option,
+    store_option,
     tuning_options,
 )
 
@@ -55,11 +57,12 @@ from metdata.cli.options import (
     show_default=True,
     help="Images per Zarr chunk and per task.",
 )
-@click.option("--store", default="images.zarr", show_default=True, help="The Zarr store's name under ROOT.")
+@store_option
 @click.option("--keep-originals", is_flag=True, help="Keep the downloaded bytes in the status shards.")
 @click.option(
     "--from-originals",
     metavar="STORE",
+    type=StoreName(),
     is_flag=False,
     flag_value="images.zarr",
     help="Build from the bytes STORE kept with --keep-originals (default images.zarr): no download.",
@@ -117,10 +120,8 @@ def images(
     """
     if target and where:
         raise click.UsageError("give --target or --where, not both")
-    if not store.endswith(".zarr"):
-        raise click.BadParameter(f"{store!r} must end with .zarr", param_hint="--store")
     from cluster import connect
-    from jobs.images import plan, run
+    from jobs.images import plan, run, writing
     from metdata.dataset import Dataset
     from metdata.images import MET_IMAGE_HOST, ImageOptions
     from metdata.pacing import PaceConfig
@@ -144,13 +145,14 @@ def images(
     dataset = Dataset(data, storage_options)
 
     def go():
-        planned = plan(
-            dataset, options, target, where, retry_failed, from_originals
-        )  # bad input fails before a cluster starts
-        if not planned.tasks:
-            return run(None, dataset, options, pace, planned)
-        with connect(cluster, workers=workers) as client:
-            click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-            return run(client, dataset, options, pace, planned)
+        with writing(dataset, options):  # one run per store, from its plan to its summary
+            planned = plan(
+                dataset, options, target, where, retry_failed, from_originals
+            )  # bad input fails before a cluster starts
+            if not planned.tasks:
+                return run(None, dataset, options, pace, planned)
+            with connect(cluster, workers=workers) as client:
+                click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+                return run(client, dataset, options, pace, planned)
 
     click.echo(json.dumps(fail_cleanly(go), indent=2))

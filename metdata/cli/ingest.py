@@ -98,7 +98,7 @@ def ingest(
     Resumable: finished shards are skipped, so rerunning the same command continues.
     """
     from cluster import connect
-    from jobs.ingest import IngestOptions, load_csv, plan, run
+    from jobs.ingest import IngestOptions, load_csv, plan, run, writing
     from metdata.dataset import Dataset
 
     lookup, pace = _pace_and_lookup(api, **tuning)
@@ -117,12 +117,13 @@ def ingest(
     def go():
         if from_csv:
             return load_csv(dataset, options)
-        planned = plan(dataset, options)  # bad input fails here, before a cluster starts
-        if not planned.tasks:
-            return run(None, dataset, options, planned)
-        with connect(cluster, workers=workers) as client:
-            click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
-            return run(client, dataset, options, planned)
+        with writing(dataset):  # one ingest per root, from its plan to its summary
+            planned = plan(dataset, options)  # bad input fails here, before a cluster starts
+            if not planned.tasks:
+                return run(None, dataset, options, planned)
+            with connect(cluster, workers=workers) as client:
+                click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
+                return run(client, dataset, options, planned)
 
     summary = fail_cleanly(go)
     click.echo(json.dumps(summary, indent=2))

@@ -4,12 +4,42 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 
 import click
 
 from metdata.api import DEFAULT_API
 from metdata.errors import UserError
+
+
+class FiniteFloat(click.FloatRange):
+    """A finite number within a range: ``nan`` and ``inf`` are refused, not compared.
+
+    Same arguments as ``click.FloatRange`` (``min``, ``max``, ``min_open``, ``max_open``), except
+    that both bounds are finite: a value no range check can catch (nan) never gets through.
+    """
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number: give one in {self._describe_range()}", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class StoreName(click.ParamType):
+    """A store name under the root: one plain folder name ending ``.zarr`` (see ``dataset.store_paths``)."""
+
+    name = "NAME.zarr"
+
+    def convert(self, value, param, ctx):
+        from metdata.dataset import DatasetError, store_paths
+
+        try:
+            store_paths(value)
+        except DatasetError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
 
 
 class JsonObject(click.ParamType):
@@ -83,11 +113,16 @@ cluster_option = click.option(
 )
 rate_option = click.option(
     "--rate",
-    type=click.FloatRange(0.01, 80),
+    type=FiniteFloat(0.01, 80),
     default=1.0,
     show_default=True,
     help="Requests/second per host for the whole cluster. 1/s is the pace "
     "measured safe against the real Met; its documented ceiling is 80/s.",
+)
+
+
+store_option = click.option(
+    "--store", type=StoreName(), default="images.zarr", show_default=True, help="The Zarr store's name under ROOT."
 )
 
 
@@ -104,7 +139,7 @@ def tuning_options(f):
             ),
             click.option(
                 "--cooldown",
-                type=click.FloatRange(0),
+                type=FiniteFloat(0, 86_400),
                 default=120.0,
                 show_default=True,
                 help="Seconds the whole cluster pauses after a block.",
@@ -118,7 +153,7 @@ def tuning_options(f):
             ),
             click.option(
                 "--timeout",
-                type=click.FloatRange(0.1),
+                type=FiniteFloat(0.1, 3_600),
                 default=30.0,
                 show_default=True,
                 help="Seconds before a request counts as a transient failure.",

@@ -9,7 +9,7 @@ import json
 
 import click
 
-from metdata.cli.options import data_option, fail_cleanly, storage_option
+from metdata.cli.options import FiniteFloat, StoreName, data_option, fail_cleanly, storage_option, store_option
 
 
 class Devices(click.ParamType):
@@ -33,12 +33,12 @@ class Devices(click.ParamType):
 @click.option(
     "--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Per device; global = x devices."
 )
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True)
+@click.option("--val-fraction", type=FiniteFloat(0, 1, max_open=True), default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Weights, augmentation and shuffling.")
 @click.option("--devices", type=Devices(), default="all", show_default=True, help="GPUs (CPUs without GPU).")
 @click.option("--class-weights/--no-class-weights", default=True, show_default=True)
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random zoom/shift/flip/rotation.")
-@click.option("--store", default="images.zarr", show_default=True, help="The Zarr store's name under ROOT.")
+@store_option
 @storage_option
 def train(
     data,
@@ -76,7 +76,13 @@ def train(
         store=store,
         augment=augment,
     )
-    click.echo(json.dumps(fail_cleanly(run, Dataset(data, storage_options), options), indent=2))
+    dataset = Dataset(data, storage_options)
+
+    def go():
+        dataset.check_output(out, "--out", storage_options)  # RUN never overwrites the root's own folders
+        return run(dataset, options)
+
+    click.echo(json.dumps(fail_cleanly(go), indent=2))
 
 
 checkpoint_option = click.option(
@@ -93,13 +99,31 @@ checkpoint_option = click.option(
 @click.option("--model", "run_url", required=True, metavar="RUN", help="A run folder written by 'metdata train'.")
 @click.option("--split", "side", type=click.Choice(["val", "train", "all"]), default="val", show_default=True)
 @checkpoint_option
+@click.option(
+    "--store", type=StoreName(), default=None, help="The Zarr store under ROOT to score  [default: the run's store]."
+)
+@click.option(
+    "--allow-other-data",
+    is_flag=True,
+    help="Score a store the run was not trained on (its images of the split's objects, by object id).",
+)
 @storage_option
-def evaluate(data, run_url, side, checkpoint, storage_options) -> None:
-    """Accuracy, per-class precision/recall/F1 and a confusion matrix, written to RUN."""
-    from jobs.train import evaluate as job
-    from metdata.dataset import Dataset
+def evaluate(data, run_url, side, checkpoint, store, allow_other_data, storage_options) -> None:
+    """Accuracy, per-class precision/recall/F1 and a confusion matrix, written to RUN.
 
-    report = fail_cleanly(job, Dataset(data, storage_options), run_url, side, f"{_file(checkpoint)}")
+    Refuses a store other than the run's own unless --allow-other-data; then writes
+    evaluation-SIDE-ID.json, ID being that store's fingerprint, beside the run's own evaluation.
+    """
+    from metdata.dataset import Dataset
+    from metdata.evaluation import evaluate as job
+
+    dataset = Dataset(data, storage_options)
+
+    def go():
+        dataset.check_output(run_url, "--model", storage_options)  # evaluation files are written into RUN
+        return job(dataset, run_url, side, _file(checkpoint), store, allow_other_data)
+
+    report = fail_cleanly(go)
     click.echo(json.dumps(report, indent=2))
 
 
@@ -112,7 +136,7 @@ def evaluate(data, run_url, side, checkpoint, storage_options) -> None:
 @storage_option
 def predict(run_url, images, top, as_json, checkpoint, storage_options) -> None:
     """The top classes of each image (local path or http(s) URL), decoded and resized like the store."""
-    from jobs.train import predict as job
+    from metdata.prediction import predict as job
 
     results = fail_cleanly(job, run_url, list(images), storage_options, top, _file(checkpoint))
     if as_json:

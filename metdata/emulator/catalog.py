@@ -88,9 +88,13 @@ class ReplayCatalog:
         return path.read_bytes() if path else None
 
     def image(self, path: str) -> Image | None:
-        """Return the recorded file at an image-host path (case-sensitive), or None."""
-        file = (self.root / "images" / path.lstrip("/")).resolve()
-        if not file.is_relative_to(self.root.resolve()) or not file.is_file():
+        """Return the recorded file at an image-host path (case-sensitive), or None.
+
+        Only files under ``DIR/images/`` are served: a path climbing out of it (``..``, a symlink) is unknown.
+        """
+        images = (self.root / "images").resolve()
+        file = (images / path.lstrip("/")).resolve()
+        if not file.is_relative_to(images) or not file.is_file():
             return None
         return Image(file.read_bytes(), CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream"))
 

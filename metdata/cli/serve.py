@@ -1,0 +1,64 @@
+"""``metdata serve``: a run's model as a dashboard and a JSON API, under gunicorn.
+
+Imports neither TensorFlow nor Dash until the command runs; the workers load the model.
+"""
+
+from __future__ import annotations
+
+import click
+
+from metdata.cli.options import fail_cleanly, storage_option
+
+
+@click.command()
+@click.option("--model", "run_url", required=True, metavar="RUN", help="A run folder written by 'metdata train'.")
+@click.option(
+    "--data",
+    default=None,
+    metavar="ROOT",
+    help="The run's dataset root: enables random validation paintings and the confusion matrix.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a container).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8050, show_default=True, help="0 takes a free one.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes, one model each.")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Request threads per worker.")
+@click.option(
+    "--max-upload-mb", type=click.FloatRange(0.01, 200), default=20, show_default=True, help="Largest image accepted."
+)
+@click.option(
+    "--allow-host",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Another host image URLs may name (repeatable; images.metmuseum.org always may).",
+)
+@click.option(
+    "--fetch-timeout",
+    type=click.FloatRange(0.1, 300),
+    default=20.0,
+    show_default=True,
+    help="Seconds to download an image URL, whole.",
+)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@storage_option
+def serve(
+    run_url, data, host, port, workers, threads, max_upload_mb, allow_host, fetch_timeout, checkpoint, storage_options
+) -> None:
+    """Serve RUN's model: a dashboard to try it in a browser, and POST /api/predict.
+
+    Prints its URL first; GET /healthz is live at once, GET /readyz once the model is loaded.
+    """
+    from metdata import prediction
+    from metdata.serve.server import run
+    from metdata.serve.state import ServeConfig
+
+    config = ServeConfig(
+        run=run_url,
+        data=data,
+        storage_options=storage_options,
+        checkpoint="best.keras" if checkpoint == "best" else "model.keras",
+        max_bytes=int(max_upload_mb * (1 << 20)),
+        fetch_deadline=fetch_timeout,
+        allowed_hosts=frozenset({prediction.MET_IMAGE_HOST, *(h.strip().lower() for h in allow_host)}),
+    )
+    fail_cleanly(prediction.read_settings, run_url, storage_options, config.checkpoint)  # before any fork
+    run(config, host=host, port=port, workers=workers, threads=threads)

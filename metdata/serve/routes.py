@@ -1,0 +1,82 @@
+"""The JSON routes of the server: ``POST /api/predict``, ``GET /healthz``, ``GET /readyz``.
+
+Every failure is a JSON ``{"error": ...}`` with a 4xx status (503 while the model loads);
+request bodies are capped by Flask's ``MAX_CONTENT_LENGTH`` before they are read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from metdata.prediction import ImageRejected, fetch_image_url
+from metdata.serve.state import Worker
+
+log = logging.getLogger(__name__)
+
+#: room for the multipart headers around a file of the largest size allowed
+FORM_OVERHEAD = 64 << 10
+
+
+def image_bytes(worker: Worker) -> bytes:
+    """The image of a predict request: the multipart field ``file``, or the URL of a JSON ``{"url": ...}``.
+
+    Raises:
+        ImageRejected: no image in the request, too many bytes, or a URL that cannot be read.
+    """
+    config = worker.config
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ImageRejected("the multipart form has no field 'file': send the image as file=@painting.jpg", 400)
+        data = upload.stream.read(config.max_bytes + 1)
+        if len(data) > config.max_bytes:
+            raise ImageRejected(f"the file is over the {config.max_bytes:,} byte cap", 413)
+        return data
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url:
+            raise ImageRejected('the JSON body must be {"url": "https://images.metmuseum.org/..."}', 400)
+        return fetch_image_url(url, config.limits)
+    raise ImageRejected(
+        f"send the image as multipart/form-data (field 'file') or JSON {{\"url\": ...}}, not {request.mimetype!r}", 415
+    )
+
+
+def add_routes(app: Flask, worker: Worker) -> None:
+    """Register the JSON routes and JSON error pages for ``/api/`` on the Flask app."""
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="live")
+
+    @app.get("/readyz")
+    def readyz():
+        if worker.ready.is_set():
+            return jsonify(status="ready", model=worker.predictor.about())
+        if worker.error:
+            return jsonify(status="failed", error=worker.error), 503
+        return jsonify(status="loading"), 503
+
+    @app.post("/api/predict")
+    def predict():
+        if not worker.ready.is_set():
+            return jsonify(error=worker.error or "the model is still loading; retry in a few seconds"), 503
+        request.max_content_length = worker.config.max_bytes + FORM_OVERHEAD  # before the body is read
+        try:
+            pixels = worker.predictor.prepare(image_bytes(worker), worker.config.max_pixels)
+        except ImageRejected as exc:
+            return jsonify(error=str(exc)), exc.status
+        return jsonify(worker.answer(pixels))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if not request.path.startswith("/api/"):
+            return exc  # Dash's own routes keep their pages
+        message = exc.description
+        if exc.code == 413:
+            message = f"the request is over the {worker.config.max_bytes:,} byte cap (--max-upload-mb)"
+        return jsonify(error=message), exc.code

@@ -1,0 +1,428 @@
+"""`metdata serve` over real HTTP: a real gunicorn process on 127.0.0.1 serving a tiny model trained
+here from the emulator's data; its JSON API, its bad inputs, and the dashboard in headless Chromium."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import zarr
+from click.testing import CliRunner
+from test_train import TARGET, store  # noqa: F401 - the module-scoped store fixture
+
+from metdata import evaluation, prediction
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+MAX_UPLOAD_MB = 0.25
+TAB = "//div[contains(concat(' ', @class, ' '), ' tab ') and normalize-space()='{}']"  # a dcc.Tab by its label
+
+
+@pytest.fixture(scope="module")
+def trained(store, tmp_path_factory) -> str:  # noqa: F811 - the imported fixture
+    """A tiny seed-cnn run (32 px, 2 epochs) on the emulator's paintings."""
+    from jobs.train import TrainOptions, run
+
+    out = tmp_path_factory.mktemp("runs") / "pc"
+    run(store, TrainOptions(target=TARGET, out=str(out), epochs=2, batch_size=32, seed=1))
+    return str(out)
+
+
+class ImageHost(http.server.ThreadingHTTPServer):
+    """An image host on 127.0.0.1: a good PNG, HTML, an endless trickle, a huge body, a redirect off-host."""
+
+    daemon_threads = True
+
+    def __init__(self, png: bytes):
+        self.png = png
+        super().__init__(("127.0.0.1", 0), _Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def netloc(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/painting.png":
+            self._send(200, "image/png", self.server.png)
+        elif self.path == "/page.html":
+            self._send(200, "text/html", b"<html><body>not an image</body></html>")
+        elif self.path == "/huge.png":  # a declared length over the cap
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            self.wfile.write(b"\x89PNG" + b"\0" * 4096)
+        elif self.path == "/endless.png":  # no length, bytes until the client gives up
+            self.send_response(200)
+            self.end_headers()
+            with open(os.devnull, "rb"):
+                for _ in range(100_000):
+                    try:
+                        self.wfile.write(b"\0" * 65536)
+                    except OSError:
+                        return
+        elif self.path == "/trickle.png":  # a byte a second: every read is fast, the whole is not
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(60):
+                try:
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(1)
+        elif self.path == "/elsewhere.png":
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.2:9/painting.png")
+            self.end_headers()
+        else:
+            self._send(404, "text/plain", b"no")
+
+    def _send(self, status: int, ctype: str, body: bytes):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def painting_png(store) -> bytes:  # noqa: F811
+    """A validation-side image of the store, as PNG bytes (what an upload would send)."""
+    pixels = zarr.open_group(str(Path(store.url) / "images.zarr"), mode="r")["images"][0]
+    return prediction.png(pixels)
+
+
+@pytest.fixture(scope="module")
+def image_host(store):  # noqa: F811
+    host = ImageHost(painting_png(store))
+    yield host
+    host.shutdown()
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, url: str):
+        self.process, self.url = process, url
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_server(*args: str, ready: bool = True) -> Server:
+    """`metdata serve ARGS --port 0` as a subprocess; its URL from the first line it prints."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metdata", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    line = process.stdout.readline()
+    if not line.startswith("metdata serve: http://"):
+        process.kill()
+        pytest.fail(f"serve printed {line!r} first, not its URL (exit {process.wait(10)})")
+    server = Server(process, line.split()[2].rstrip("/"))
+    deadline = time.monotonic() + 240  # TensorFlow's start on a shared CPU: generous, not a timing
+    while ready and time.monotonic() < deadline:
+        try:
+            if requests.get(f"{server.url}/readyz", timeout=5).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    if ready:
+        server.stop()
+        pytest.fail("the server never became ready")
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(trained, store, image_host):  # noqa: F811
+    server = start_server(
+        "--model",
+        trained,
+        "--data",
+        store.url,
+        "--checkpoint",
+        "last",
+        "--max-upload-mb",
+        str(MAX_UPLOAD_MB),
+        "--allow-host",
+        image_host.netloc,
+        "--fetch-timeout",
+        "3",
+    )
+    yield server
+    server.stop()
+
+
+def test_readyz_healthz_and_predict_match_the_cli(server, trained, store, tmp_path, image_host):  # noqa: F811
+    from metdata.cli.train import predict
+
+    assert requests.get(f"{server.url}/healthz", timeout=10).json() == {"status": "live"}
+    ready = requests.get(f"{server.url}/readyz", timeout=10).json()
+    assert ready["status"] == "ready" and ready["model"]["checkpoint"] == "model.keras"
+
+    png = painting_png(store)
+    answer = requests.post(f"{server.url}/api/predict", files={"file": ("p.png", png)}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {"classes", "probabilities", "top", "model"}
+    assert body["classes"] == json.loads((Path(trained) / "run.json").read_text())["classes"]
+    assert body["model"]["run"] == trained and body["model"]["size"] == 32
+
+    path = tmp_path / "p.png"
+    path.write_bytes(png)
+    cli = CliRunner().invoke(predict, ["--model", trained, "--checkpoint", "last", "--json", str(path)])
+    assert cli.exit_code == 0, cli.output
+    (printed,) = json.loads(cli.output)
+    assert body["top"] == printed["top"] or [t["class"] for t in body["top"]] == [t["class"] for t in printed["top"]]
+    for name in body["classes"]:
+        assert body["probabilities"][name] == pytest.approx(printed["probabilities"][name], abs=1e-5)
+
+    by_url = requests.post(
+        f"{server.url}/api/predict", json={"url": f"http://{image_host.netloc}/painting.png"}, timeout=60
+    )
+    assert by_url.status_code == 200, by_url.text
+    assert by_url.json()["probabilities"] == pytest.approx(body["probabilities"], abs=1e-6)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + len(ihdr).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "message"),
+    [
+        ("text", 400, "not a usable image"),
+        ("html-url", 422, "cannot download"),  # an HTML page where an image should be
+        ("pixels", 413, "pixel cap"),
+        ("bytes", 413, "byte cap"),
+        ("declared-bytes-url", 413, "byte cap"),
+        ("endless-url", 413, "byte cap"),
+        ("host", 403, "is not allowed"),
+        ("redirect-off-host", 403, "is not allowed"),
+        ("scheme", 400, "only http(s)"),
+        ("trickle-url", 408, "3 s"),
+        ("missing-url", 422, "HTTP 404"),
+        ("no-field", 400, "no field 'file'"),
+        ("bad-json", 400, "JSON body must be"),
+        ("form", 415, "multipart/form-data"),
+    ],
+)
+def test_bad_input_is_a_json_4xx_and_the_server_keeps_serving(server, image_host, store, case, status, message):  # noqa: F811
+    host = f"http://{image_host.netloc}"
+    api = f"{server.url}/api/predict"
+    requests_by_case = {
+        "text": lambda: requests.post(api, files={"file": ("a.jpg", b"hello, not a jpeg")}, timeout=60),
+        "html-url": lambda: requests.post(api, json={"url": f"{host}/page.html"}, timeout=60),
+        "pixels": lambda: requests.post(api, files={"file": ("b.png", _png_header(30000, 30000))}, timeout=60),
+        "bytes": lambda: requests.post(
+            api, files={"file": ("c.png", b"\0" * int(MAX_UPLOAD_MB * 2**20 + 10))}, timeout=60
+        ),
+        "declared-bytes-url": lambda: requests.post(api, json={"url": f"{host}/huge.png"}, timeout=60),
+        "endless-url": lambda: requests.post(api, json={"url": f"{host}/endless.png"}, timeout=60),
+        "host": lambda: requests.post(api, json={"url": "http://127.0.0.2:9/x.png"}, timeout=60),
+        "redirect-off-host": lambda: requests.post(api, json={"url": f"{host}/elsewhere.png"}, timeout=60),
+        "scheme": lambda: requests.post(api, json={"url": "file:///etc/passwd"}, timeout=60),
+        "trickle-url": lambda: requests.post(api, json={"url": f"{host}/trickle.png"}, timeout=60),
+        "missing-url": lambda: requests.post(api, json={"url": f"{host}/nothing.png"}, timeout=60),
+        "no-field": lambda: requests.post(api, files={"image": ("d.png", b"x")}, timeout=60),
+        "bad-json": lambda: requests.post(api, json=["not", "an", "object"], timeout=60),
+        "form": lambda: requests.post(api, data={"url": f"{host}/painting.png"}, timeout=60),
+    }
+    answer = requests_by_case[case]()
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    good = requests.post(api, files={"file": ("p.png", painting_png(store))}, timeout=60)
+    assert good.status_code == 200 and good.json()["top"]
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_read(server):
+    """A declared length over the cap is answered 413 at once: the server does not wait for the body."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 10000000000\r\n\r\n"
+        )
+        head = sock.recv(4096).decode(errors="replace")  # no body sent: it must not be needed
+    assert head.startswith("HTTP/1.1 413"), head
+
+
+def test_a_run_that_is_not_there_fails_before_serving(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "metdata", "serve", "--model", str(tmp_path / "nothing"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert out.returncode == 1 and "has no run.json" in out.stderr and "metdata train" in out.stderr
+
+
+def test_confusion_and_prediction_core_agree(trained, store):  # noqa: F811
+    """The serve core's validation scoring equals its own confusion matrix; the metric functions add up."""
+    from metdata.serve.state import load_validation
+
+    predictor = prediction.load(trained, {}, "model.keras")
+    v = load_validation(predictor, store, predictor.probabilities)
+    assert v.matrix.sum() == len(v.rows) == len(v.pixels) and all(r.get("title") is not None for r in v.rows)
+    report = evaluation.report(v.truth, v.guess, predictor.classes, "val", "model.keras")
+    assert report["confusion"] == v.matrix.tolist()
+    for i in range(len(predictor.classes)):
+        for j in range(len(predictor.classes)):
+            assert len(v.cell(i, j)) == v.matrix[i, j]
+    heat = predictor.gradcam(v.pixels[0])
+    assert heat.ndim == 2 and heat.min() >= 0 and heat.max() <= 1
+
+
+# --- the dashboard in headless Chromium ------------------------------------------------------------
+
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="no chromium and chromedriver here (apt-get install chromium chromium-driver)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)  # no Selenium Manager
+    driver.set_page_load_timeout(120)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, seconds: float = 120):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, poll_frequency=0.25).until(condition)
+
+
+def _severe(driver) -> list[dict]:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def _open(driver, server) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(server.url + "/")
+    _wait(driver, lambda d: d.find_elements(By.ID, "upload"))
+
+
+@needs_chromium
+def test_dashboard_upload_shows_bars_and_prediction(server, browser, store, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    _open(browser, server)
+    path = tmp_path / "upload.png"
+    path.write_bytes(painting_png(store))
+    browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(path))
+    _wait(browser, lambda d: d.find_elements(By.ID, "guess"))
+    bars = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#probabilities .bars .point"))
+    classes = json.loads(requests.get(f"{server.url}/readyz", timeout=10).text)["model"]["classes"]
+    assert len(bars) == len(classes)
+    assert browser.find_element(By.ID, "guess").text in classes
+    assert browser.find_element(By.ID, "painting").get_attribute("src").startswith("data:image/png;base64,")
+    before = browser.find_element(By.ID, "painting").get_attribute("src")
+    browser.find_element(By.CSS_SELECTOR, "#gradcam input").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "painting").get_attribute("src") != before)
+    assert _severe(browser) == []
+
+
+@needs_chromium
+def test_dashboard_random_painting_shows_truth_and_a_coloured_prediction(server, browser):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, server)
+    button = _wait(browser, lambda d: [b for b in d.find_elements(By.ID, "random") if b.is_enabled()])[0]
+    button.click()
+    guess = _wait(browser, lambda d: d.find_elements(By.ID, "guess"))[0]
+    truth = browser.find_element(By.ID, "truth").text
+    correct = guess.find_element(By.XPATH, "..").get_attribute("data-correct")
+    colour = guess.value_of_css_property("color")
+    assert truth and correct in ("true", "false")
+    assert colour == ("rgba(26, 127, 55, 1)" if correct == "true" else "rgba(207, 34, 46, 1)")
+    assert (guess.text == truth) == (correct == "true")
+    assert browser.find_element(By.CSS_SELECTOR, "#about-painting a").get_attribute("href").startswith("http")
+    assert _severe(browser) == []
+
+
+@needs_chromium
+def test_dashboard_confusion_cell_opens_its_paintings(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _open(browser, server)
+    browser.find_element(By.XPATH, TAB.format("Where it goes wrong")).click()
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion .nsewdrag"))
+    _wait(browser, lambda d: "accuracy" in d.find_element(By.ID, "confusion-status").text)
+    # a real click on the fullest cell (the drag layer of plotly's plot area takes the clicks)
+    z = browser.execute_script("return document.querySelector('#confusion .js-plotly-plot').data[0].z")
+    i, j = np.unravel_index(np.argmax(np.array(z)), np.shape(z))
+    area = browser.find_element(By.CSS_SELECTOR, "#confusion .nsewdrag")
+    width, height, n = area.size["width"], area.size["height"], len(z)
+    x, y = (j + 0.5) * width / n - width / 2, (i + 0.5) * height / n - height / 2  # rows top down: reversed axis
+    ActionChains(browser).move_to_element_with_offset(area, int(x), int(y)).click().perform()
+    title = _wait(browser, lambda d: d.find_elements(By.ID, "cell-title"))[0]
+    assert "painting(s)" in title.text
+    assert browser.find_elements(By.CSS_SELECTOR, "#cell-grid .tile img")
+    browser.find_element(By.XPATH, TAB.format("About this model")).click()
+    _wait(browser, lambda d: "Best validation accuracy" in d.find_element(By.ID, "about").text)
+    assert _severe(browser) == []
+
+
+def test_the_demo_prints_a_serve_command_the_cli_takes(tmp_path):
+    from metdata.cli import main
+    from metdata.cli.demo import Pipeline
+
+    args = Pipeline("http://127.0.0.1:1", str(tmp_path / "data"), tmp_path).serve()
+    ctx = main.get_command(None, args[0]).make_context(args[0], args[1:])
+    assert ctx.params["run_url"].endswith("/runs/painting-culture") and ctx.params["data"] == str(tmp_path / "data")
+    assert ctx.params["host"] == "127.0.0.1"  # never exposed unless asked
