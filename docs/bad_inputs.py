@@ -86,8 +86,6 @@ def main() -> None:
         (work / "victim").mkdir()
         (work / "victim" / "keep.txt").write_text("not metdata's")
         where_file = "objectID = (SELECT column0 FROM read_csv('/etc/passwd', header=false, sep=':') LIMIT 1)"
-        ingest_lock = lock.Lease(Dataset(data), lock_file("objects"), "metdata ingest")
-        ingest_lock.acquire()  # another live ingest on this root (this process)
         cases = [
             ("bad API URL", ["ids", "--api", "collectionapi.metmuseum.org", "--data", data]),
             ("unreachable API", ["ids", "--api", "http://127.0.0.1:9/public/collection/v1", "--data", data]),
@@ -141,14 +139,17 @@ def main() -> None:
         ]
         rows = []
         for name, args in cases:
-            result = metdata(*args)
+            if name == "a second ingest on the same root":  # another live ingest holds it (this process)
+                with lock.hold(Dataset(data), lock_file("objects"), "metdata ingest"):
+                    result = metdata(*args)
+            else:
+                result = metdata(*args)
             shown = " ".join(shlex.quote(a) for a in args).replace(str(work), "$WORK").replace(api, "$API")
             shown = shown.replace(strict.url, "$API").replace(endpoint, "$S3")
             message = last_line(result.stderr).replace(str(work), "$WORK").replace(api, "$API")
             message = message.replace(strict.url, "$API").replace(endpoint, "$S3")
             rows.append(f"| {name} | `metdata {shown}` | {result.returncode} | {message.replace('|', '/')} |")
             print(f"{name}: exit {result.returncode}: {message}", flush=True)
-        ingest_lock.release()
         assert (work / "victim" / "keep.txt").exists() and (work / "data" / "objects").is_dir(), "a store name escaped"
         assert not Path("out.csv").exists(), "--where wrote a file"
     moto.stop()
