@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from distributed import Client
 
-from jobs.tasks import install_pacer, report_unexpected, run_tasks
+from jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata import images, lock
 from metdata.dataset import Dataset, DatasetError, lock_file
 from metdata.errors import UserError
@@ -158,13 +158,5 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             "unexpected_errors": report_unexpected(bugs, "images"),
         },
     }
-    unsaved = dataset.write_summary((f"{options.status_folder}/_summary.json",), summary)
-    if failures:
-        raise ChunksFailed(
-            f"{len(failures)} chunk tasks failed (rerun the same command to redo them): "
-            + "; ".join(failures[:5])
-            + (f". Also, {unsaved}" if unsaved else "")
-        )
-    if unsaved:
-        raise DatasetError(unsaved)
+    save_summary(dataset, (f"{options.status_folder}/_summary.json",), summary, failures, ChunksFailed, "chunk")
     return summary

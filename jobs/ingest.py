@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from distributed import Client
 
-from jobs.tasks import install_pacer, report_unexpected, run_tasks
+from jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata import ingest, lock
-from metdata.dataset import OBJECTS, RUNS, SUMMARY, Dataset, DatasetError, lock_file
+from metdata.dataset import OBJECTS, RUNS, SUMMARY, Dataset, lock_file
 from metdata.errors import UserError
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
@@ -206,15 +206,7 @@ def _save_summary(dataset: Dataset, summary: dict, failures: list[str]) -> None:
         DatasetError: the summary could not be written (a full disk, ...).
     """
     stamp = summary["finished_at"].replace(":", "").replace("+0000", "Z")
-    unsaved = dataset.write_summary((f"{RUNS}/ingest-{stamp}.json", SUMMARY), summary)
-    if failures:
-        raise ShardsFailed(
-            f"{len(failures)} shard tasks failed (rerun the same command to retry them): "
-            + "; ".join(failures[:5])
-            + (f". Also, {unsaved}" if unsaved else "")
-        )
-    if unsaved:
-        raise DatasetError(unsaved)
+    save_summary(dataset, (f"{RUNS}/ingest-{stamp}.json", SUMMARY), summary, failures, ShardsFailed, "shard")
 
 
 @exclusive

@@ -72,3 +72,24 @@ def report_unexpected(count: int, what: str) -> int:
             what,
         )
     return count
+
+
+def save_summary(
+    dataset, paths: tuple[str, ...], summary: dict, failures: list[str], failed: type[Exception], what: str
+) -> None:
+    """Write a run's summary to each path, then raise ``failed`` for failed ``what`` tasks (also naming a
+    summary that could not be written), or ``DatasetError`` when only the summary failed.
+
+    A full disk at the end of a run must not hide the run's own outcome.
+    """
+    from metdata.dataset import DatasetError
+
+    unsaved = dataset.write_summary(paths, summary)
+    if failures:
+        raise failed(
+            f"{len(failures)} {what} tasks failed (rerun the same command to redo them): "
+            + "; ".join(failures[:5])
+            + (f". Also, {unsaved}" if unsaved else "")
+        )
+    if unsaved:
+        raise DatasetError(unsaved)
