@@ -135,7 +135,7 @@ def test_drawing_copes_with_nothing_to_show(tmp_path):
         ex.draw_grid(np.zeros((0, 8, 8, 3), np.uint8), [], 8, "none"),
         ex.draw_class_grid({"China": (np.zeros((0, 8, 8, 3), np.uint8), [])}, {}, 8, "none"),
     ):
-        assert ex._png(fig).startswith(b"\x89PNG")
+        assert ex.png_bytes(fig).startswith(b"\x89PNG")
 
 
 def parquet(path) -> pa.Table:
