@@ -107,7 +107,9 @@ def prepare_image(data: bytes, size: int, mode: str, max_pixels: int = imaging.M
         ImageRejected: 400 not a decodable image, 413 too many pixels.
     """
     header = imaging.sniff(data)
-    if header is not None and header[1] * header[2] > max_pixels:
+    if header is None:  # only formats whose size is read from the header before decoding
+        raise ImageRejected("not a JPEG or PNG image: send the painting as a JPEG or a PNG", 400)
+    if header[1] * header[2] > max_pixels:
         raise ImageRejected(
             f"the image is {header[1]}x{header[2]} pixels, over the {max_pixels:,} pixel cap; send a smaller one", 413
         )

@@ -299,6 +299,8 @@ def test_where_with_a_second_statement_writes_nothing_and_exits_1(tmp_path):
         (["train", "--target", "t", "--out", "r", "--val-fraction", "nan"], "'nan' is not a finite number"),
         (["train", "--target", "t", "--out", "r", "--val-fraction", "1"], "0<=x<1"),
         (["train", "--target", "t", "--out", "r", "--epochs", "0"], "x>=1"),
+        (["serve", "--model", "r", "--max-upload-mb", "nan"], "'nan' is not a finite number"),
+        (["serve", "--model", "r", "--fetch-timeout", "inf"], "'inf' is not a finite number"),
     ],
 )
 def test_option_values_are_finite_and_in_range(tmp_path, args, shown):

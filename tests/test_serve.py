@@ -15,6 +15,7 @@ import time
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import requests
@@ -217,10 +218,15 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + len(ihdr).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
 
 
+def _webp() -> bytes:
+    return cv2.imencode(".webp", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+
+
 @pytest.mark.parametrize(
     ("case", "status", "message"),
     [
-        ("text", 400, "not a usable image"),
+        ("text", 400, "not a JPEG or PNG image"),
+        ("webp", 400, "not a JPEG or PNG image"),  # no size read from its header before decoding: refused
         ("html-url", 422, "cannot download"),  # an HTML page where an image should be
         ("pixels", 413, "pixel cap"),
         ("bytes", 413, "byte cap"),
@@ -242,7 +248,9 @@ def test_bad_input_is_a_json_4xx_and_the_server_keeps_serving(server, image_host
     requests_by_case = {
         "text": lambda: requests.post(api, files={"file": ("a.jpg", b"hello, not a jpeg")}, timeout=60),
         "html-url": lambda: requests.post(api, json={"url": f"{host}/page.html"}, timeout=60),
-        "pixels": lambda: requests.post(api, files={"file": ("b.png", _png_header(30000, 30000))}, timeout=60),
+        # over serve's 40 M pixel cap, under the images stage's 100 M one: the serve cap is what refuses it
+        "pixels": lambda: requests.post(api, files={"file": ("b.png", _png_header(7000, 7000))}, timeout=60),
+        "webp": lambda: requests.post(api, files={"file": ("e.webp", _webp())}, timeout=60),
         "bytes": lambda: requests.post(
             api, files={"file": ("c.png", b"\0" * int(MAX_UPLOAD_MB * 2**20 + 10))}, timeout=60
         ),
@@ -426,3 +434,20 @@ def test_the_demo_prints_a_serve_command_the_cli_takes(tmp_path):
     ctx = main.get_command(None, args[0]).make_context(args[0], args[1:])
     assert ctx.params["run_url"].endswith("/runs/painting-culture") and ctx.params["data"] == str(tmp_path / "data")
     assert ctx.params["host"] == "127.0.0.1"  # never exposed unless asked
+
+
+def test_a_worker_whose_model_cannot_load_is_not_live(tmp_path):
+    """Liveness must fail (so Kubernetes restarts the pod) when the model cannot load, not say 'live' for ever."""
+    from flask import Flask
+
+    from metdata.serve import routes
+    from metdata.serve.state import ServeConfig, Worker
+
+    worker = Worker(ServeConfig(run=str(tmp_path / "no-run"))).start()
+    assert worker.validation_done.wait(60)
+    app = Flask("t")
+    routes.add_routes(app, worker)
+    client = app.test_client()
+    live, ready = client.get("/healthz"), client.get("/readyz")
+    assert live.status_code == 503 and "run.json" in live.get_json()["error"]
+    assert ready.status_code == 503

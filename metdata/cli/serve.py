@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from metdata.cli.options import fail_cleanly, storage_option
+from metdata.cli.options import FiniteFloat, fail_cleanly, storage_option
 
 
 @click.command()
@@ -23,7 +23,7 @@ from metdata.cli.options import fail_cleanly, storage_option
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes, one model each.")
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="Request threads per worker.")
 @click.option(
-    "--max-upload-mb", type=click.FloatRange(0.01, 200), default=20, show_default=True, help="Largest image accepted."
+    "--max-upload-mb", type=FiniteFloat(0.01, 200), default=20, show_default=True, help="Largest image accepted."
 )
 @click.option(
     "--allow-host",
@@ -33,7 +33,7 @@ from metdata.cli.options import fail_cleanly, storage_option
 )
 @click.option(
     "--fetch-timeout",
-    type=click.FloatRange(0.1, 300),
+    type=FiniteFloat(0.1, 300),
     default=20.0,
     show_default=True,
     help="Seconds to download an image URL, whole.",

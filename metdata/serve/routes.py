@@ -51,6 +51,8 @@ def add_routes(app: Flask, worker: Worker) -> None:
 
     @app.get("/healthz")
     def healthz():
+        if worker.error:  # a worker whose model cannot load is not alive: let the orchestrator restart it
+            return jsonify(status="failed", error=worker.error), 503
         return jsonify(status="live")
 
     @app.get("/readyz")

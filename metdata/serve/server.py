@@ -20,13 +20,17 @@ log = logging.getLogger(__name__)
 DASH_OVERHEAD = 1 << 20
 
 
+#: Seconds a request may wait for more of its body before its connection is dropped.
+BODY_TIMEOUT_S = 30.0
+
+
 def create_app(config: ServeConfig):
     """The Flask app of one worker: the JSON routes and the Dash dashboard; the model loads in a thread.
 
     Raises:
         UserError: RUN is not a finished run (read from its run.json, without TensorFlow).
     """
-    from flask import Flask
+    from flask import Flask, request
 
     from metdata.serve import dashboard, routes
 
@@ -34,6 +38,12 @@ def create_app(config: ServeConfig):
     server = Flask("metdata.serve")
     server.config["MAX_CONTENT_LENGTH"] = config.max_bytes * 4 // 3 + DASH_OVERHEAD
     worker = Worker(config).start()
+    @server.before_request
+    def _bounded_body_reads():  # a client that never sends its body must not hold a thread for ever
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(BODY_TIMEOUT_S)
+
     routes.add_routes(server, worker)
     dashboard.create_dash(worker, meta, config.data is not None, server)
     return server

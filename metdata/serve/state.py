@@ -187,9 +187,12 @@ class Worker:
             predictor.probabilities(np.zeros((1, predictor.size, predictor.size, 3), np.uint8))  # warm-up
             self.predictor = predictor
             self.ready.set()
-        except (UserError, OSError, ValueError) as exc:
+        except Exception as exc:  # any failure must show on /healthz, or the worker says "loading" forever
             self.error = f"{type(exc).__name__}: {exc}"
-            log.error("cannot load %s: %s", config.run, self.error)
+            if isinstance(exc, (UserError, OSError, ValueError)):
+                log.error("cannot load %s: %s", config.run, self.error)
+            else:
+                log.exception("cannot load %s (unexpected)", config.run)
             self.validation_done.set()
             return
         if config.data is None:
@@ -197,9 +200,12 @@ class Worker:
         else:
             try:
                 self.validation = load_validation(predictor, Dataset(config.data, config.storage_options), self.score)
-            except (UserError, OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # the dashboard must stop waiting for them, whatever happened
                 self.validation_error = f"{exc}"
-                log.error("no validation paintings: %s", exc)
+                if isinstance(exc, (UserError, OSError, ValueError, KeyError)):
+                    log.error("no validation paintings: %s", exc)
+                else:
+                    log.exception("no validation paintings (unexpected)")
         self.validation_done.set()
 
     def facts(self) -> dict:
