@@ -299,14 +299,14 @@ def test_a_run_that_is_not_there_fails_before_serving(tmp_path):
 
 
 def test_confusion_and_prediction_core_agree(trained, store):  # noqa: F811
-    """The serve core's validation scoring equals its own confusion matrix; the metric functions add up."""
+    """The dashboard's validation scoring is `metdata evaluate`'s: the same confusion matrix, cell by cell."""
     from metdata.serve.state import load_validation
 
     predictor = prediction.load(trained, {}, "model.keras")
     v = load_validation(predictor, store, predictor.probabilities)
     assert v.matrix.sum() == len(v.rows) == len(v.pixels) and all(r.get("title") is not None for r in v.rows)
-    report = evaluation.report(v.truth, v.guess, predictor.classes, "val", "model.keras")
-    assert report["confusion"] == v.matrix.tolist()
+    evaluated = evaluation.evaluate(store, trained, "val", "model.keras")
+    assert evaluated["confusion"] == v.matrix.tolist()
     for i in range(len(predictor.classes)):
         for j in range(len(predictor.classes)):
             assert len(v.cell(i, j)) == v.matrix[i, j]
