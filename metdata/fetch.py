@@ -249,10 +249,10 @@ def new_session(threads: int) -> requests.Session:
     return session
 
 
-def _shown(text: str, limit: int = 200) -> str:
+def shown(text: str, limit: int = 200) -> str:
     """``repr`` of a URL or its part for a message, cut to ``limit`` characters (a hostile URL can be huge).
 
-    >>> _shown("ftp://" + "a" * 500)[-20:]
+    >>> shown("ftp://" + "a" * 500)[-20:]
     "aaaaaa…' (506 chars)"
     """
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}"[:-1] + f"…' ({len(text)} chars)"
@@ -270,14 +270,14 @@ def refusal(url: str, policy: Policy) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises on a port that is not a number in range
     except ValueError as exc:
-        return f"malformed URL {_shown(url)} ({exc})"
+        return f"malformed URL {shown(url)} ({exc})"
     if parts.scheme.lower() not in policy.schemes:
         allowed = ", ".join(sorted(policy.schemes)) or "none"
-        return f"scheme {_shown(parts.scheme)} is not allowed (allowed: {allowed}): {_shown(url)}"
+        return f"scheme {shown(parts.scheme)} is not allowed (allowed: {allowed}): {shown(url)}"
     if not parts.hostname:
-        return f"malformed URL {_shown(url)} (no host)"
+        return f"malformed URL {shown(url)} (no host)"
     if parts.netloc.lower() not in policy.hosts:
-        return f"host {_shown(parts.netloc)} is not allowed (allowed: {', '.join(sorted(policy.hosts))})"
+        return f"host {shown(parts.netloc)} is not allowed (allowed: {', '.join(sorted(policy.hosts))})"
     return ""
 
 

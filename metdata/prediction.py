@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from metdata import imaging
+from metdata import fetch, imaging
 from metdata.dataset import Dataset
 from metdata.errors import UserError
 from metdata.runfolder import HISTORY, RUN_FILE, check_checkpoint, local_copy
@@ -43,40 +43,16 @@ class ImageRejected(UserError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class FetchLimits:
-    """How an image URL may be downloaded.
-
-    Attributes:
-        allowed_hosts: ``host`` or ``host:port`` a URL (and every redirect) may name.
-        max_bytes: a longer body is refused (checked while streaming, before it is all read).
-        deadline: seconds for the whole download, connection to last byte (not per read).
-        max_redirects: redirects followed, each checked against the allowed hosts.
-    """
-
-    allowed_hosts: frozenset[str] = frozenset({MET_IMAGE_HOST})
-    max_bytes: int = 20 << 20
-    deadline: float = 20.0
-    max_redirects: int = 3
-
-
-def fetch_image_url(url: str, limits: FetchLimits = FetchLimits()) -> bytes:
-    """Download an image through the shared fetch core (``metdata.fetch``): allowed hosts only,
-    redirects included; at most ``max_bytes`` (after decompression); ``deadline`` seconds a request.
+def fetch_image_url(url: str, policy: fetch.Policy) -> bytes:
+    """Download an image through the shared fetch core (``metdata.fetch``) under ``policy``:
+    its hosts only, redirects included; at most ``max_bytes`` (after decompression);
+    ``deadline`` seconds a request.
 
     Raises:
         ImageRejected: 400 not an http(s) URL, 403 a host (or a redirect's) that is not allowed,
             408 past the deadline, 413 over the byte cap, 422 any other failed download.
     """
-    from metdata import fetch
-
-    policy = fetch.Policy(
-        hosts=limits.allowed_hosts,
-        deadline=limits.deadline,
-        max_bytes=limits.max_bytes,
-        max_redirects=limits.max_redirects,
-    )
-    shown = url[:200]
+    shown = fetch.shown(url)
     refused = fetch.refusal(url, policy)
     if refused:
         parts = urlsplit(url) if "malformed" not in refused else None
@@ -86,11 +62,12 @@ def fetch_image_url(url: str, limits: FetchLimits = FetchLimits()) -> bytes:
     started = time.monotonic()
     reply = fetch.fetch_one(url, policy)
     if reply.outcome is fetch.Outcome.TOO_LARGE:
-        raise ImageRejected(f"{shown} is over the {limits.max_bytes:,} byte cap", 413)
-    if reply.outcome is fetch.Outcome.FAILED and reply.url != url and fetch.refusal(reply.url, policy):
-        raise ImageRejected(f"{shown} redirects elsewhere: {fetch.refusal(reply.url, policy)}", 403)
-    if reply.outcome is fetch.Outcome.TRANSIENT and time.monotonic() - started >= limits.deadline:
-        raise ImageRejected(f"{shown} did not download within {limits.deadline:g} s", 408)
+        raise ImageRejected(f"{shown} is over the {policy.max_bytes:,} byte cap", 413)
+    redirect_refused = fetch.refusal(reply.url, policy) if reply.outcome is fetch.Outcome.FAILED else ""
+    if redirect_refused and reply.url != url:
+        raise ImageRejected(f"{shown} redirects elsewhere: {redirect_refused}", 403)
+    if reply.outcome is fetch.Outcome.TRANSIENT and time.monotonic() - started >= policy.deadline:
+        raise ImageRejected(f"{shown} did not download within {policy.deadline:g} s", 408)
     answer = fetch.judge(reply)
     if answer.outcome is not fetch.Outcome.OK:
         detail = answer.error or f"HTTP {reply.status}"
@@ -258,8 +235,6 @@ def read_image(source: str, timeout: float = 30.0) -> bytes:
         UserError: the file or URL cannot be read.
     """
     if source.startswith(("http://", "https://")):
-        from metdata import fetch
-
         return fetch.read_url(source, deadline=timeout)
     try:
         return Path(source).read_bytes()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metdata import evaluation, prediction, runfolder
+from metdata import evaluation, fetch, prediction, runfolder
 from metdata.dataset import Dataset
 from metdata.errors import UserError
 
@@ -49,8 +49,8 @@ class ServeConfig:
     top: int = 3
 
     @property
-    def limits(self) -> prediction.FetchLimits:
-        return prediction.FetchLimits(self.allowed_hosts, self.max_bytes, self.fetch_deadline)
+    def limits(self) -> fetch.Policy:
+        return fetch.Policy(self.allowed_hosts, deadline=self.fetch_deadline, max_bytes=self.max_bytes, max_redirects=3)
 
 
 @dataclass
