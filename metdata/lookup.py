@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import pyarrow as pa
 import requests
 
 from metdata import api
@@ -26,7 +25,7 @@ from metdata.api import DEFAULT_API, Answer, Outcome
 from metdata.errors import UserError
 from metdata.fetch import Policy, fetch, new_session
 from metdata.pacing import retrying
-from metdata.records import SCHEMA, error_row, record_row
+from metdata.records import error_row, fitted, record_row
 
 __all__ = ["LookupOptions", "Pacer", "fetch_listing", "get", "lookup_ids", "lookup_one", "new_session"]
 
@@ -128,12 +127,7 @@ def _lookup_one(session: requests.Session, object_id: int, options: LookupOption
     got = answer.payload.get("objectID") if isinstance(answer.payload, dict) else type(answer.payload).__name__
     if type(got) is not int or got != object_id:  # True == 1 in Python: a bool is not this id
         return error_row(object_id, "failed", f"the API answered a record for {got!r}"[:300], attempts, now)
-    row = record_row(answer.payload, attempts, now)
-    try:
-        pa.Table.from_pylist([row], schema=SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-        return error_row(object_id, "failed", f"record does not fit the schema: {exc}"[:500], attempts, now)
-    return row
+    return fitted(record_row(answer.payload, attempts, now))
 
 
 def lookup_ids(ids: list[int], options: LookupOptions, pacer: Pacer) -> list[dict]:

@@ -105,20 +105,17 @@ def rows_to_table(rows: Iterable[dict]) -> pa.Table:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         pass
-    checked = []
-    for row in rows:
-        try:
-            pa.Table.from_pylist([row], schema=SCHEMA)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            row = error_row(
-                row["objectID"],
-                "failed",
-                f"record does not fit the schema: {exc}",
-                row["attempts"],
-                row["fetched_at"],
-            )
-        checked.append(row)
-    return pa.Table.from_pylist(checked, schema=SCHEMA)
+    return pa.Table.from_pylist([fitted(row) for row in rows], schema=SCHEMA)
+
+
+def fitted(row: dict) -> dict:
+    """``row`` if its values fit the schema, else a ``failed`` row naming the problem."""
+    try:
+        pa.Table.from_pylist([row], schema=SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        message = f"record does not fit the schema: {exc}"[:500]
+        return error_row(row["objectID"], "failed", message, row["attempts"], row["fetched_at"])
+    return row
 
 
 # -- The Open Access CSV (MetObjects.csv) ---------------------------------------------------
