@@ -13,8 +13,11 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
+import dask.config
+import yaml
 from distributed import Client, LocalCluster
 
 from metdata.errors import UserError
@@ -147,6 +150,21 @@ def check_versions(client: Client, where: str) -> None:
         raise ClusterError(mismatch_message(where, rows))
 
 
+def dask_settings() -> dict[str, object]:
+    """``cluster/dask.yaml`` (what the image's Dask processes read) as dotted keys, for a LocalCluster."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, node: object) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = node
+
+    walk("", yaml.safe_load((Path(__file__).parent / "dask.yaml").read_text()))
+    return flat
+
+
 @contextmanager
 def connect(
     spec: str = "local",
@@ -175,6 +193,7 @@ def connect(
     if kind == "local":
         n = workers or os.cpu_count() or 1
         with (
+            dask.config.set(dask_settings()),
             LocalCluster(
                 n_workers=n,
                 threads_per_worker=threads_per_worker,

@@ -122,7 +122,8 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
     """
     started = time.monotonic()
     statuses: Counter[str] = Counter()
-    downloaded = bugs = 0
+    downloaded = bugs = requests = peak = 0
+    busy = 0.0
     failures: list[str] = []
     if planned.tasks:
         pacer = install_pacer(client, pace)
@@ -141,6 +142,8 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             statuses.update(result["statuses"])
             downloaded += result["bytes"]
             bugs += result.get("errors", 0)
+            requests += result.get("requests", 0)
+            peak, busy = max(peak, result.get("peak_in_flight", 0)), busy + result.get("busy_s", 0.0)
     duration = time.monotonic() - started
     table_statuses = Counter(s for slots in images.read_statuses(dataset, options).values() for s in slots)
     summary = {
@@ -152,8 +155,12 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             "images": sum(statuses.values()),
             "by_status": dict(sorted(statuses.items())),
             "bytes_downloaded": downloaded,
+            "requests": requests,
             "duration_s": round(duration, 2),
             "images_per_s": round(sum(statuses.values()) / duration, 2) if duration else None,
+            "achieved_rate": round(requests / duration, 3) if duration else None,
+            "configured_rate": pace.rate,
+            "in_flight": {"mean": round(busy / duration, 1) if duration else 0, "peak_per_task": peak},
             "failed_chunk_tasks": failures,
             "unexpected_errors": report_unexpected(bugs, "images"),
         },

@@ -143,9 +143,11 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
         summary = _summary(dataset, options, Counter(), 0, time.monotonic() - started, {}, [])
         _save_summary(dataset, summary, [])
         return summary
+    tasks = ingest.fit_tasks(tasks, options.pace.rate, sum(client.nthreads().values()), options.shard_size)
     pacer = install_pacer(client, options.pace)
     statuses: Counter[str] = Counter()
-    requests = bugs = 0
+    requests = bugs = peak = 0
+    busy = 0.0
     failures: list[str] = []
     for result in run_tasks(
         client,
@@ -162,9 +164,11 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
         statuses.update(result["statuses"])
         requests += result["requests"]
         bugs += result.get("errors", 0)
+        peak, busy = max(peak, result.get("peak_in_flight", 0)), busy + result.get("busy_s", 0.0)
     duration = time.monotonic() - started
     summary = _summary(dataset, options, statuses, requests, duration, pacer.stats(), failures)
     summary["this_run"]["unexpected_errors"] = report_unexpected(bugs, "ids")
+    summary["this_run"]["in_flight"] = {"mean": round(busy / duration, 1), "peak_per_task": peak, "tasks": len(tasks)}
     _save_summary(dataset, summary, failures)
     return summary
 

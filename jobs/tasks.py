@@ -23,7 +23,7 @@ def install_pacer(client: Client, pace: PaceConfig) -> SchedulerPacer:
     with warnings.catch_warnings():  # a new run replaces the last run's pacer on purpose
         warnings.filterwarnings("ignore", message=".*already contains a plugin")
         client.register_plugin(PacerPlugin(pace), name=PLUGIN_NAME)
-    return SchedulerPacer()
+    return SchedulerPacer(pace)
 
 
 def run_tasks(

@@ -12,23 +12,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
-import requests
 import zarr
 
 from metdata import imaging
 from metdata.api import DEFAULT_API, RETRYABLE
 from metdata.dataset import Dataset, store_paths
+from metdata.dispatch import Figures
 from metdata.errors import UserError
 from metdata.fetch import Outcome, Policy, fetch, judge, new_session
-from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, lookup_one
-from metdata.pacing import retrying
+from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, lookup_batch, paid_first
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class ImageOptions:
         allowed_hosts: hosts images may come from (the Met's image host, the API's host).
         max_bytes: a download longer than this is ``too_large``.
         keep_originals: keep the downloaded bytes in the status shards.
+        max_in_flight: the most downloads one task keeps in flight (0: sized to the budget,
+            as ``LookupOptions.max_in_flight``).
     """
 
     api: str = DEFAULT_API
@@ -82,7 +84,7 @@ class ImageOptions:
     allowed_hosts: frozenset[str] = frozenset({MET_IMAGE_HOST})
     max_bytes: int = 50 << 20
     keep_originals: bool = False
-    threads: int = 4
+    max_in_flight: int = 0
     timeout: float = 30.0
     max_attempts: int = 5
     backoff: float = 2.0
@@ -100,7 +102,18 @@ class ImageOptions:
     @property
     def lookup(self) -> LookupOptions:
         return LookupOptions(
-            api=self.api, threads=1, timeout=self.timeout, max_attempts=self.max_attempts, backoff=self.backoff
+            api=self.api,
+            max_in_flight=self.max_in_flight,
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            backoff=self.backoff,
+        )
+
+    @property
+    def policy(self) -> Policy:
+        """Downloads reach only the allowed hosts, within the deadline and the byte cap."""
+        return Policy(
+            hosts=frozenset(h.lower() for h in self.allowed_hosts), deadline=self.timeout, max_bytes=self.max_bytes
         )
 
 
@@ -149,26 +162,39 @@ def budget_key(url: str) -> str:
         return "images@"
 
 
-def download(session: requests.Session, url: str, options: ImageOptions, pacer: Pacer) -> Fetched:
-    """Download one image within the budget through ``fetch.fetch`` (allowed hosts only, one
-    deadline per request, ``max_bytes`` counted after decompression); retry what can succeed
-    later. Never raises for what the host or the URL does: that becomes the status."""
-    policy = Policy(
-        hosts=frozenset(h.lower() for h in options.allowed_hosts), deadline=options.timeout, max_bytes=options.max_bytes
-    )
+#: Decodes at once per process: one per core (an original decodes to up to 48 MB of pixels).
+_DECODING = threading.BoundedSemaphore(os.cpu_count() or 1)
 
-    def once() -> Fetched:
-        reply = fetch(session, url, policy, wait=lambda target: pacer.wait(budget_key(target)))
-        answer = judge(reply)
-        if answer.outcome is Outcome.OK:
-            return Fetched("ok", url=reply.url, data=answer.payload)
-        return Fetched(answer.outcome.value, answer.error, reply.url)
 
-    result, attempts = retrying(
-        once, lambda fetched: fetched.status, options.max_attempts, options.backoff, pacer, budget_key(url)
-    )
-    result.attempts = attempts
-    return result
+def download_all(urls: list[str], options: ImageOptions, pacer: Pacer) -> tuple[list[Fetched], Figures]:
+    """Download and decode images at the image host's pace (``dispatch.Dispatcher``: allowed hosts
+    only, one deadline per request, ``max_bytes`` counted after decompression; retries back in the
+    queue). One ``Fetched`` per URL, in order; never raises for what a host or a URL does, and an
+    attempt that raised becomes that slot's ``failed`` (``unexpected``) result."""
+    dispatcher = options.lookup.dispatcher(pacer, len(urls))
+    policy = options.policy
+    with new_session(dispatcher.max_in_flight) as session:
+
+        def attempt(url: str) -> tuple[str, Fetched]:
+            reply = fetch(session, url, policy, wait=paid_first(dispatcher.slots, budget_key))
+            answer = judge(reply)
+            if answer.outcome is not Outcome.OK:
+                return answer.outcome.value, Fetched(answer.outcome.value, answer.error, reply.url)
+            with _DECODING:
+                fetched = process(Fetched("ok", url=reply.url, data=answer.payload), options)
+            return fetched.status, fetched
+
+        done = dispatcher.run(urls, budget_key, attempt)
+    results = []
+    for url, result in zip(urls, done, strict=True):
+        if result.error is not None:
+            log.error("downloading %s failed unexpectedly", url, exc_info=result.error)
+            fetched = Fetched("failed", f"{type(result.error).__name__}: {result.error}"[:500], url, unexpected=True)
+        else:
+            fetched = result.value
+        fetched.attempts = result.attempts
+        results.append(fetched)
+    return results, dispatcher.figures
 
 
 def process(fetched: Fetched, options: ImageOptions) -> Fetched:
@@ -204,49 +230,56 @@ def load_kept(dataset: Dataset, sources: set[str]) -> dict[int, tuple[str, bytes
     return kept
 
 
-def fetch_slot(
-    session: requests.Session,
-    object_id: int,
-    url: str | None,
+def fetch_slots(
+    object_ids: list[int],
+    urls: list[str | None],
     options: ImageOptions,
     pacer: Pacer,
     kept: dict[int, tuple[str, bytes]] | None = None,
-) -> Fetched:
-    """Everything for one slot: look the URL up if unknown (CSV rows), download, decode.
+) -> tuple[list[Fetched], Figures]:
+    """Everything for these slots: look up the URLs that are unknown (CSV rows), download, decode.
 
     A ``kept:`` slot takes the bytes another store kept (``--keep-originals``): no download.
-    Never raises: whatever goes wrong becomes the slot's ``failed`` status naming the exception
-    (``unexpected``, so the chunk counts it), and the traceback is logged.
+    Never raises for one slot: whatever goes wrong becomes that slot's ``failed`` status naming
+    the exception (``unexpected``, so the chunk counts it), and the traceback is logged.
     """
-    try:
-        return _fetch_slot(session, object_id, url, options, pacer, kept)
-    except Exception as exc:  # per-item isolation: one slot never sinks its chunk
-        log.exception("image slot of object %s failed unexpectedly", object_id)
-        return Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], url, unexpected=True)
+    pacer = pacer.bind()
+    results: list[Fetched | None] = [None] * len(object_ids)
+    unknown = [k for k, url in enumerate(urls) if url is None]
+    if unknown:
+        rows, _ = lookup_batch([object_ids[k] for k in unknown], options.lookup, pacer)
+        urls = list(urls)
+        for k, row in zip(unknown, rows, strict=True):
+            if row["status"] != "ok":
+                status = row["status"] if row["status"] in STATUSES else "failed"
+                results[k] = Fetched(status, f"lookup: {row['error']}", unexpected=row.get(UNEXPECTED, False))
+            else:
+                urls[k] = row[options.url_field] or ""
+    to_download = []
+    for k, (object_id, url) in enumerate(zip(object_ids, urls, strict=True)):
+        if results[k] is not None:
+            continue
+        try:
+            if url and url.startswith(KEPT):
+                results[k] = _from_kept(object_id, url, options, kept)
+            elif not url:
+                results[k] = Fetched("no_image", "the record has no image URL")
+            else:
+                to_download.append(k)
+        except Exception as exc:  # per-item isolation: one slot never sinks its chunk
+            log.exception("image slot of object %s failed unexpectedly", object_id)
+            results[k] = Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], url, unexpected=True)
+    downloaded, figures = download_all([urls[k] for k in to_download], options, pacer)
+    for k, fetched in zip(to_download, downloaded, strict=True):
+        results[k] = fetched
+    return results, figures  # type: ignore[return-value]
 
 
-def _fetch_slot(
-    session: requests.Session,
-    object_id: int,
-    url: str | None,
-    options: ImageOptions,
-    pacer: Pacer,
-    kept: dict[int, tuple[str, bytes]] | None,
-) -> Fetched:
-    if url is not None and url.startswith(KEPT):
-        if kept is None or object_id not in kept:
-            return Fetched("no_image", f"no original was kept for it in {url.removeprefix(KEPT)}")
-        original_url, data = kept[object_id]
-        return process(Fetched("ok", url=original_url, data=data), options)
-    if url is None:
-        row = lookup_one(session, object_id, options.lookup, pacer)
-        if row["status"] != "ok":
-            status = row["status"] if row["status"] in STATUSES else "failed"
-            return Fetched(status, f"lookup: {row['error']}", unexpected=row.get(UNEXPECTED, False))
-        url = row[options.url_field] or None
-    if not url:
-        return Fetched("no_image", "the record has no image URL")
-    return process(download(session, url, options, pacer), options)
+def _from_kept(object_id: int, url: str, options: ImageOptions, kept: dict[int, tuple[str, bytes]] | None) -> Fetched:
+    if kept is None or object_id not in kept:
+        return Fetched("no_image", f"no original was kept for it in {url.removeprefix(KEPT)}")
+    original_url, data = kept[object_id]
+    return process(Fetched("ok", url=original_url, data=data), options)
 
 
 def open_arrays(dataset: Dataset, options: ImageOptions, mode: str = "r+") -> zarr.Group:
@@ -258,7 +291,6 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
     shard = f"{options.status_folder}/{task.name}"
     if task.redo is None and dataset.exists(shard):
         return {"chunk": task.index, "skipped": True, "statuses": {}, "bytes": 0, "errors": 0}
-    pacer = pacer.bind()
     n = len(task.object_ids)
     group = open_arrays(dataset, options)
     if task.redo is None:
@@ -274,13 +306,9 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
         rows += [{}] * (n - len(rows))  # the new slots of a chunk a grown store extended
     sources = {task.urls[i].removeprefix(KEPT) for i in redo if (task.urls[i] or "").startswith(KEPT)}
     kept = load_kept(dataset, sources) if sources else None
-    with new_session(options.threads) as session, ThreadPoolExecutor(options.threads) as pool:
-        results = list(
-            pool.map(
-                lambda i: fetch_slot(session, task.object_ids[i], task.urls[i], options, pacer, kept),
-                redo,
-            )
-        )
+    results, figures = fetch_slots(
+        [task.object_ids[i] for i in redo], [task.urls[i] for i in redo], options, pacer, kept
+    )
     now = dt.datetime.now(dt.UTC)
     for k, (i, result) in enumerate(zip(redo, results, strict=True)):
         try:
@@ -300,6 +328,9 @@ def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: P
         "skipped": False,
         "statuses": statuses,
         "bytes": sum(rows[i]["bytes"] or 0 for i in redo),
+        "requests": figures.requests,
+        "peak_in_flight": figures.peak_in_flight,
+        "busy_s": figures.busy_s,
         "errors": sum(result.unexpected for result in results),
     }
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from metdata.api import RETRYABLE
 from metdata.dataset import LISTING, LISTING_META, OBJECTS, Dataset, DatasetError
-from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_ids
+from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
 from metdata.records import SCHEMA, rows_to_table
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,37 @@ def plan_new_shards(ids: list[int], shard_size: int) -> list[ShardTask]:
     """
     ids = sorted(ids)
     return [ShardTask(shard_name(ids[i]), tuple(ids[i : i + shard_size])) for i in range(0, len(ids), shard_size)]
+
+
+#: A task holds about this many seconds of budget: a killed worker wastes at most that much.
+TASK_SECONDS = 60.0
+#: ... but never fewer ids than this (tiny shards cost more to list and read than they save).
+MIN_TASK_IDS = 50
+
+
+def task_size(new_ids: int, rate: float, task_slots: int, shard_size: int) -> int:
+    """Ids per new-shard task: about ``TASK_SECONDS`` of budget, at most ``shard_size``, and small
+    enough that a run with few ids still gives every one of the cluster's ``task_slots`` a task.
+
+    >>> task_size(500_000, 80, 4, 1000), task_size(500_000, 1.2, 4, 1000)  # by the budget
+    (1000, 72)
+    >>> task_size(1000, 80, 4, 1000), task_size(10, 80, 4, 1000)  # few ids: spread over the slots
+    (250, 3)
+    """
+    by_budget = max(MIN_TASK_IDS, round(rate * TASK_SECONDS))
+    spread = -(-new_ids // max(1, task_slots))
+    return max(1, min(shard_size, by_budget, spread))
+
+
+def fit_tasks(tasks: list[ShardTask], rate: float, task_slots: int, shard_size: int) -> list[ShardTask]:
+    """Cut the new-shard tasks to ``task_size`` (replacements rewrite whole shards: kept as they are).
+
+    >>> [len(t.ids) for t in fit_tasks(plan_new_shards(list(range(1, 1001)), 1000), 80, 4, 1000)]
+    [250, 250, 250, 250]
+    """
+    new = [t for t in tasks if not t.replace]
+    size = task_size(sum(len(t.ids) for t in new), rate, task_slots, shard_size)
+    return [t for t in tasks if t.replace] + [piece for t in new for piece in plan_new_shards(list(t.ids), size)]
 
 
 def plan_replacements(ids: set[int], index: dict[int, tuple[str, str]]) -> list[ShardTask]:
@@ -124,7 +155,7 @@ def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: 
     """Look up one shard's ids and write the shard; return counts for the run summary."""
     if not task.replace and dataset.exists(task.name):
         return {"shard": task.name, "skipped": True, "statuses": {}, "requests": 0, "errors": 0}
-    rows = lookup_ids(list(task.ids), options, pacer)
+    rows, figures = lookup_batch(list(task.ids), options, pacer)
     table = rows_to_table(rows)
     if task.replace and dataset.exists(task.name):
         old = dataset.read_table(task.name)
@@ -135,7 +166,9 @@ def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: 
         "shard": task.name,
         "skipped": False,
         "statuses": dict(Counter(r["status"] for r in rows)),
-        "requests": sum(r["attempts"] or 0 for r in rows),
+        "requests": figures.requests,
+        "peak_in_flight": figures.peak_in_flight,
+        "busy_s": figures.busy_s,
         "errors": sum(1 for r in rows if r.get(UNEXPECTED)),  # ids whose handling raised: logged, counted
     }
 

@@ -1,19 +1,20 @@
 """Looking objects up in the Collection API, within the shared budget, surviving its failures.
 
-Every request first waits for a slot from the pacer (one budget per host for the whole
-cluster), then goes through ``fetch.fetch`` (the API's own scheme, host and port only, one
-deadline, a byte cap). Answers are classified (``api.classify``); transient failures are
-retried with exponential backoff and jitter, blocks are reported to the pacer (which pauses
-everyone) and retried after the pause, both a bounded number of times. Every id ends as a row:
-a record or the reason there is none, even when handling it raised (a bug): that row is
-``failed`` with the exception, and its traceback is logged.
+Requests go out at the pace of the budget (``dispatch.Dispatcher``: one budget per host for the
+whole cluster, as many in flight as rate x latency makes them), each through ``fetch.fetch``
+(the API's own scheme, host and port only, one deadline, a byte cap). Answers are classified
+(``api.classify``); transient failures go back to the queue after an exponential backoff with
+jitter, blocks are reported to the pacer (which pauses everyone) and retried after the pause,
+both a bounded number of times. Every id ends as a row: a record or the reason there is none,
+even when handling it raised (a bug): that row is ``failed`` with the exception, and its
+traceback is logged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -22,19 +23,22 @@ import requests
 
 from metdata import api
 from metdata.api import DEFAULT_API, Answer, Outcome
+from metdata.dispatch import Dispatcher, Done, Figures, Slots, in_flight_limit
 from metdata.errors import UserError
 from metdata.fetch import Policy, fetch, new_session
-from metdata.pacing import retrying
-from metdata.records import error_row, fitted, record_row
+from metdata.pacing import PaceConfig
+from metdata.records import all_fitted, error_row, record_row
 
-__all__ = ["LookupOptions", "Pacer", "fetch_listing", "get", "lookup_ids", "lookup_one", "new_session"]
+__all__ = ["LookupOptions", "Pacer", "fetch_listing", "get", "lookup_batch", "lookup_ids", "lookup_one", "new_session"]
 
 log = logging.getLogger(__name__)
 
 
 class Pacer(Protocol):
+    config: PaceConfig
+
     def bind(self) -> Pacer: ...
-    def wait(self, host: str) -> None: ...
+    def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
     def blocked(self, host: str) -> None: ...
 
 
@@ -44,7 +48,9 @@ class LookupOptions:
 
     Attributes:
         api: the API base URL.
-        threads: concurrent requests per task (they still share the cluster's budget).
+        max_in_flight: the most requests one task keeps in flight; 0 sizes it to the budget
+            (``dispatch.in_flight_limit``: rate x timeout, at most 256). How many are really in
+            flight is rate x latency: the bound matters only when answers hang.
         timeout: seconds for a whole request (connect and every read) before it counts as a
             transient failure.
         max_attempts: attempts per id before a transient or blocked outcome is final for this run.
@@ -55,7 +61,7 @@ class LookupOptions:
     """
 
     api: str = DEFAULT_API
-    threads: int = 4
+    max_in_flight: int = 0
     timeout: float = 30.0
     max_attempts: int = 5
     backoff: float = 2.0
@@ -65,6 +71,23 @@ class LookupOptions:
     def policy(self) -> Policy:
         """Requests reach only the API's own scheme, host and port, within the deadline and cap."""
         return Policy.same_origin(self.api, deadline=self.timeout, max_bytes=self.max_bytes)
+
+    def dispatcher(self, pacer: Pacer, items: int) -> Dispatcher:
+        """A dispatcher for ``items`` requests at the pacer's rate, with these limits."""
+        limit = self.max_in_flight or in_flight_limit(pacer.config.rate, self.timeout)
+        return Dispatcher(Slots(pacer), max(1, min(limit, items)), self.max_attempts, self.backoff)
+
+
+def paid_first(slots: Slots, key_of: Callable[[str], str]) -> Callable[[str], None]:
+    """``fetch``'s ``wait`` for a request whose slot the dispatcher already took: later hops
+    (redirects) each take a slot of their own, from the budget ``key_of(url)``."""
+    hops = iter(range(1 << 30))
+
+    def wait(url: str) -> None:
+        if next(hops):
+            slots.wait(key_of(url))
+
+    return wait
 
 
 #: The id listing's byte cap: the full listing is ~3.4 MB (500,000 ids); room to grow 20 times.
@@ -88,7 +111,7 @@ def get(
     params: dict | None = None,
     max_bytes: int | None = None,
 ) -> tuple[Answer, int]:
-    """GET an API URL within the budget, retrying what can succeed later.
+    """GET one API URL within the budget, retrying what can succeed later (the listing).
 
     ``max_bytes`` overrides ``options.max_bytes`` (the listing is larger than a record).
     Returns the final classified answer and how many requests it took; never raises for
@@ -96,45 +119,73 @@ def get(
     """
     host = host_of(url)
     policy = options.policy if max_bytes is None else replace(options.policy, max_bytes=max_bytes)
+    dispatcher = options.dispatcher(pacer, 1)
 
-    def once() -> Answer:
-        return api.judge(fetch(session, url, policy, wait=lambda _: pacer.wait(host), params=params))
+    def attempt(target: str) -> tuple[str, Answer]:
+        answer = api.judge(fetch(session, target, policy, wait=paid_first(dispatcher.slots, host_of), params=params))
+        return answer.outcome.value, answer
 
-    return retrying(once, lambda answer: answer.outcome.value, options.max_attempts, options.backoff, pacer, host)
-
-
-def lookup_one(session: requests.Session, object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
-    """Look one object up; return its row (the record, or why there is none). Never raises:
-    whatever goes wrong becomes a ``failed`` row naming the exception (marked ``unexpected``
-    so the task can count it), and the traceback is logged."""
-    try:
-        return _lookup_one(session, object_id, options, pacer)
-    except Exception as exc:  # per-item isolation: one id never sinks its shard
-        log.exception("looking up object %s failed unexpectedly", object_id)
-        row = error_row(object_id, "failed", f"{type(exc).__name__}: {exc}"[:500], 0, dt.datetime.now(dt.UTC))
-        return {**row, UNEXPECTED: True}
+    (done,) = dispatcher.run([url], lambda _: host, attempt)
+    if done.error is not None:
+        raise done.error
+    return done.value, done.attempts
 
 
 #: Key of a row whose handling raised (a bug or an unforeseen answer); not a column.
 UNEXPECTED = "unexpected"
 
 
-def _lookup_one(session: requests.Session, object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
-    answer, attempts = get(session, f"{options.api.rstrip('/')}/objects/{object_id}", options, pacer)
+def lookup_batch(ids: list[int], options: LookupOptions, pacer: Pacer) -> tuple[list[dict], Figures]:
+    """Look many ids up at the budget's pace; one row per id, in order, and how the requests went.
+
+    Never raises for one id: whatever goes wrong with it becomes a ``failed`` row naming the
+    exception (marked ``unexpected`` so the task can count it), and the traceback is logged.
+    """
+    pacer = pacer.bind()
+    dispatcher = options.dispatcher(pacer, len(ids))
+    base, host, policy = options.api.rstrip("/"), host_of(options.api), options.policy
+    with new_session(dispatcher.max_in_flight) as session:
+
+        def attempt(object_id: int) -> tuple[str, Answer]:
+            url = f"{base}/objects/{object_id}"
+            answer = api.judge(fetch(session, url, policy, wait=paid_first(dispatcher.slots, host_of)))
+            return answer.outcome.value, answer
+
+        done = dispatcher.run(ids, lambda _: host, attempt)
+    rows = [_row(object_id, result) for object_id, result in zip(ids, done, strict=True)]
+    return all_fitted(rows), dispatcher.figures
+
+
+def lookup_ids(ids: list[int], options: LookupOptions, pacer: Pacer) -> list[dict]:
+    """Look many ids up (``lookup_batch``); one row per id."""
+    return lookup_batch(ids, options, pacer)[0]
+
+
+def lookup_one(object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
+    """Look one object up; return its row (``lookup_batch`` of one id)."""
+    return lookup_ids([object_id], options, pacer)[0]
+
+
+def _row(object_id: int, done: Done[Answer]) -> dict:
+    """The row of one id from its last answer; a ``failed``/``unexpected`` row if that raised."""
+    try:
+        if done.error is not None:
+            raise done.error
+        return _answer_row(object_id, done.value, done.attempts)
+    except Exception as exc:  # per-item isolation: one id never sinks its shard
+        log.error("looking up object %s failed unexpectedly", object_id, exc_info=exc)
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        return {**error_row(object_id, "failed", reason, done.attempts, dt.datetime.now(dt.UTC)), UNEXPECTED: True}
+
+
+def _answer_row(object_id: int, answer: Answer, attempts: int) -> dict:
     now = dt.datetime.now(dt.UTC)
     if answer.outcome is not Outcome.OK:
         return error_row(object_id, answer.outcome.value, answer.error, attempts, now)
     got = answer.payload.get("objectID") if isinstance(answer.payload, dict) else type(answer.payload).__name__
     if type(got) is not int or got != object_id:  # True == 1 in Python: a bool is not this id
         return error_row(object_id, "failed", f"the API answered a record for {got!r}"[:300], attempts, now)
-    return fitted(record_row(answer.payload, attempts, now))
-
-
-def lookup_ids(ids: list[int], options: LookupOptions, pacer: Pacer) -> list[dict]:
-    """Look up many ids with a pooled session and a small thread pool; one row per id."""
-    pacer = pacer.bind()
-    with new_session(options.threads) as session, ThreadPoolExecutor(options.threads) as pool:
-        return list(pool.map(lambda i: lookup_one(session, i, options, pacer), ids))
+    return record_row(answer.payload, attempts, now)  # checked against the schema by lookup_batch
 
 
 class ListingError(UserError):

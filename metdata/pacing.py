@@ -2,13 +2,15 @@
 
 ``RateLimiter`` is the pure algorithm: it hands out request slots spaced ``1/rate`` apart per
 host, pauses a host for a cool-down when a block is reported and halves its rate, and (when
-adaptive) probes back up towards the target while no block comes.
+adaptive) probes back up towards the target while no block comes. ``grant`` hands out several
+slots in one call, but never one more than ``HORIZON`` ahead: a task's dispatcher takes a few
+requests' worth per round trip, and after a block no worker holds a slot for longer than that.
 
 Two front ends share it:
 
 - ``LocalPacer``: in this process, for single-process use and tests of the algorithm;
-- ``SchedulerPacer``: the limiter lives in the Dask scheduler (``PacerPlugin`` adds three
-  handlers there) and every task asks it for a slot with one RPC. State on the scheduler
+- ``SchedulerPacer``: the limiter lives in the Dask scheduler (``PacerPlugin`` adds its
+  handlers there) and a task asks it for slots with one RPC per batch. State on the scheduler
   outlives any worker, so a killed worker loses no budget bookkeeping.
 """
 
@@ -16,22 +18,21 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from distributed import get_client, get_worker
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
 
-from metdata.api import RETRYABLE
-
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+#: No slot is granted more than this many seconds ahead: after a block, every worker stops within it.
+HORIZON = 1.0
+#: One grant covers at most this many seconds of budget (one round trip per this many requests' worth).
+SPAN = 0.25
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,16 @@ class RateLimiter:
             self._hosts[host] = _Host(rate=self.config.rate, pause=self.config.cooldown, last_change=now)
         return self._hosts[host]
 
+    def _probe(self, host: str, now: float) -> _Host:
+        """The host's state, its rate stepped up first if adaptive and calm long enough (under the lock)."""
+        state = self._host(host, now)
+        calm = now - state.last_change >= self.config.probe_every
+        if self.config.adaptive and state.rate < self.config.rate and calm:
+            state.rate = min(self.config.rate, state.rate * 1.25)
+            state.last_change = now
+            log.info("no block for %.0fs on %s: rate up to %.3g/s", self.config.probe_every, host, state.rate)
+        return state
+
     def reserve(self, host: str) -> float:
         """Reserve the next request slot for ``host``; return how long to wait for it (s).
 
@@ -94,21 +105,38 @@ class RateLimiter:
         """
         with self._lock:
             now = self.clock()
-            state = self._host(host, now)
-            calm = now - state.last_change >= self.config.probe_every
-            if self.config.adaptive and state.rate < self.config.rate and calm:
-                state.rate = min(self.config.rate, state.rate * 1.25)
-                state.last_change = now
-                log.info(
-                    "no block for %.0fs on %s: rate up to %.3g/s",
-                    self.config.probe_every,
-                    host,
-                    state.rate,
-                )
+            state = self._probe(host, now)
             slot = max(now, state.next_free, state.paused_until)
             state.next_free = slot + 1.0 / state.rate
             state.requests += 1
             return slot - now
+
+    def grant(self, host: str, n: int, horizon: float = HORIZON, span: float = SPAN) -> tuple[list[float], float]:
+        """Grant up to ``n`` consecutive slots of ``host`` (at most ``span`` s of budget, at least one),
+        none more than ``horizon`` s ahead; return their waits (s) and, when none could be granted,
+        how long to wait before asking again.
+
+        >>> limiter = RateLimiter(PaceConfig(rate=8.0), clock=lambda: 10.0)
+        >>> limiter.grant("api", 5)  # a quarter of a second of budget per call
+        ([0.0, 0.125, 0.25], 0.0)
+        >>> limiter.grant("api", 100, horizon=0.5)
+        ([0.375, 0.5], 0.0)
+        >>> limiter.grant("api", 1, horizon=0.5)  # the horizon is full: come back in 1/8 s
+        ([], 0.125)
+        """
+        with self._lock:
+            now = self.clock()
+            state = self._probe(host, now)
+            first = max(now, state.next_free, state.paused_until)
+            if first - now > horizon:
+                return [], first - now - horizon
+            waits, slot = [], first
+            while len(waits) < max(1, n) and slot - now <= horizon and slot - first <= span:
+                waits.append(slot - now)
+                slot += 1.0 / state.rate
+            state.next_free = slot
+            state.requests += len(waits)
+            return waits, 0.0
 
     def blocked(self, host: str) -> bool:
         """Report a block on ``host``: pause it for the cool-down and halve its rate.
@@ -155,6 +183,7 @@ class LocalPacer:
     """A pacer for one process: waits in the calling thread."""
 
     def __init__(self, config: PaceConfig) -> None:
+        self.config = config
         self.limiter = RateLimiter(config)
 
     def bind(self) -> LocalPacer:
@@ -164,34 +193,16 @@ class LocalPacer:
         """Block until this caller may send one request to ``host``."""
         time.sleep(self.limiter.reserve(host))
 
+    def grant(self, host: str, n: int) -> tuple[list[float], float]:
+        """Up to ``n`` slots of ``host`` (``RateLimiter.grant``)."""
+        return self.limiter.grant(host, n)
+
     def blocked(self, host: str) -> None:
         """Report that ``host`` answered with a block."""
         self.limiter.blocked(host)
 
     def stats(self) -> dict:
         return self.limiter.stats()
-
-
-def retrying(
-    once: Callable[[], T], status_of: Callable[[T], str], attempts: int, backoff: float, pacer, budget: str
-) -> tuple[T, int]:
-    """Call ``once()`` until its status is final, at most ``attempts`` times; return the last
-    result and how many calls it took.
-
-    Only ``blocked`` and ``transient`` are tried again: a block is reported to the pacer, which
-    holds every worker back for the cool-down; a transient failure waits an exponential backoff
-    with jitter (``backoff`` s, doubling, at most 60 s) so retries never storm.
-    """
-    for attempt in range(1, attempts + 1):
-        result = once()
-        status = status_of(result)
-        if status not in RETRYABLE or attempt == attempts:
-            return result, attempt
-        if status == "blocked":
-            pacer.blocked(budget)
-        else:
-            time.sleep(min(60.0, backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
-    raise ValueError(f"attempts must be at least 1, got {attempts}")
 
 
 # -- On a Dask cluster -------------------------------------------------------------------------
@@ -212,6 +223,7 @@ class PacerPlugin(SchedulerPlugin):
     async def start(self, scheduler) -> None:
         self.limiter = RateLimiter(self.config)
         scheduler.handlers["metdata_pace_reserve"] = lambda host: self.limiter.reserve(host)
+        scheduler.handlers["metdata_pace_grant"] = lambda host, n: self.limiter.grant(host, n)
         scheduler.handlers["metdata_pace_blocked"] = lambda host: self.limiter.blocked(host)
         scheduler.handlers["metdata_pace_stats"] = lambda: self.limiter.stats()
 
@@ -223,14 +235,15 @@ class SchedulerPacer:
     other threads: Dask's worker context is thread-local.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, config: PaceConfig | None = None) -> None:
+        self.config = config or PaceConfig()  # the target rate, for sizing what a task keeps in flight
         self._scheduler = self._loop = None
 
     def __getstate__(self) -> dict:
-        return {}
+        return {"config": self.config}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        self.__init__(state["config"])
 
     def bind(self) -> SchedulerPacer:
         """Capture the connection to the scheduler from this thread; return self."""
@@ -250,6 +263,11 @@ class SchedulerPacer:
     def wait(self, host: str) -> None:
         """Block until the cluster-wide budget grants this caller one request to ``host``."""
         time.sleep(self._call("metdata_pace_reserve", host=host))
+
+    def grant(self, host: str, n: int) -> tuple[list[float], float]:
+        """Up to ``n`` slots of ``host`` from the cluster's budget, in one round trip (``RateLimiter.grant``)."""
+        waits, retry = self._call("metdata_pace_grant", host=host, n=n)
+        return list(waits), retry
 
     def blocked(self, host: str) -> None:
         """Report a block: every worker pauses for the cool-down."""

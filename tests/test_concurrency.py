@@ -178,7 +178,7 @@ def test_lease_is_released_on_errors_and_a_lost_lease_is_reported(tmp_path):
 
 
 def lookup(met) -> LookupOptions:
-    return LookupOptions(api=met.url, threads=4, timeout=2.0, backoff=0.05)
+    return LookupOptions(api=met.url, timeout=2.0, backoff=0.05)
 
 
 def test_overlapping_shards_keep_one_row_per_id(start_met, dask_client, tmp_path):

@@ -45,7 +45,7 @@ def pacer() -> LocalPacer:
 
 
 def lookup_options(url: str) -> LookupOptions:
-    return LookupOptions(api=url, threads=4, timeout=DEADLINE, max_attempts=2, backoff=0.01)
+    return LookupOptions(api=url, timeout=DEADLINE, max_attempts=2, backoff=0.01)
 
 
 class Bounded:
@@ -162,17 +162,16 @@ def test_a_chunk_of_bad_images_gives_every_slot_its_status(servers, tmp_path):
 def test_an_answer_that_never_ends_is_transient_within_the_deadline(servers, kind):
     hostile, _ = servers
     object_id = next(i for i, (behaviour, _) in API_CASES.items() if behaviour == kind)
-    api = LookupOptions(api=hostile.url, threads=1, timeout=DEADLINE, max_attempts=1)
+    api = LookupOptions(api=hostile.url, timeout=DEADLINE, max_attempts=1)
     image = images.ImageOptions(
         api=hostile.url, timeout=DEADLINE, max_attempts=1, allowed_hosts=frozenset({urlsplit(hostile.url).netloc})
     )
     expected = f"no complete answer within {DEADLINE:g} s" if kind in ENDLESS else "InvalidHeader: Content-Length"
-    with new_session(1) as session:
-        started = time.monotonic()
-        row = lookup_one(session, object_id, api, pacer())
-        looked_up = time.monotonic() - started
-        slot = images.fetch_slot(session, 1, f"{hostile.url}/img/{kind}.jpg", image, pacer())
-        fetched = time.monotonic() - started - looked_up
+    started = time.monotonic()
+    row = lookup_one(object_id, api, pacer())
+    looked_up = time.monotonic() - started
+    slot = images.fetch_slots([1], [f"{hostile.url}/img/{kind}.jpg"], image, pacer())[0][0]
+    fetched = time.monotonic() - started - looked_up
     assert (row["status"], slot.status) == ("transient", "transient")
     assert row["error"].startswith(expected) and slot.error.startswith(expected)
     assert looked_up < ONE_ATTEMPT and fetched < ONE_ATTEMPT
@@ -182,8 +181,7 @@ def test_a_slot_whose_handling_raises_is_failed_and_marked(servers):
     hostile, _ = servers
     options = images.ImageOptions(api=hostile.url, size=16, chunk=2, timeout=DEADLINE, max_attempts=1)
     kept = {1: ("http://x/1.jpg", 12345)}  # kept bytes that are not bytes: a bug, deep inside decoding
-    with new_session(1) as session:
-        fetched = images.fetch_slot(session, 1, "kept:elsewhere/part-000000.parquet", options, pacer(), kept)
+    fetched = images.fetch_slots([1], ["kept:elsewhere/part-000000.parquet"], options, pacer(), kept)[0][0]
     assert fetched.status == "failed" and fetched.unexpected and fetched.error.startswith("TypeError: ")
 
 

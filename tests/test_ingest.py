@@ -23,7 +23,7 @@ FAST = PaceConfig(rate=200, cooldown=0.5)
 
 
 def options(met, **overrides) -> IngestOptions:
-    lookup = LookupOptions(api=met.url, threads=4, timeout=2.0, max_attempts=6, backoff=0.05)
+    lookup = LookupOptions(api=met.url, timeout=2.0, max_attempts=6, backoff=0.05)
     fields = {"lookup": lookup, "pace": FAST, "shard_size": 50, **overrides}
     return IngestOptions(**fields)
 
@@ -210,6 +210,17 @@ def test_four_workers_stay_under_the_cluster_wide_rate(start_met, tmp_path):
     assert counters.get("blocked", 0) == 0
     assert summary["rows_by_status"] == {"ok": 60}
     assert summary["this_run"]["achieved_rate"] <= 4.4
+
+
+def test_a_run_with_few_ids_uses_every_worker(start_met, dask_client, tmp_path):
+    from distributed import get_task_stream
+
+    met = start_met(objects=40, seed=8)
+    with get_task_stream(dask_client) as stream:  # shard_size 1000: one task before the budget planned them
+        summary = run(dask_client, Dataset(str(tmp_path)), options(met, shard_size=1000))
+    workers = {task["worker"] for task in stream.data if "run_shard" in task["key"] or "ids" in task["key"]}
+    assert workers == set(dask_client.scheduler_info()["workers"])  # both workers looked ids up
+    assert summary["this_run"]["in_flight"]["tasks"] == 4 and summary["rows_by_status"] == {"ok": 40}
 
 
 def test_s3_root_through_moto(start_met, dask_client, s3):

@@ -110,7 +110,7 @@ def images(
     rate,
     adaptive,
     cooldown,
-    threads,
+    max_in_flight,
     timeout,
     max_attempts,
 ) -> None:
@@ -137,7 +137,7 @@ def images(
         keep_originals=keep_originals,
         allowed_hosts=hosts,
         max_bytes=max_bytes,
-        threads=threads,
+        max_in_flight=max_in_flight,
         timeout=timeout,
         max_attempts=max_attempts,
     )

@@ -22,12 +22,12 @@ from metdata.cli.options import (
 log = logging.getLogger(__name__)
 
 
-def _pace_and_lookup(api, rate, adaptive, cooldown, threads, timeout, max_attempts):
+def _pace_and_lookup(api, rate, adaptive, cooldown, max_in_flight, timeout, max_attempts):
     from metdata.lookup import LookupOptions
     from metdata.pacing import PaceConfig
 
     return (
-        LookupOptions(api=api, threads=threads, timeout=timeout, max_attempts=max_attempts),
+        LookupOptions(api=api, max_in_flight=max_in_flight, timeout=timeout, max_attempts=max_attempts),
         PaceConfig(rate=rate, adaptive=adaptive, cooldown=cooldown),
     )
 

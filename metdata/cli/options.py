@@ -145,11 +145,12 @@ def tuning_options(f):
                 help="Seconds the whole cluster pauses after a block.",
             ),
             click.option(
-                "--threads",
-                type=click.IntRange(1, 64),
-                default=4,
+                "--max-in-flight",
+                type=click.IntRange(0, 1024),
+                default=0,
                 show_default=True,
-                help="Concurrent requests per task (all within the one budget).",
+                help="Most requests in flight per task; 0 sizes it to the budget (rate x timeout, at most 256). "
+                "The requests really in flight are rate x latency.",
             ),
             click.option(
                 "--timeout",

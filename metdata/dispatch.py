@@ -1,0 +1,257 @@
+"""Requests at the pace of the budget: each one goes out when its slot comes, however slow the others.
+
+One ``Dispatcher`` per task runs many items (ids to look up, images to download) through one
+attempt function each, possibly several times:
+
+- **Slots decide when a request goes.** The dispatcher takes budget slots for its ready items
+  (``Slots``: a few at a time from the pacer, never more than ``pacing.HORIZON`` ahead) and, at
+  each slot's time, hands one item's attempt to a thread pool. So the requests in flight are
+  what the pacer's rate and the answers' latency make them (Little's law: rate x latency), not a
+  fixed number of threads: a slow answer holds one thread while the next slots go to others.
+- **A bound, not a size.** ``in_flight_limit``: at most rate x timeout requests (every answer
+  hanging to the timeout still leaves the rate whole), at most ``MAX_IN_FLIGHT``. Threads are
+  started only when no idle one is free, so a fast host uses a few.
+- **Retries go back to the queue.** A ``transient`` outcome waits its backoff (exponential with
+  jitter, at most 60 s) in a heap, holding no thread and no slot; a ``blocked`` one is reported to
+  the pacer (every worker pauses), drops this task's held slots, and goes back to the ready queue:
+  its next slot comes after the pause.
+- **Nothing is lost.** Every item ends with its last status, value and attempt count; an attempt
+  that raises ends its item ``failed`` with the exception (the caller turns it into a row).
+
+The dispatcher's loop runs in the calling thread (a Dask task's); it sleeps until the next slot,
+backoff deadline or answer, and never polls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from metdata.fetch import RETRYABLE, Outcome
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+V = TypeVar("V")
+
+#: The most requests one task keeps in flight, whatever rate x timeout says (threads are cheap, not free).
+MAX_IN_FLIGHT = 256
+#: A transient failure's backoff never exceeds this (s).
+MAX_BACKOFF = 60.0
+
+
+class SlotSource(Protocol):
+    """The budget: ``pacing.LocalPacer`` or ``pacing.SchedulerPacer``."""
+
+    def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
+    def blocked(self, host: str) -> None: ...
+
+
+def in_flight_limit(rate: float, timeout: float, cap: int = MAX_IN_FLIGHT) -> int:
+    """The most requests in flight one task may need: every answer hanging ``timeout`` s at ``rate``/s.
+
+    >>> in_flight_limit(80, 30), in_flight_limit(1.2, 30), in_flight_limit(0.05, 2)
+    (256, 36, 2)
+    """
+    return max(2, min(cap, math.ceil(rate * timeout)))
+
+
+def backoff_delay(base: float, attempt: int, rng: random.Random) -> float:
+    """Seconds before retry ``attempt`` + 1 of a transient failure: ``base`` doubling, at most 60 s, x0.5-1.5.
+
+    >>> rng = random.Random(0)
+    >>> [round(backoff_delay(2.0, k, rng), 2) for k in (1, 2, 8)]
+    [2.69, 5.03, 55.23]
+    """
+    return min(MAX_BACKOFF, base * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.5)
+
+
+@dataclass
+class Slots:
+    """This task's granted budget slots, per host, as local ``clock()`` times; thread-safe.
+
+    ``take`` asks the pacer for up to ``want`` slots at once (one round trip for several
+    requests); the pacer grants only slots within its horizon, so what a task holds is never more
+    than about a second of budget, and a block stops every worker within that second.
+    """
+
+    pacer: SlotSource
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    _held: dict[str, deque[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    grants: int = 0  # round trips to the pacer that granted slots (for the summary)
+
+    def next(self, host: str, want: int = 1) -> tuple[float | None, float]:
+        """(the time of this host's next held slot, or None; when to ask again if none was granted)."""
+        with self._lock:
+            held = self._held.setdefault(host, deque())
+            if held:
+                return held[0], 0.0
+        waits, retry = self.pacer.grant(host, max(1, want))
+        now = self.clock()
+        with self._lock:
+            if waits:
+                self.grants += 1
+                self._held[host].extend(now + w for w in waits)
+                return self._held[host][0], 0.0
+        return None, now + retry
+
+    def pop(self, host: str) -> None:
+        """Use the next held slot of ``host`` (the one ``next`` returned)."""
+        with self._lock:
+            self._held[host].popleft()
+
+    def wait(self, host: str) -> None:
+        """Block until this caller may send one request to ``host`` (a redirect hop, from any thread)."""
+        while True:
+            with self._lock:
+                held = self._held.setdefault(host, deque())
+                at = held.popleft() if held else None
+            if at is None:
+                at, again = self.next(host)
+                if at is None:
+                    self.sleep(max(0.0, again - self.clock()))
+                    continue
+                self.pop(host)
+            self.sleep(max(0.0, at - self.clock()))
+            return
+
+    def forget(self, host: str) -> None:
+        """Drop the held slots of ``host`` (it blocked us: they were granted before the pause)."""
+        with self._lock:
+            self._held.pop(host, None)
+
+
+@dataclass
+class Done(Generic[V]):
+    """What became of one item: its last status and value, how many attempts, and an exception
+    if an attempt raised (then ``status`` is ``failed``)."""
+
+    status: str
+    value: V | None
+    attempts: int
+    error: BaseException | None = None
+
+
+@dataclass
+class Figures:
+    """How a dispatcher's run went, for the run summary."""
+
+    requests: int = 0
+    peak_in_flight: int = 0
+    busy_s: float = 0.0  # summed request time: busy_s / wall time = mean requests in flight
+    grants: int = 0
+
+
+@dataclass
+class Dispatcher:
+    """Run items through ``attempt`` at the budget's pace; see the module docstring.
+
+    Attributes:
+        slots: the budget (shared by every request of this task).
+        max_in_flight: the bound on concurrent attempts (``in_flight_limit``).
+        max_attempts: attempts per item before a retryable outcome is final for this run.
+        backoff: base seconds of a transient failure's backoff.
+    """
+
+    slots: Slots
+    max_in_flight: int
+    max_attempts: int
+    backoff: float
+    seed: int | None = None
+    figures: Figures = field(default_factory=Figures)
+
+    def run(
+        self,
+        items: Sequence[T],
+        host_of: Callable[[T], str],
+        attempt: Callable[[T], tuple[str, V]],
+    ) -> list[Done[V]]:
+        """Attempt every item until its status is final or its attempts are spent; results in order.
+
+        ``attempt(item)`` sends one request (its slot already taken: redirect hops take theirs with
+        ``slots.wait``) and returns ``(status, value)``, ``status`` an ``Outcome`` value.
+        """
+        clock, rng = self.slots.clock, random.Random(self.seed)
+        results: list[Done[V] | None] = [None] * len(items)
+        tries = [0] * len(items)
+        ready: deque[int] = deque(range(len(items)))
+        backing_off: list[tuple[float, int]] = []  # (not before, item)
+        answers: queue.SimpleQueue = queue.SimpleQueue()
+        in_flight, unresolved, retry_at = 0, len(items), 0.0
+
+        def send(i: int) -> None:
+            started = time.perf_counter()
+            try:
+                status, value = attempt(items[i])
+                answers.put((i, status, value, None, time.perf_counter() - started))
+            except Exception as exc:  # the caller names it in the item's row; the others go on
+                answers.put((i, Outcome.FAILED.value, None, exc, time.perf_counter() - started))
+
+        def settle(answer: tuple) -> None:
+            nonlocal in_flight, unresolved
+            i, status, value, error, took = answer
+            in_flight -= 1
+            tries[i] += 1
+            self.figures.busy_s += took
+            if status in RETRYABLE and error is None and tries[i] < self.max_attempts:
+                if status == Outcome.BLOCKED.value:
+                    host = host_of(items[i])
+                    self.slots.pacer.blocked(host)  # every worker pauses
+                    self.slots.forget(host)
+                    ready.appendleft(i)
+                else:
+                    heapq.heappush(backing_off, (clock() + backoff_delay(self.backoff, tries[i], rng), i))
+                return
+            results[i] = Done(status, value, tries[i], error)
+            unresolved -= 1
+
+        with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="metdata-request") as pool:
+            while unresolved:
+                now = clock()
+                while backing_off and backing_off[0][0] <= now:
+                    ready.append(heapq.heappop(backing_off)[1])
+                wake = backing_off[0][0] if backing_off else math.inf
+                if ready and in_flight < self.max_in_flight and now >= retry_at:
+                    host = host_of(items[ready[0]])
+                    at, again = self.slots.next(host, want=min(len(ready), self.max_in_flight - in_flight))
+                    if at is None:
+                        retry_at = again  # the pacer's horizon is full (or a pause): ask again then
+                        wake = min(wake, again)
+                    elif at <= clock():
+                        self.slots.pop(host)
+                        in_flight += 1
+                        self.figures.requests += 1
+                        self.figures.peak_in_flight = max(self.figures.peak_in_flight, in_flight)
+                        pool.submit(send, ready.popleft())
+                        continue
+                    else:
+                        wake = min(wake, at)
+                elif ready and in_flight < self.max_in_flight:
+                    wake = min(wake, retry_at)
+                timeout = None if wake == math.inf else max(0.0, wake - clock())
+                if in_flight == 0:  # nothing can answer: just sleep until the slot or deadline
+                    self.slots.sleep(timeout or 0.0)
+                    continue
+                try:
+                    settle(answers.get(timeout=timeout))
+                except queue.Empty:
+                    continue
+                while True:  # every answer that came meanwhile
+                    try:
+                        settle(answers.get_nowait())
+                    except queue.Empty:
+                        break
+        self.figures.grants = self.slots.grants
+        return results  # type: ignore[return-value]

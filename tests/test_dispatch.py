@@ -1,0 +1,183 @@
+"""Requests at the budget's pace: slots, the horizon, and what a slow answer or a backoff may not hold.
+
+The waits here are events, not timings: a test that would hang on the old design (a fixed pool
+of threads sleeping through backoffs and slow answers) fails on a generous bound instead.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from metdata.dispatch import Dispatcher, Slots, in_flight_limit
+from metdata.lookup import LookupOptions, lookup_batch
+from metdata.pacing import HORIZON, LocalPacer, PaceConfig, RateLimiter
+
+NO_HANG = 30.0  # seconds an event may take before the test calls it a hang
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_no_slot_is_granted_beyond_the_horizon_so_a_block_stops_everyone_within_it():
+    clock = Clock()
+    limiter = RateLimiter(PaceConfig(rate=40.0, cooldown=30), clock=clock)
+    granted = []
+    for _ in range(10):  # several workers asking at once: the horizon fills, then they must wait
+        waits, again = limiter.grant("api", 100)
+        granted += [clock.now + w for w in waits]
+        if not waits:
+            assert again > 0
+    assert 40 <= len(granted) <= 41 and max(granted) <= clock.now + HORIZON  # 1 s of budget, not a slot more
+    clock.now += 0.5
+    limiter.blocked("api")
+    assert max(granted) <= clock.now + HORIZON  # what workers still hold ends within a second of the block
+    waits, again = limiter.grant("api", 1)
+    assert waits == [] and again == pytest.approx(30 - HORIZON)  # nothing more until the pause ends
+
+
+def test_the_dispatcher_sends_each_request_at_its_slot_and_never_before():
+    clock = Clock()
+    sent: list[float] = []
+
+    class Recorded(Slots):
+        def pop(self, host: str) -> None:
+            sent.append(clock())
+            super().pop(host)
+
+    pacer = LocalPacer(PaceConfig(rate=20.0))
+    pacer.limiter.clock = clock
+    dispatcher = Dispatcher(Recorded(pacer, clock=clock, sleep=clock.sleep), 8, 3, 0.1)
+    done = dispatcher.run(list(range(60)), lambda _: "api", lambda i: ("ok", i))
+    assert [d.value for d in done] == list(range(60)) and {d.attempts for d in done} == {1}
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert min(gaps) == pytest.approx(1 / 20) and len(sent) == 60  # the rate, exactly, on this clock
+    assert dispatcher.figures.grants < 60 / 4  # several slots per round trip to the pacer
+
+
+def run_with_events(max_in_flight: int, attempt, items: int = 20):
+    pacer = LocalPacer(PaceConfig(rate=500.0, cooldown=0.01))
+    dispatcher = Dispatcher(Slots(pacer), max_in_flight, max_attempts=3, backoff=0.01, seed=1)
+    return dispatcher.run(list(range(items)), lambda _: "api", attempt), pacer
+
+
+def test_a_slow_answer_holds_no_slot_that_others_need():
+    others_done = threading.Event()
+    finished: set[int] = set()
+    lock = threading.Lock()
+
+    def attempt(i: int):
+        if i < 3:  # three answers that hang until every other item has its answer
+            assert others_done.wait(NO_HANG), "the slow answers held up the others"
+            return "ok", i
+        with lock:
+            finished.add(i)
+            if len(finished) == 17:
+                others_done.set()
+        return "ok", i
+
+    done, _ = run_with_events(4, attempt)  # a fixed pool of 4 threads, 3 of them held
+    assert [d.status for d in done] == ["ok"] * 20 and others_done.is_set()
+
+
+def test_a_backoff_waits_in_the_queue_not_in_a_thread():
+    others_done = threading.Event()
+    seen: dict[int, int] = {}
+
+    def attempt(i: int):
+        seen[i] = seen.get(i, 0) + 1
+        if i == 0 and seen[i] == 1:
+            return "transient", None  # backs off; the one thread must serve the others meanwhile
+        if i == 0:
+            assert others_done.wait(NO_HANG)
+        if len([k for k in seen if k]) == 19:
+            others_done.set()
+        return "ok", i
+
+    done, _ = run_with_events(1, attempt)
+    assert done[0].status == "ok" and done[0].attempts == 2 and seen[0] == 2
+    assert all(d.status == "ok" and d.attempts == 1 for d in done[1:])
+
+
+def test_a_block_pauses_the_budget_and_the_item_is_tried_again():
+    blocked_once = []
+
+    def attempt(i: int):
+        if i == 5 and not blocked_once:
+            blocked_once.append(i)
+            return "blocked", None
+        return "ok", i
+
+    done, pacer = run_with_events(4, attempt)
+    assert pacer.stats()["api"]["blocks"] == 1
+    assert done[5].status == "ok" and done[5].attempts == 2
+
+
+def test_an_attempt_that_raises_ends_its_item_failed_and_the_others_go_on():
+    def attempt(i: int):
+        if i == 7:
+            raise KeyError("a bug")
+        return "ok", i
+
+    done, _ = run_with_events(4, attempt)
+    assert done[7].status == "failed" and isinstance(done[7].error, KeyError)
+    assert [d.status for k, d in enumerate(done) if k != 7] == ["ok"] * 19
+
+
+def test_retryable_outcomes_end_after_max_attempts():
+    done, _ = run_with_events(4, lambda i: ("transient", i), items=3)
+    assert [(d.status, d.attempts) for d in done] == [("transient", 3)] * 3
+
+
+def test_in_flight_is_bounded_by_rate_times_timeout():
+    assert in_flight_limit(80, 30) == 256 and in_flight_limit(2, 10) == 20 and in_flight_limit(0.01, 1) == 2
+
+
+class _HangingApi(BaseHTTPRequestHandler):
+    """Object 1 answers only after every other object was answered; the rest answer at once."""
+
+    others_done = threading.Event()
+    answered: set[int] = set()
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:  # noqa: N802
+        object_id = int(self.path.rsplit("/", 1)[-1])
+        if object_id == 1:
+            self.others_done.wait(NO_HANG)
+        else:
+            with self.lock:
+                self.answered.add(object_id)
+                if len(self.answered) == 29:
+                    self.others_done.set()
+        body = f'{{"objectID": {object_id}, "title": "t"}}'.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_one_id_hanging_does_not_hold_the_lookups_of_the_others():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HangingApi)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        options = LookupOptions(api=f"http://127.0.0.1:{server.server_port}/v1", timeout=NO_HANG, max_in_flight=2)
+        rows, figures = lookup_batch(list(range(1, 31)), options, LocalPacer(PaceConfig(rate=200)))
+    finally:
+        server.shutdown()
+    assert [r["status"] for r in rows] == ["ok"] * 30  # id 1 came back after the 29 others
+    assert _HangingApi.others_done.is_set() and figures.requests == 30
