@@ -186,10 +186,11 @@ def test_overlapping_shards_keep_one_row_per_id(start_met, dask_client, tmp_path
     dataset = Dataset(str(tmp_path))
     ingest_run(dask_client, dataset, IngestOptions(lookup=lookup(met), pace=FAST, shard_size=50))
     # what two runs at once used to leave: a second shard over ids another shard has
+    shards = len(dataset.data_files("objects"))
     first = dataset.data_files("objects")[0]
-    copy = dataset.read_table(first).slice(10, 30)
+    copy = dataset.read_table(first).slice(5, 10)
     dataset.write_table(ingest.shard_name(copy["objectID"][0].as_py()), copy)
-    assert len(object_ids(dataset)) == 150
+    assert len(object_ids(dataset)) == 130
     options = ImageOptions(api=met.url, size=16, chunk=8)
     with pytest.raises(DatasetError, match=r"\d+ objects have rows in two shards.*run 'metdata ingest'"):
         images_job.plan(dataset, options)
@@ -198,7 +199,7 @@ def test_overlapping_shards_keep_one_row_per_id(start_met, dask_client, tmp_path
     assert planned.tasks == []
     ids = object_ids(dataset)
     assert len(ids) == len(set(ids)) == 120
-    assert len(dataset.data_files("objects")) == 3  # the copy lost every row: it is gone
+    assert len(dataset.data_files("objects")) == shards  # the copy lost every row: it is gone
 
 
 def test_store_grows_by_new_objects_and_keeps_its_slots(start_met, dask_client, tmp_path):

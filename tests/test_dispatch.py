@@ -6,8 +6,10 @@ of threads sleeping through backoffs and slow answers) fails on a generous bound
 
 from __future__ import annotations
 
+import itertools
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -60,7 +62,7 @@ def test_the_dispatcher_sends_each_request_at_its_slot_and_never_before():
     dispatcher = Dispatcher(Recorded(pacer, clock=clock, sleep=clock.sleep), 8, 3, 0.1)
     done = dispatcher.run(list(range(60)), lambda _: "api", lambda i: ("ok", i))
     assert [d.value for d in done] == list(range(60)) and {d.attempts for d in done} == {1}
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert min(gaps) == pytest.approx(1 / 20) and len(sent) == 60  # the rate, exactly, on this clock
     assert dispatcher.figures.grants < 60 / 4  # several slots per round trip to the pacer
 
@@ -147,10 +149,10 @@ class _HangingApi(BaseHTTPRequestHandler):
     """Object 1 answers only after every other object was answered; the rest answer at once."""
 
     others_done = threading.Event()
-    answered: set[int] = set()
+    answered: ClassVar[set[int]] = set()
     lock = threading.Lock()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         object_id = int(self.path.rsplit("/", 1)[-1])
         if object_id == 1:
             self.others_done.wait(NO_HANG)
