@@ -15,6 +15,10 @@ attempt function each, possibly several times:
   jitter, at most 60 s) in a heap, holding no thread and no slot; a ``blocked`` one is reported to
   the pacer (every worker pauses), drops this task's held slots, and goes back to the ready queue:
   its next slot comes after the pause.
+- **The tail waits off the cluster's books.** Once every item has been sent and only answers
+  and backoffs are awaited (a slow answer can take the whole timeout, a retry up to a minute),
+  ``on_waiting`` lets the Dask task secede from its worker's thread pool, so another task starts
+  and spends the budget meanwhile.
 - **Nothing is lost.** Every item ends with its last status, value and attempt count; an attempt
   that raises ends its item ``failed`` with the exception (the caller turns it into a row).
 
@@ -171,6 +175,9 @@ class Dispatcher:
     backoff: float
     seed: int | None = None
     figures: Figures = field(default_factory=Figures)
+    #: Called once when every item has been sent and what is left only waits (answers in flight,
+    #: retries backing off): on a Dask worker, the task gives its thread slot to another task.
+    on_waiting: Callable[[], None] | None = None
 
     def run(
         self,
@@ -217,8 +224,12 @@ class Dispatcher:
             results[i] = Done(status, value, tries[i], error)
             unresolved -= 1
 
+        waiting_told = self.on_waiting is None
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="metdata-request") as pool:
             while unresolved:
+                if not ready and not waiting_told:
+                    waiting_told = True
+                    self.on_waiting()
                 now = clock()
                 while backing_off and backing_off[0][0] <= now:
                     ready.append(heapq.heappop(backing_off)[1])

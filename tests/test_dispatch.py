@@ -183,3 +183,50 @@ def test_one_id_hanging_does_not_hold_the_lookups_of_the_others():
         server.shutdown()
     assert [r["status"] for r in rows] == ["ok"] * 30  # id 1 came back after the 29 others
     assert _HangingApi.others_done.is_set() and figures.requests == 30
+
+
+class _GatheringApi(BaseHTTPRequestHandler):
+    """Every lookup waits until 8 different ids have been asked for, then answers; 404 if that never came."""
+
+    asked: ClassVar[set[int]] = set()
+    all_asked = threading.Event()
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        object_id = int(self.path.rsplit("/", 1)[-1])
+        with self.lock:
+            self.asked.add(object_id)
+            if len(self.asked) == 8:
+                self.all_asked.set()
+        gathered = self.all_asked.wait(NO_HANG)
+        body = f'{{"objectID": {object_id}, "title": "t"}}'.encode()
+        self.send_response(200 if gathered else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_task_that_only_waits_gives_its_worker_thread_to_another(dask_client, tmp_path):
+    from jobs.tasks import install_pacer
+    from metdata.dataset import Dataset
+    from metdata.ingest import ShardTask, run_shard, shard_name
+
+    slots = sum(dask_client.nthreads().values())
+    assert slots < 8  # more tasks than task threads: the last ones start only if the first ones step aside
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GatheringApi)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        options = LookupOptions(api=f"http://127.0.0.1:{server.server_port}/v1", timeout=NO_HANG + 5)
+        pacer = install_pacer(dask_client, PaceConfig(rate=100))
+        tasks = [ShardTask(shard_name(i), (i,)) for i in range(1, 9)]
+        futures = dask_client.map(run_shard, tasks, dataset=Dataset(str(tmp_path)), options=options, pacer=pacer)
+        results = dask_client.gather(futures)
+    finally:
+        server.shutdown()
+    assert _GatheringApi.all_asked.is_set()  # all 8 asked at once, on 4 task threads
+    assert [r["statuses"] for r in results] == [{"ok": 1}] * 8
