@@ -189,10 +189,6 @@ class LocalPacer:
     def bind(self) -> LocalPacer:
         return self
 
-    def wait(self, host: str) -> None:
-        """Block until this caller may send one request to ``host``."""
-        time.sleep(self.limiter.reserve(host))
-
     def grant(self, host: str, n: int) -> tuple[list[float], float]:
         """Up to ``n`` slots of ``host`` (``RateLimiter.grant``)."""
         return self.limiter.grant(host, n)
@@ -226,7 +222,6 @@ class PacerPlugin(SchedulerPlugin):
 
     async def start(self, scheduler) -> None:
         self.limiter = RateLimiter(self.config)
-        scheduler.handlers["metdata_pace_reserve"] = lambda host: self.limiter.reserve(host)
         scheduler.handlers["metdata_pace_grant"] = lambda host, n: self.limiter.grant(host, n)
         scheduler.handlers["metdata_pace_blocked"] = lambda host: self.limiter.blocked(host)
         scheduler.handlers["metdata_pace_stats"] = lambda: self.limiter.stats()
@@ -263,10 +258,6 @@ class SchedulerPacer:
         if self._scheduler is None:
             self.bind()
         return sync(self._loop, getattr(self._scheduler, handler), **kwargs)
-
-    def wait(self, host: str) -> None:
-        """Block until the cluster-wide budget grants this caller one request to ``host``."""
-        time.sleep(self._call("metdata_pace_reserve", host=host))
 
     def grant(self, host: str, n: int) -> tuple[list[float], float]:
         """Up to ``n`` slots of ``host`` from the cluster's budget, in one round trip (``RateLimiter.grant``)."""
