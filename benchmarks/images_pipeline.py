@@ -4,8 +4,8 @@ The emulator runs in its own process (``metdata fake-met --no-throttle``), so it
 against neither side. By default it serves a replay catalog written beforehand from the
 synthetic one (``--objects`` records and their web-large JPEGs, drawn once in this process):
 every image is then a file read, as on the real image host, so neither side pays for drawing
-and the emulator's 512-image render cache favours neither (``--emulator synthetic`` serves the
-synthetic catalog directly, drawing each image on request).
+(``--emulator synthetic`` serves the synthetic catalog directly: each image is drawn on its
+first request, which the metdata run makes, then read from the emulator's disk cache).
 
 1. Metadata: ``jobs.ingest.run`` (``--rate``) into a temporary dataset root.
 2. metdata: ``jobs.images.plan`` + ``jobs.images.run`` (``--rate``, every public image) on a

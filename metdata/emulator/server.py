@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -26,7 +27,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from metdata.emulator import search
-from metdata.emulator.catalog import Image, open_catalog
+from metdata.emulator.catalog import CACHE_BYTES, Image, open_catalog
 from metdata.emulator.faults import FaultPlan, draw
 from metdata.emulator.protection import Throttle, ThrottleConfig, block_page
 from metdata.emulator.synthetic import IMAGE_HOST
@@ -49,7 +50,11 @@ NOT_FOUND_PAGE = (
     b"</body></html>"
 )
 _OBJECT = re.compile(r"^/public/collection/v1/objects/(?P<id>[^/]+)$")
-_ID = re.compile(r"^-?\d+$")
+_ID = re.compile(r"^-?\d{1,18}$")  # longer than an int64: "could not parse", as the real API
+#: A GET carries no body; one this small is read and dropped so keep-alive stays in step.
+MAX_REQUEST_BODY = 1 << 20
+#: Seconds an idle keep-alive connection is kept open (and its thread), as real servers do.
+IDLE_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class EmulatorConfig:
         block_200_share: share of block pages sent with status 200 instead of 403.
         fault_rate, faults: which faults, how often (see ``faults``).
         slow_seconds: how long a ``slow`` fault holds its answer.
+        image_cache_bytes: the most bytes of drawn images the synthetic catalog keeps (on disk,
+            in a temporary folder removed by ``stop()``), so each image is drawn once.
     """
 
     host: str = "127.0.0.1"
@@ -81,6 +88,7 @@ class EmulatorConfig:
     fault_rate: float = 0.0
     faults: frozenset[str] = field(default_factory=frozenset)
     slow_seconds: float = 30.0
+    image_cache_bytes: int = CACHE_BYTES
 
 
 class _Stats:
@@ -111,7 +119,7 @@ class MetEmulator:
 
     def __init__(self, config: EmulatorConfig = EmulatorConfig()) -> None:
         self.config = config
-        self.catalog = open_catalog(config.objects, config.seed, config.catalog)
+        self.catalog = open_catalog(config.objects, config.seed, config.catalog, config.image_cache_bytes)
         self.throttle = Throttle(ThrottleConfig(config.throttle_window, config.throttle_burst, config.throttle_penalty))
         self.faults = FaultPlan(config.seed, config.fault_rate, frozenset(config.faults))
         self.stats = _Stats()
@@ -141,12 +149,13 @@ class MetEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving (if started) and close the socket."""
+        """Stop serving (if started), close the socket and remove the drawn images."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        self.catalog.close()
 
     def __enter__(self) -> MetEmulator:
         return self.start()
@@ -174,14 +183,23 @@ class _Server(ThreadingHTTPServer):
     emulator: MetEmulator
 
     def handle_error(self, request, client_address) -> None:
-        # A client that gave up (timeout, reset) is normal under faults: no traceback.
-        log.debug("connection from %s ended early", client_address, exc_info=True)
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up: normal under faults
+            log.debug("connection from %s ended early", client_address, exc_info=True)
+        else:  # a bug: the client saw its connection close without an answer
+            log.error("answering %s failed", client_address, exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, so clients can pool connections
+    """HTTP/1.1 with keep-alive, so clients can pool connections: every answer has a
+    Content-Length (HEAD's is the GET's) and says ``Connection: close`` when the server will
+    close; a request body is read and dropped, so the next (pipelined) request is read from its
+    start; ``Expect: 100-continue`` gets its ``100 Continue`` (``BaseHTTPRequestHandler``); an
+    HTTP/1.0 client keeps its connection only when it asks to, and is told so."""
+
+    protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; without this, Nagle + delayed ACK add 40 ms.
     disable_nagle_algorithm = True
+    timeout = IDLE_TIMEOUT
     server_version = "fake-met"
     server: _Server
 
@@ -190,19 +208,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        # The base class only knows a Connection header that is exactly "close" or "keep-alive".
+        tokens = {t.strip().lower() for t in self.headers.get("Connection", "").split(",")}
+        if "close" in tokens:
+            self.close_connection = True
+        elif "keep-alive" in tokens:
+            self.close_connection = False
+        return True
+
+    def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _json(self, status: int, payload: object) -> None:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         self._send(status, body, "application/json; charset=UTF-8")
 
-    def _html(self, status: int, body: bytes) -> None:
-        self._send(status, body, "text/html; charset=UTF-8")
+    def _html(self, status: int, body: bytes, **headers: str) -> None:
+        self._send(status, body, "text/html; charset=UTF-8", **headers)
 
     def _drop(self) -> None:
         """Close the connection without an answer, as a failing proxy does."""
@@ -210,9 +246,49 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         self.connection.close()
 
+    def _skip_body(self) -> bool:
+        """Read and drop the request's body; if its framing is bad or it is too large, answer
+        400 or 413 and close. Return whether the request goes on."""
+        if "Transfer-Encoding" not in self.headers and "Content-Length" not in self.headers:
+            return True  # the usual GET
+        try:
+            if "Transfer-Encoding" in self.headers:
+                if self.headers["Transfer-Encoding"].lower().rsplit(",", 1)[-1].strip() != "chunked":
+                    raise ValueError("a Transfer-Encoding that does not end in chunked")
+                return _skip_chunked(self.rfile, MAX_REQUEST_BODY) or self._refuse(413)
+            lengths = set(self.headers.get_all("Content-Length", ["0"]))
+            if len(lengths) != 1 or not next(iter(lengths)).strip().isdigit():
+                raise ValueError(f"Content-Length {sorted(lengths)}")
+            length = int(lengths.pop())
+            if length > MAX_REQUEST_BODY:
+                return self._refuse(413)
+            if len(self.rfile.read(length)) != length:
+                raise ValueError("a body shorter than its Content-Length")
+        except ValueError:
+            return self._refuse(400)
+        return True
+
+    def _refuse(self, status: int) -> bool:
+        self.close_connection = True
+        self._html(status, f"<html><body><h1>{status} {self.responses[status][0]}</h1></body></html>".encode())
+        return False
+
     # -- the request path -------------------------------------------------------------------
 
     def do_GET(self) -> None:
+        """Answer GET, and HEAD: the same status and headers without the body."""
+        if self._skip_body():
+            self._answer()
+
+    do_HEAD = do_GET
+
+    def _not_allowed(self) -> None:
+        if self._skip_body():
+            self._html(405, b"<html><body><h1>405 Method Not Allowed</h1></body></html>", Allow="GET, HEAD")
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed
+
+    def _answer(self) -> None:
         met = self.server.emulator
         parts = urlsplit(self.path)
         path, params = parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -323,3 +399,30 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[: max(64, int(len(body) * (0.2 + 0.6 * draw(met.config.seed, "cut", path))))]
         met.stats.add("images", "ok")
         self._send(200, body, image.content_type)
+
+
+def _skip_chunked(rfile, limit: int) -> bool:
+    """Read a chunked body to its end and drop it; False once it passes ``limit`` bytes.
+
+    Raises:
+        ValueError: for a malformed or cut body.
+    """
+    total = 0
+    while True:
+        size = int(rfile.readline(1024).split(b";", 1)[0].strip() or b"-", 16)
+        if size < 0:
+            raise ValueError("a negative chunk size")
+        total += size
+        if total > limit:
+            return False
+        if size == 0:
+            break
+        if len(rfile.read(size)) != size or rfile.read(2) != b"\r\n":
+            raise ValueError("a cut chunk")
+    for _ in range(100):  # trailer fields, up to the empty line
+        line = rfile.readline(8192)
+        if line in (b"\r\n", b"\n"):
+            return True
+        if not line:
+            raise ValueError("a body cut in its trailer")
+    raise ValueError("too many trailer fields")
