@@ -143,7 +143,10 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
         summary = _summary(dataset, options, Counter(), 0, time.monotonic() - started, {}, [])
         _save_summary(dataset, summary, [])
         return summary
-    tasks = ingest.fit_tasks(tasks, options.pace.rate, sum(client.nthreads().values()), options.shard_size)
+    fitted = ingest.fit_tasks(tasks, options.pace.rate, sum(client.nthreads().values()), options.shard_size)
+    if len(fitted) != len(tasks):
+        log.info("%d shard tasks cut to %d (at most a minute of budget each)", len(tasks), len(fitted))
+    tasks = fitted
     pacer = install_pacer(client, options.pace)
     statuses: Counter[str] = Counter()
     requests = bugs = peak = 0
