@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 from metdata.dataset import OBJECTS, Dataset, DatasetError, check_column
 from metdata.errors import UserError
 from metdata.records import SCHEMA
-from metdata.targets import resolve
+from metdata.targets import label_table, resolve
 
 
 class SelectionError(UserError):
@@ -66,9 +66,7 @@ def select(table: pa.Table, url_field: str, target: str | None = None, where: st
     )
     table = table.filter(has_image)
     if target is not None:
-        rule = resolve(target)
-        keep = [rule.label(r) is not None for r in table.select(rule.columns).to_pylist()]
-        table = table.filter(pa.array(keep, pa.bool_()))
+        table = table.filter(pc.is_valid(label_table(table, resolve(target))))
     if where:
         table = _where(table, where)
     if table.num_rows == 0:

@@ -30,6 +30,9 @@ or whose objectName is of the painting kind (the American Wing leaves classifica
 Islamic Art files Indian album paintings under "Codices"); the culture comes from
 ``culture``, then ``country``, then ``artistNationality``; India is any culture containing
 "India" (so also "Indian").
+
+A table is labelled with :func:`label_table`: each distinct combination of the target's
+columns once, mapped back to the rows.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from metdata.errors import UserError
 from metdata.schema import FIELDS
@@ -157,6 +164,40 @@ class Target:
                 f"target {self.name!r}: classes below min_count={self.min_count}: {small}; "
                 "ingest more objects, merge classes, or lower min_count"
             )
+
+
+def label_table(table: pa.Table, target: Target) -> pa.Array:
+    """The target's class of each row of ``table`` (null: outside the target), as a string array.
+
+    Each distinct combination of the target's columns is labelled once by :meth:`Target.label` and
+    the labels are mapped back to the rows: 500,000 rows hold a few thousand combinations.
+
+    Args:
+        table: holds (at least) ``target.columns``.
+        target: the target whose rules label the rows.
+
+    Raises:
+        KeyError: a column of the target is missing from ``table``.
+
+    >>> t = pa.table({"classification": ["Metal-Ornaments", "", "Metal", None, "Glass"]})
+    >>> label_table(t, builtin("object-type")).to_pylist()
+    ['Metalwork', None, 'Metalwork', None, 'Glass']
+    """
+    columns = target.columns
+    values: list[list] = []  # per column: its distinct values (null included)
+    codes: list[np.ndarray] = []  # per column: each row's index into them
+    key = np.zeros(table.num_rows, np.int64)  # each row's combination of the columns so far, numbered 0..k-1
+    for name in columns:
+        encoded = pc.dictionary_encode(table.column(name).combine_chunks(), null_encoding="encode")
+        values.append(encoded.dictionary.to_pylist())
+        codes.append(encoded.indices.to_numpy(zero_copy_only=False))
+        pairs = pa.array(key * len(values[-1]) + codes[-1])  # < rows x values: no overflow
+        key = pc.dictionary_encode(pairs).indices.to_numpy(zero_copy_only=False).astype(np.int64)  # hashing, no sort
+    first = np.zeros(int(key.max()) + 1 if len(key) else 0, np.int64)
+    first[key] = np.arange(len(key))  # a row of each combination (any one: they hold the same values)
+    picked = [[values[j][c] for c in codes[j][first].tolist()] for j in range(len(columns))]
+    labels = [target.label(dict(zip(columns, combo, strict=True))) for combo in zip(*picked, strict=True)]
+    return pa.array(labels, pa.string()).take(pa.array(key))
 
 
 def count(target: Target, records: Iterable[Mapping]) -> Counter:

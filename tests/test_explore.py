@@ -1,4 +1,5 @@
-"""The exploration report: pure counting on hand-made tables, and the command on an emulated dataset."""
+"""The exploration report: pure counting on hand-made tables, the template's escaping, and the command on an
+emulated dataset."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pyarrow.dataset as pads
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from metdata import explore as ex
+from metdata import counts as ct
+from metdata import figures, report
 from metdata.cli import main
-from metdata.targets import builtin
+from metdata.explore import FIGURES
+from metdata.targets import builtin, label_table
 
 PNG = "data:image/png;base64,"
 
@@ -43,7 +46,7 @@ def test_collection_counts_count_records_images_and_departments():
         isPublicDomain=[True, False, True, None, None],
         primaryImageSmall=["u", "", None, None, None],
     )
-    counts = ex.collection_counts(table)
+    counts = ct.collection_counts(table)
     assert (counts["objects"], counts["records"], counts["with_image_url"], counts["public_domain"]) == (5, 3, 1, 2)
     assert counts["statuses"] == {"ok": 2, "csv": 1, "not_valid": 1, "transient": 1}
     assert list(counts["departments"]) == ["Asian Art", "Egyptian Art"]  # largest first; failed rows left out
@@ -55,7 +58,7 @@ def test_classifications_raw_and_merged():
         classification=["Metal", "Metal-Ornaments", "Metalwork", "Ceramics-Porcelain", "Glass", None, ""],
         status=["ok"] * 6 + ["ok"],
     )
-    raw, merged = ex.classification_counts(table, builtin("object-type"))
+    raw, merged = ct.classification_counts(table, builtin("object-type"))
     assert raw == Counter(
         {"(none)": 2, "Metal": 1, "Metal-Ornaments": 1, "Metalwork": 1, "Ceramics-Porcelain": 1, "Glass": 1}
     )
@@ -71,10 +74,10 @@ def test_target_counts_show_the_rules_effect():
         country=[None, None, None, "India", None, None],
         artistNationality=[None, "German", None, None, None, None],
     )
-    raw, classes = ex.target_counts(table, builtin("painting-culture"))
+    raw, classes = ct.target_counts(table, builtin("painting-culture"))
     assert raw == Counter({"Chinese": 1, "German": 1, "American": 1, "India": 1, "(none)": 1})  # the jar is out
     assert classes == Counter({"China": 1, "America": 1, "India": 1, "(no class)": 2})
-    labels = ex.labels_of(table, builtin("painting-culture"))
+    labels = label_table(table, builtin("painting-culture")).to_pylist()
     assert labels == ["China", None, "America", "India", None, None]
 
 
@@ -91,7 +94,7 @@ def test_failures_group_errors_by_cause():
             ],
         }
     )
-    found = ex.failures(table)
+    found = ct.failures(table)
     assert [(f["status"], f["count"]) for f in found] == [("bad_image", 2), ("not_found", 1), ("transient", 1)]
     assert found[0]["reason"] == "OpenCV could not decode N bytes (starts b'…')" and found[0]["reason_count"] == 2
     assert found[1]["reason"] == "HTTP 404"
@@ -99,8 +102,8 @@ def test_failures_group_errors_by_cause():
 
 
 def test_top_n_and_image_sizes():
-    assert ex.top_n(Counter(a=5, b=2, c=2, d=1), 3) == ([("a", 5), ("b", 2), ("c", 2)], 1, 1)
-    sizes = ex.image_sizes(
+    assert ct.top_n(Counter(a=5, b=2, c=2, d=1), 3) == ([("a", 5), ("b", 2), ("c", 2)], 1, 1)
+    sizes = ct.image_sizes(
         pa.table(
             {
                 "status": ["ok", "ok", "too_large", "ok"],
@@ -115,27 +118,54 @@ def test_top_n_and_image_sizes():
 def test_grid_samples_take_only_valid_slots_seeded():
     valid = np.zeros(1000, bool)
     valid[::7] = True
-    chosen = ex.random_slots(valid, 48, seed=3)
+    chosen = ct.random_slots(valid, 48, seed=3)
     assert len(chosen) == 48 == len(set(chosen)) and all(valid[s] for s in chosen) and chosen == sorted(chosen)
-    assert chosen == ex.random_slots(valid, 48, seed=3) != ex.random_slots(valid, 48, seed=4)
-    assert ex.random_slots(np.zeros(5, bool), 4, seed=0) == []
+    assert chosen == ct.random_slots(valid, 48, seed=3) != ct.random_slots(valid, 48, seed=4)
+    assert ct.random_slots(np.zeros(5, bool), 4, seed=0) == []
     labels = ["China", None, "Japan", "China", "India", "China", None, "Japan"]
-    picks = ex.class_slots(labels, ["America", "China", "India", "Japan"], 2, seed=0)
+    picks = ct.class_slots(labels, ["America", "China", "India", "Japan"], 2, seed=0)
     assert {c: len(p) for c, p in picks.items()} == {"America": 0, "China": 2, "India": 1, "Japan": 2}
     assert all(labels[i] == c for c, p in picks.items() for i in p)
-    assert ex.grid_classes(builtin("painting-culture"), [], 8) == ["America", "China", "India", "Japan"]
+    assert ct.grid_classes(builtin("painting-culture"), [], 8) == ["America", "China", "India", "Japan"]
 
 
 def test_drawing_copes_with_nothing_to_show(tmp_path):
     empty = {"width": np.array([]), "height": np.array([]), "ratio": np.array([])}
     for fig in (
-        ex.draw_pair(Counter(), Counter(a=1), ("left", "right"), 10),
-        ex.draw_statuses({"ok": 3}, {}),
-        ex.draw_sizes(empty),
-        ex.draw_grid(np.zeros((0, 8, 8, 3), np.uint8), [], 8, "none"),
-        ex.draw_class_grid({"China": (np.zeros((0, 8, 8, 3), np.uint8), [])}, {}, 8, "none"),
+        figures.draw_pair(Counter(), Counter(a=1), ("left", "right"), 10),
+        figures.draw_statuses({"ok": 3}, {}),
+        figures.draw_sizes(empty),
+        figures.draw_grid(np.zeros((0, 8, 8, 3), np.uint8), [], 8, "none"),
+        figures.draw_class_grid({"China": (np.zeros((0, 8, 8, 3), np.uint8), [])}, {}, 8, "none"),
+        figures.draw_curves([{"epoch": 0, "accuracy": 0.5, "loss": 1.2}]),  # a run without validation
+        figures.draw_confusion(np.array([[3, 1], [0, 2]]), ["China", "Japan"]),
     ):
-        assert ex.png_bytes(fig).startswith(b"\x89PNG")
+        assert figures.png_bytes(fig).startswith(b"\x89PNG")
+
+
+def test_the_report_escapes_every_value_it_shows():
+    bad = "<script>x</script>"
+    figure = report.Figure("collection", b"\x89PNG", bad)
+    sections = {
+        "collection": {"rows": [(bad, 12345), ("valid images", True)], "figure": figure},
+        "statuses": {"objects": [("ok", 1, "100.0 %", bad)], "notes": [bad], "images": None, "figure": figure},
+        "classifications": {"raw": 1, "merge": bad, "merged": 1, "figure": figure},
+        "target": {
+            "name": bad,
+            "description": bad,
+            "selected": 1,
+            "in_class": 1,
+            "rows": [(bad, 1, "-")],
+            "figure": figure,
+        },
+        "images": {"store": None, "notes": [bad]},
+    }
+    page = report.render(report.Report(sections), url=bad, top=20, seed=0, made="now")
+    assert "<script>" not in page
+    # the URL twice, a department and a reason, two notes, merge, the target's name twice, its description and
+    # a class; each of the four figures' captions twice (alt and figcaption)
+    assert page.count("&lt;script&gt;x&lt;/script&gt;") == 2 + 2 + 2 + 1 + 2 + 2 + 4 * 2
+    assert "<td>12,345</td>" in page and "<td>True</td>" in page and PNG + "iVBORw==" in page
 
 
 def parquet(path) -> pa.Table:
@@ -171,7 +201,7 @@ def test_report_before_and_after_the_images(start_met, dask_client, tmp_path, ca
     assert result.exit_code == 0, result.output
     page = (out / "report.html").read_text()
     pngs = sorted(p.stem for p in out.glob("*.png"))
-    assert pngs == sorted(ex.FIGURES) and page.count(PNG) == len(pngs)
+    assert pngs == sorted(FIGURES) and page.count(PNG) == len(pngs)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
 
     # the counts shown are the Parquet's
@@ -215,4 +245,4 @@ def test_bad_input_exits_with_the_fix(tmp_path):
 
 def test_targets_without_fixed_classes_take_the_most_frequent():
     labels = ["Glass"] * 3 + ["Metalwork"] * 5 + [None] + ["Wood"]
-    assert ex.grid_classes(builtin("object-type"), labels, 2) == ["Metalwork", "Glass"]
+    assert ct.grid_classes(builtin("object-type"), labels, 2) == ["Metalwork", "Glass"]

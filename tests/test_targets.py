@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 from conftest import SAMPLES
 
-from metdata.targets import TargetError, builtin, count, parse, resolve
+from metdata.targets import TargetError, builtin, count, label_table, parse, resolve
 
 
 def sample(object_id: int) -> dict:
@@ -88,6 +89,33 @@ contains = ["qing dynasty"]
         target.check_counts(counts)
     with pytest.raises(TargetError, match="no object falls in class Qing"):
         target.check_counts({"Edo": 5})
+
+
+def test_label_table_labels_each_row_as_label_does():
+    columns = ["classification", "objectName", "culture", "country", "artistNationality", "department", "period"]
+    samples = [json.loads(p.read_text()) for p in sorted(SAMPLES.glob("*.json"))]
+    edges = [
+        {"classification": None, "objectName": "hanging scroll", "culture": "Japan"},
+        {"classification": "Paintings", "culture": "  Chinese ", "department": "Asian Art", "period": "edo"},
+        {"classification": "Paintings", "culture": "", "country": "United States"},
+        {"classification": "Metal-Ornaments", "culture": "China", "department": "Asian Art", "period": "Qing dynasty"},
+        {"classification": "", "objectName": "", "culture": None},
+    ]
+    rows = [{c: (r.get(c) or None) if i % 3 else r.get(c) for c in columns} for i, r in enumerate(samples + edges * 3)]
+    table = pa.concat_tables([pa.Table.from_pylist(rows[:7]), pa.Table.from_pylist(rows[7:])])  # two chunks
+    user = parse(
+        'name = "p"\nfields = ["period"]\n[select]\ndepartment = "Asian Art"\n'
+        '[[rules]]\nclass = "*"\nregex = "^([a-z]+)"'
+    )
+    for target in (builtin("painting-culture"), builtin("object-type"), user):
+        expected = [target.label(r) for r in table.to_pylist()]
+        assert label_table(table, target).to_pylist() == expected, target.name
+        assert any(expected) and None in expected
+    assert label_table(table.slice(0, 0), user).to_pylist() == []
+    nothing = pa.table({"classification": pa.nulls(3), "objectName": ["Painting"] * 3})  # a column of null type
+    assert label_table(nothing, builtin("object-type")).to_pylist() == [None] * 3
+    with pytest.raises(KeyError):
+        label_table(pa.table({"culture": ["China"]}), builtin("painting-culture"))
 
 
 @pytest.mark.parametrize(
