@@ -231,8 +231,8 @@ class Dispatcher:
                     waiting_told = True
                     self.on_waiting()
                 now = clock()
-                while backing_off and backing_off[0][0] <= now:
-                    ready.append(heapq.heappop(backing_off)[1])
+                while backing_off and backing_off[0][0] <= now:  # a retry goes first: its chain ends sooner
+                    ready.appendleft(heapq.heappop(backing_off)[1])
                 wake = backing_off[0][0] if backing_off else math.inf
                 if ready and in_flight < self.max_in_flight and now >= retry_at:
                     host = host_of(items[ready[0]])

@@ -93,22 +93,22 @@ def test_a_slow_answer_holds_no_slot_that_others_need():
 
 
 def test_a_backoff_waits_in_the_queue_not_in_a_thread():
-    others_done = threading.Event()
-    seen: dict[int, int] = {}
+    clock = Clock()  # the backoff (0.5-1.5 s) passes only on this clock: the others must go meanwhile
+    order: list[tuple[int, int]] = []
 
     def attempt(i: int):
-        seen[i] = seen.get(i, 0) + 1
-        if i == 0 and seen[i] == 1:
-            return "transient", None  # backs off; the one thread must serve the others meanwhile
-        if i == 0:
-            assert others_done.wait(NO_HANG)
-        if len([k for k in seen if k]) == 19:
-            others_done.set()
-        return "ok", i
+        order.append((i, sum(1 for k, _ in order if k == i) + 1))
+        return ("transient", None) if order[-1] == (0, 1) else ("ok", i)
 
-    done, _ = run_with_events(1, attempt)
-    assert done[0].status == "ok" and done[0].attempts == 2 and seen[0] == 2
+    pacer = LocalPacer(PaceConfig(rate=10.0))  # the 19 others take 1.9 s: the retry comes due among them
+    pacer.limiter.clock = clock
+    dispatcher = Dispatcher(Slots(pacer, clock=clock, sleep=clock.sleep), 1, max_attempts=3, backoff=1.0, seed=1)
+    done = dispatcher.run(list(range(20)), lambda _: "api", attempt)
+    assert done[0].status == "ok" and done[0].attempts == 2
     assert all(d.status == "ok" and d.attempts == 1 for d in done[1:])
+    retried = order.index((0, 2))
+    assert 0 < retried < 20 and order[0] == (0, 1)  # the one thread served others while item 0 backed off
+    assert order[retried - 1][0] != 0 and retried < 19  # ... and the retry went ahead of those still waiting
 
 
 def test_a_block_pauses_the_budget_and_the_item_is_tried_again():
