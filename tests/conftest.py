@@ -10,6 +10,35 @@ import requests
 
 from metdata.emulator import EmulatorConfig, MetEmulator
 
+#: Modules whose every test is slow: end-to-end demos, TensorFlow training, the browser, CLI runs in
+#: subprocesses, LocalClusters started per test, rendered manifests.
+SLOW_MODULES = {
+    "test_cluster",
+    "test_concurrency",
+    "test_confined",
+    "test_demo",
+    "test_images",
+    "test_ingest",
+    "test_k8s",
+    "test_serve",
+    "test_stream",
+    "test_train",
+    "test_train_hardening",
+    "test_train_options",
+}
+#: Fixtures that make any test slow: a Dask cluster, moto's S3 server.
+SLOW_FIXTURES = {"dask_client", "moto_server", "s3"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the slow tests ``slow``: the everyday tier is ``pytest -m "not slow"``; CI runs them all."""
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        if name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 #: Real API responses (CC0), copied from shared/met-samples so the repo tests itself.
 SAMPLES = Path(__file__).resolve().parent / "data" / "met-samples"
 
