@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from cluster import ClusterError, check_versions, connect, mismatch_message, parse_spec, version_mismatches
+from cluster import (
+    EXTRA_PACKAGES,
+    ClusterError,
+    check_versions,
+    connect,
+    mismatch_message,
+    parse_spec,
+    version_mismatches,
+)
 from cluster.tfconfig import TfConfigError, from_env, tf_config
 from jobs.ingest import IngestOptions, run
 from metdata.dataset import Dataset
@@ -101,6 +109,10 @@ def test_ingest_runs_on_a_separately_started_scheduler(scheduler, start_met, tmp
 
 def test_matching_versions_pass_the_check(scheduler):
     with connect(scheduler) as client:
+        versions = client.get_versions(packages=EXTRA_PACKAGES)
+        sides = [versions["client"], versions["scheduler"], *versions["workers"].values()]
+        assert {side["packages"]["metdata"] for side in sides} == {versions["client"]["packages"]["metdata"]}
+        assert version_mismatches(versions) == []
         check_versions(client, scheduler)  # the same venv everywhere: no error
 
 
@@ -111,11 +123,9 @@ def test_unknown_cluster_spec_names_the_accepted_forms(spec):
 
 
 def test_unreachable_scheduler_is_a_clear_error():
-    started = time.monotonic()
     with pytest.raises(ClusterError, match=r"cannot reach the Dask scheduler of --cluster tcp://127.0.0.1:9"):  # noqa: SIM117
         with connect("tcp://127.0.0.1:9", timeout=1):
             pass
-    assert time.monotonic() - started < 15
 
 
 def test_k8s_spec_without_dask_kubernetes_says_what_to_install(monkeypatch):
