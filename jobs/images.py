@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from distributed import Client
 
 from jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
-from metdata import images, lock
-from metdata.dataset import Dataset, DatasetError, lock_file
+from metdata import images, layout, lock
+from metdata.dataset import Dataset, DatasetError
 from metdata.errors import UserError
+from metdata.layout import lock_file
 from metdata.pacing import PaceConfig
 from metdata.selection import objects_table, select
 from metdata.targets import resolve
@@ -165,5 +166,5 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             "unexpected_errors": report_unexpected(bugs, "images"),
         },
     }
-    save_summary(dataset, (f"{options.status_folder}/_summary.json",), summary, failures, ChunksFailed, "chunk")
+    save_summary(dataset, (layout.store_summary(options.store),), summary, failures, ChunksFailed, "chunk")
     return summary

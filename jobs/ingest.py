@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from distributed import Client
 
 from jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
-from metdata import ingest, lock
-from metdata.dataset import OBJECTS, RUNS, SUMMARY, Dataset, lock_file
+from metdata import ingest, layout, lock
+from metdata.dataset import Dataset
 from metdata.errors import UserError
+from metdata.layout import OBJECTS, SUMMARY, lock_file
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
 from metdata.pacing import LocalPacer, PaceConfig
@@ -213,7 +214,7 @@ def _save_summary(dataset: Dataset, summary: dict, failures: list[str]) -> None:
         DatasetError: the summary could not be written (a full disk, ...).
     """
     stamp = summary["finished_at"].replace(":", "").replace("+0000", "Z")
-    save_summary(dataset, (f"{RUNS}/ingest-{stamp}.json", SUMMARY), summary, failures, ShardsFailed, "shard")
+    save_summary(dataset, (layout.ingest_run_summary(stamp), SUMMARY), summary, failures, ShardsFailed, "shard")
 
 
 @exclusive

@@ -1,21 +1,10 @@
-"""The dataset root and its layout: the one place that knows where things live.
+"""The dataset root: reading and writing its files atomically, local or on object storage.
 
 A root is a URL: a local folder (``data``, ``file:///data``) or an object-store prefix
-(``s3://bucket/prefix``), reached through fsspec. Under it::
-
-    ids/listing.parquet        the id listing snapshot (objectID), taken by ``metdata ids``
-    ids/_listing.json          when and with which filters it was taken
-    objects/part-NNNNNNN.parquet  one shard per ~1,000 ids, named after its first id
-    objects/_summary.json      the last ingestion run's summary
-    objects/_runs/ingest-<UTC time>.json  every run's summary
-    images.zarr/               Zarr v3 group: images (N, S, S, 3) uint8 RGB, object_id, valid
-    images/part-NNNNNN.parquet one status shard per Zarr chunk (written last: the done mark)
-    images/_summary.json       the last images run's summary
-    _locks/<folder>.json       the lease of the run writing objects/ or a store (metdata.lock)
-
-Files whose names start with ``_`` or ``.`` are not data (pyarrow, pandas and DuckDB skip
-them). Every file appears atomically: local files are written aside and renamed; an S3 PUT is
-atomic by itself.
+(``s3://bucket/prefix``), reached through fsspec. Where each file lives under it is
+``metdata.layout``'s to say. Files whose names start with ``_`` or ``.`` are not data (pyarrow,
+pandas and DuckDB skip them). Every file appears atomically: local files are written aside and
+renamed; an S3 PUT is atomic by itself.
 """
 
 from __future__ import annotations
@@ -36,74 +25,27 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metdata.errors import UserError
+from metdata.errors import DatasetError
+from metdata.layout import (  # noqa: F401 -- the layout's names, where older code asks for them
+    LISTING,
+    LISTING_META,
+    LOCKS,
+    OBJECTS,
+    RUNS,
+    STAGE_FOLDERS,
+    SUMMARY,
+    lock_file,
+    store_paths,
+)
 
 log = logging.getLogger(__name__)
 
-LISTING = "ids/listing.parquet"
-LISTING_META = "ids/_listing.json"
-OBJECTS = "objects"
-SUMMARY = "objects/_summary.json"
-RUNS = "objects/_runs"
-LOCKS = "_locks"
-
-
-def lock_file(folder: str) -> str:
-    """The lease of the one writer of a stage folder (``objects``, a store such as ``images.zarr``).
-
-    >>> lock_file("objects")
-    '_locks/objects.json'
-    """
-    return f"{LOCKS}/{folder}.json"
-
-
-#: The root's own folders: no store, status folder or output folder may take their names.
-STAGE_FOLDERS = frozenset({"ids", "objects", "runs"})
-_STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.zarr")
 #: Hidden temporary files older than this are leftovers of a killed or failed write.
 STALE_TMP_S = 3600.0
 
 
 #: The temporary files metdata writes aside (``.NAME.<uuid hex>.tmp``): the only ones it cleans up.
 _OUR_TMP = re.compile(r"\.(?:.+\.)?[0-9a-f]{32}\.tmp")
-
-
-class DatasetError(UserError):
-    """The dataset root cannot be used; the message says why and what to do."""
-
-
-def store_paths(name: str) -> tuple[str, str]:
-    """The store folder and status folder of a store name: ``images-224.zarr`` -> both under the root.
-
-    A store name is one plain folder name ending ``.zarr`` whose status folder (the name without
-    ``.zarr``) is no other folder of the root: the images stage deletes both when it remakes a store,
-    so neither may name anything it does not own.
-
-    >>> store_paths("images-224.zarr")
-    ('images-224.zarr', 'images-224')
-    >>> store_paths("../victim.zarr")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    metdata.dataset.DatasetError: store name '../victim.zarr' is not a plain folder name: ...
-    >>> store_paths("objects.zarr")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    metdata.dataset.DatasetError: store name 'objects.zarr' would use objects/ (a folder of the root ...
-
-    Raises:
-        DatasetError: a path rather than a name, a hidden name, an empty stem, or a stem that is
-            one of the root's own folders (``ids``, ``objects``, ``runs``) or another store (``x.zarr.zarr``).
-    """
-    fix = "give another name ending .zarr, e.g. images-224.zarr"
-    if not isinstance(name, str) or not _STORE_NAME.fullmatch(name):
-        raise DatasetError(
-            f"store name {name!r} is not a plain folder name: use letters, digits, '-', '_' and '.', "
-            f"start with a letter or digit, no '/', and end with .zarr; {fix}"
-        )
-    stem = name.removesuffix(".zarr")
-    if stem.lower() in STAGE_FOLDERS or stem.lower().endswith(".zarr"):
-        raise DatasetError(
-            f"store name {name!r} would use {stem}/ (a folder of the root or another store) as its status folder; {fix}"
-        )
-    return name, stem
 
 
 def check_column(dataset: Dataset, relative: str, schema: pa.Schema, wanted: pa.Field) -> None:

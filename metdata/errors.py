@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input or an unusable environment; the message names the problem and the fix."""
+
+
+class DatasetError(UserError):
+    """The dataset root cannot be used; the message says why and what to do."""

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metdata import report
+from metdata import layout, report
 from metdata.counts import NO_CLASS, URL_FIELD, class_slots, collection_counts, grid_classes, random_slots, ranked
-from metdata.dataset import Dataset, store_paths
+from metdata.dataset import Dataset
 
 # Until jobs/train.py and metdata/evaluation.py draw through metdata.figures: the names they take from here.
 from metdata.figures import draw_confusion, draw_curves, png_bytes  # noqa: F401
@@ -101,7 +101,7 @@ def open_images(dataset: Dataset, store: str) -> ImageStore | None:
     if not dataset.exists(f"{store}/zarr.json"):
         return None
     group = dataset.open_zarr(store)
-    folder = store_paths(store)[1]
+    folder = layout.status_folder(store)
     shards = [dataset.read_table(name, columns=STATUS_SCHEMA.names) for name in dataset.data_files(folder)]
     statuses = pa.concat_tables(shards) if shards else STATUS_SCHEMA.empty_table()
     return ImageStore(store, group["object_id"][:], group["valid"][:], statuses, dict(group.attrs), group)
@@ -161,7 +161,7 @@ def explore(dataset: Dataset, options: ExploreOptions) -> dict:
         SelectionError: no metadata under the root (run ``metdata ingest`` first).
         DatasetError: a bad store name, or ``out`` would write into the root's own folders.
     """
-    store_paths(options.store)
+    layout.store_paths(options.store)
     dataset.check_output(options.out, "--out")
     target = resolve(options.target)
     merge = builtin(MERGE_TARGET)

@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import re
 import threading
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
@@ -22,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import zarr
 
-from metdata import imaging
+from metdata import imaging, layout
 from metdata.api import DEFAULT_API, RETRYABLE
-from metdata.dataset import Dataset, store_paths
+from metdata.dataset import Dataset
 from metdata.dispatch import Figures
 from metdata.errors import UserError
 from metdata.fetch import Outcome, Policy, fetch, judge, new_session
@@ -92,8 +91,8 @@ class ImageOptions:
 
     @property
     def status_folder(self) -> str:
-        """``images.zarr`` keeps its status shards in ``images/`` (a checked store name: see ``store_paths``)."""
-        return store_paths(self.store)[1]
+        """``images.zarr`` keeps its status shards in ``images/`` (``layout.status_folder``)."""
+        return layout.status_folder(self.store)
 
     @property
     def url_field(self) -> str:
@@ -288,7 +287,7 @@ def open_arrays(dataset: Dataset, options: ImageOptions, mode: str = "r+") -> za
 
 def run_chunk(task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: Pacer) -> dict:
     """Fetch one chunk's images and write the chunk, then its status shard (the done mark)."""
-    shard = f"{options.status_folder}/{task.name}"
+    shard = layout.status_shard(options.store, task.index)
     if task.redo is None and dataset.exists(shard):
         return {"chunk": task.index, "skipped": True, "statuses": {}, "bytes": 0, "errors": 0}
     n = len(task.object_ids)
@@ -361,7 +360,6 @@ class StoreMismatch(UserError):
 
 #: Written with a store's first file: the mark of a store metdata made (and so may remake).
 STORE_MARK = {"metdata": "images"}
-_STATUS_SHARD = re.compile(r"part-(\d{6})\.parquet")
 
 
 def prepare_store(dataset: Dataset, options: ImageOptions, object_ids: list[int], about: dict) -> list[int]:
@@ -381,7 +379,7 @@ def prepare_store(dataset: Dataset, options: ImageOptions, object_ids: list[int]
         StoreMismatch: another size, mode, rendition or chunk; another target/where; a selection
             that lost some of the store's objects; or folders that metdata did not make.
     """
-    store, status = store_paths(options.store)  # a plain name whose folders are its own
+    store, status = layout.store_paths(options.store)  # a plain name whose folders are its own
     wanted = {"size": options.size, "resize": options.resize, "rendition": options.rendition, "chunk": options.chunk}
     attrs = _group_attrs(dataset, store)
     if attrs is not None and attrs.get("complete"):
@@ -405,6 +403,9 @@ def prepare_store(dataset: Dataset, options: ImageOptions, object_ids: list[int]
         shape=(n, size, size, 3),
         chunks=(chunk, size, size, 3),
         dtype="uint8",
+        # Blosc-LZ4HC decodes x2-3 as fast as Zarr's default zstd from x1.13 the bytes (benchmarks/zarr_chunks.py
+        # --codecs); older stores keep their codec (Zarr reads it from the array's metadata)
+        compressors=[zarr.codecs.BloscCodec(cname="lz4hc", clevel=5, shuffle="shuffle")],
         fill_value=0,
         dimension_names=("slot", "y", "x", "channel"),
     )
@@ -457,7 +458,7 @@ def _check_owned(dataset: Dataset, store: str, status: str, attrs: dict | None) 
     foreign = [
         name
         for name, kind in _entries(dataset, status, detail=True)
-        if kind != "file" or not (_STATUS_SHARD.fullmatch(name) or name == "_summary.json" or name[0] == ".")
+        if kind != "file" or not (layout.STATUS_SHARD.fullmatch(name) or name == layout.STORE_SUMMARY or name[0] == ".")
     ]
     if foreign:
         raise StoreMismatch(
@@ -527,7 +528,7 @@ def read_statuses(dataset: Dataset, options: ImageOptions) -> dict[int, list[str
     """Chunk index -> the status of each of its slots, for the chunks that are done."""
     done = {}
     for name in dataset.data_files(options.status_folder):
-        match = _STATUS_SHARD.fullmatch(name.rsplit("/", 1)[-1])
+        match = layout.STATUS_SHARD.fullmatch(name.rsplit("/", 1)[-1])
         if match is None:
             log.warning("%s is not a status shard: ignored", name)
             continue

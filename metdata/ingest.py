@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metdata.api import RETRYABLE
-from metdata.dataset import LISTING, LISTING_META, OBJECTS, Dataset, DatasetError
+from metdata.dataset import Dataset, DatasetError
+from metdata.layout import LISTING, LISTING_META, OBJECTS, object_shard
 from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
 from metdata.records import SCHEMA, rows_to_table
 
@@ -35,13 +36,8 @@ class ShardTask:
     replace: bool = False
 
 
-def shard_name(first_id: int) -> str:
-    """The shard file that starts at ``first_id``.
-
-    >>> shard_name(45734)
-    'objects/part-0045734.parquet'
-    """
-    return f"{OBJECTS}/part-{first_id:07d}.parquet"
+#: The shard file that starts at an id (``layout.object_shard``).
+shard_name = object_shard
 
 
 def plan_new_shards(ids: list[int], shard_size: int) -> list[ShardTask]:

@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from metdata.dataset import Dataset, lock_file
+from metdata.dataset import Dataset
 from metdata.errors import UserError
+from metdata.layout import lock_file
 
 log = logging.getLogger(__name__)
 

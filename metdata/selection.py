@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from metdata.dataset import OBJECTS, Dataset, DatasetError, check_column
+from metdata.dataset import Dataset, DatasetError, check_column
 from metdata.errors import UserError
+from metdata.layout import OBJECTS
 from metdata.records import SCHEMA
 from metdata.targets import label_table, resolve
 

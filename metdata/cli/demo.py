@@ -25,10 +25,12 @@ import click
 import pyarrow.dataset as pads
 import requests
 
+from metdata import layout
 from metdata.cli.options import FiniteFloat
-from metdata.dataset import RUNS, Dataset
+from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import KINDS, parse_kinds
+from metdata.layout import RUNS
 
 #: A light, realistic fault mix: what a long crawl of the real service meets.
 DEMO_FAULTS = "503,drop,not-valid,image-404,truncate"
@@ -81,7 +83,7 @@ class Pipeline:
     @property
     def run_url(self) -> str:
         """The run folder: ``ROOT/runs/<target>``."""
-        return f"{self.root.rstrip('/')}/runs/{TARGET}"
+        return layout.run_folder(self.root, TARGET)
 
     def common(self) -> list[str]:
         """The options every Dask stage takes."""
@@ -234,7 +236,7 @@ def demo(
         for args in [*steps.acquire(), steps.explore(), steps.train(), steps.evaluate()]:
             run_command(args)
             if args[0] == "images":
-                image_runs.append(dataset.read_json("images/_summary.json")["this_run"])
+                image_runs.append(dataset.read_json(layout.store_summary("images.zarr"))["this_run"])
         painting = held_out_painting(dataset, steps.run_url)
         prediction = json.loads(run_command(steps.predict(painting["primaryImageSmall"]), capture=True))[0]
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
@@ -254,7 +256,7 @@ def summarize(
         columns=["objectID", "status"]
     )
     statuses = Counter(table["status"].to_pylist())
-    images = dataset.read_json("images/_summary.json")
+    images = dataset.read_json(layout.store_summary("images.zarr"))
     run = Dataset(steps.run_url, dataset.storage_options)
     trained, evaluation = run.read_json("run.json"), run.read_json("evaluation-val.json")
     best = prediction["top"][0]

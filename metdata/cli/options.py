@@ -33,7 +33,8 @@ class StoreName(click.ParamType):
     name = "NAME.zarr"
 
     def convert(self, value, param, ctx):
-        from metdata.dataset import DatasetError, store_paths
+        from metdata.errors import DatasetError
+        from metdata.layout import store_paths
 
         try:
             store_paths(value)

@@ -118,7 +118,7 @@ def _metadata(data: Dataset, ids: set[int]) -> dict[int, dict]:
     """title, culture and objectURL of the given objects, from the objects/ shards."""
     import pyarrow.compute as pc
 
-    from metdata.dataset import OBJECTS
+    from metdata.layout import OBJECTS
 
     out: dict[int, dict] = {}
     columns = ["objectID", "title", "culture", "objectURL"]

@@ -1,0 +1,129 @@
+"""The dataset root's layout: the one place that says where each file lives (pure, no I/O).
+
+Under a root::
+
+    ids/listing.parquet        the id listing snapshot (objectID), taken by ``metdata ids``
+    ids/_listing.json          when and with which filters it was taken
+    objects/part-NNNNNNN.parquet  one shard per task's ids, named after its first id
+    objects/_summary.json      the last ingestion run's summary
+    objects/_runs/ingest-<UTC time>.json  every run's summary
+    images.zarr/               Zarr v3 group: images (N, S, S, 3) uint8 RGB, object_id, valid
+    images/part-NNNNNN.parquet one status shard per Zarr chunk (written last: the done mark)
+    images/_summary.json       the last images run's summary
+    runs/<target>/             a training run (the demo's default; any RUN URL works)
+    _locks/<folder>.json       the lease of the run writing objects/ or a store (metdata.lock)
+
+A store named ``NAME.zarr`` keeps its status shards in ``NAME/``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from metdata.errors import DatasetError
+
+LISTING = "ids/listing.parquet"
+LISTING_META = "ids/_listing.json"
+OBJECTS = "objects"
+SUMMARY = "objects/_summary.json"
+RUNS = "objects/_runs"
+LOCKS = "_locks"
+
+
+def lock_file(folder: str) -> str:
+    """The lease of the one writer of a stage folder (``objects``, a store such as ``images.zarr``).
+
+    >>> lock_file("objects")
+    '_locks/objects.json'
+    """
+    return f"{LOCKS}/{folder}.json"
+
+
+#: The root's own folders: no store, status folder or output folder may take their names.
+STAGE_FOLDERS = frozenset({"ids", "objects", "runs"})
+_STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.zarr")
+_STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.zarr")
+#: A status shard's file name: ``part-NNNNNN.parquet``, NNNNNN the chunk index.
+STATUS_SHARD = re.compile(r"part-(\d{6})\.parquet")
+#: A store's status folder holds its status shards and this summary.
+STORE_SUMMARY = "_summary.json"
+
+
+def object_shard(first_id: int) -> str:
+    """The shard file of ``objects/`` that starts at ``first_id``.
+
+    >>> object_shard(45734)
+    'objects/part-0045734.parquet'
+    """
+    return f"{OBJECTS}/part-{first_id:07d}.parquet"
+
+
+def ingest_run_summary(stamp: str) -> str:
+    """Where one ingestion run's summary is kept (``stamp``: its UTC time, without colons)."""
+    return f"{RUNS}/ingest-{stamp}.json"
+
+
+def status_folder(store: str) -> str:
+    """The status folder of a store (a checked name: see ``store_paths``).
+
+    >>> status_folder("images-224.zarr")
+    'images-224'
+    """
+    return store_paths(store)[1]
+
+
+def status_shard(store: str, chunk: int) -> str:
+    """The status shard of chunk ``chunk`` of a store (the chunk's done mark).
+
+    >>> status_shard("images.zarr", 3)
+    'images/part-000003.parquet'
+    """
+    return f"{status_folder(store)}/part-{chunk:06d}.parquet"
+
+
+def store_summary(store: str) -> str:
+    """The last images run's summary of a store."""
+    return f"{status_folder(store)}/{STORE_SUMMARY}"
+
+
+def run_folder(root: str, target: str) -> str:
+    """The demo's run folder for a target under a root URL.
+
+    >>> run_folder("s3://b/met/", "painting-culture")
+    's3://b/met/runs/painting-culture'
+    """
+    return f"{root.rstrip('/')}/runs/{target}"
+
+
+def store_paths(name: str) -> tuple[str, str]:
+    """The store folder and status folder of a store name: ``images-224.zarr`` -> both under the root.
+
+    A store name is one plain folder name ending ``.zarr`` whose status folder (the name without
+    ``.zarr``) is no other folder of the root: the images stage deletes both when it remakes a store,
+    so neither may name anything it does not own.
+
+    >>> store_paths("images-224.zarr")
+    ('images-224.zarr', 'images-224')
+    >>> store_paths("../victim.zarr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    metdata.errors.DatasetError: store name '../victim.zarr' is not a plain folder name: ...
+    >>> store_paths("objects.zarr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    metdata.errors.DatasetError: store name 'objects.zarr' would use objects/ (a folder of the root ...
+
+    Raises:
+        DatasetError: a path rather than a name, a hidden name, an empty stem, or a stem that is
+            one of the root's own folders (``ids``, ``objects``, ``runs``) or another store (``x.zarr.zarr``).
+    """
+    fix = "give another name ending .zarr, e.g. images-224.zarr"
+    if not isinstance(name, str) or not _STORE_NAME.fullmatch(name):
+        raise DatasetError(
+            f"store name {name!r} is not a plain folder name: use letters, digits, '-', '_' and '.', "
+            f"start with a letter or digit, no '/', and end with .zarr; {fix}"
+        )
+    stem = name.removesuffix(".zarr")
+    if stem.lower() in STAGE_FOLDERS or stem.lower().endswith(".zarr"):
+        raise DatasetError(
+            f"store name {name!r} would use {stem}/ (a folder of the root or another store) as its status folder; {fix}"
+        )
+    return name, stem
