@@ -1,7 +1,7 @@
 """The images job: select, create the store, run one task per chunk on Dask, summarise.
 
-Wiring only: selection is ``metdata.selection``, the store and each chunk's work are
-``metdata.images``, the image host's budget is the scheduler's pacer.
+Wiring only: selection is ``metdata.selection``, the store is ``metdata.store``, each chunk's
+work is ``metdata.images``, the image host's budget is the scheduler's pacer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from distributed import Client
 
 from jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
-from metdata import images, layout, lock
+from metdata import images, layout, lock, store
 from metdata.dataset import Dataset, DatasetError
 from metdata.errors import UserError
 from metdata.layout import lock_file
@@ -63,7 +63,7 @@ def plan(
     With ``from_originals`` (a store made with ``--keep-originals``), the bytes come from
     that store's status shards instead of the network: another size without downloading.
 
-    A store grows when the selection gained objects (``images.prepare_store``): its slots keep
+    A store grows when the selection gained objects (``store.prepare_store``): its slots keep
     their objects and the new ones get new slots after them, so tasks follow the store's order.
 
     Raises:
@@ -88,8 +88,8 @@ def plan(
     if from_originals:
         urls = _kept_sources(dataset, options, from_originals, ids)
     url_of = dict(zip(ids, urls, strict=True))
-    slots = images.prepare_store(dataset, options, ids, {"target": target, "where": where})
-    done = images.read_statuses(dataset, options)
+    slots = store.prepare_store(dataset, options, ids, {"target": target, "where": where})
+    done = store.read_statuses(dataset, options)
     tasks = images.plan_chunks(slots, [url_of[i] for i in slots], options.chunk, done, retry_failed)
     log.info(
         "%d objects selected, %d chunks done; %d chunk tasks to run",
@@ -104,13 +104,13 @@ def _kept_sources(dataset: Dataset, options: images.ImageOptions, source_store: 
     """For each id, ``kept:<status shard>`` of the source store that holds its original."""
     source = images.ImageOptions(store=source_store).status_folder
     if source == options.status_folder:
-        raise images.StoreMismatch(f"--from-originals {source_store} is the store being built; give another --store")
+        raise store.StoreMismatch(f"--from-originals {source_store} is the store being built; give another --store")
     where = {}
     for shard in dataset.data_files(source):
         for object_id in dataset.read_table(shard, columns=["objectID"])["objectID"].to_pylist():
             where[object_id] = f"{images.KEPT}{shard}"
     if not where:
-        raise images.StoreMismatch(f"no status shards under {dataset.url}/{source}: build {source_store} first")
+        raise store.StoreMismatch(f"no status shards under {dataset.url}/{source}: build {source_store} first")
     return [where.get(i, f"{images.KEPT}{source}") for i in ids]
 
 
@@ -146,7 +146,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             requests += result.get("requests", 0)
             peak, busy = max(peak, result.get("peak_in_flight", 0)), busy + result.get("busy_s", 0.0)
     duration = time.monotonic() - started
-    table_statuses = Counter(s for slots in images.read_statuses(dataset, options).values() for s in slots)
+    table_statuses = Counter(s for slots in store.read_statuses(dataset, options).values() for s in slots)
     summary = {
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "store": f"{dataset.url.rstrip('/')}/{options.store}",

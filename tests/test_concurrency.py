@@ -26,9 +26,10 @@ from jobs.ingest import plan as ingest_plan
 from jobs.ingest import run as ingest_run
 from metdata import ingest, lock
 from metdata.dataset import Dataset, DatasetError, lock_file
-from metdata.images import ImageOptions, StoreMismatch, prepare_store
+from metdata.images import ImageOptions
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
+from metdata.store import StoreMismatch, prepare_store
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
 

@@ -19,6 +19,7 @@ from metdata.fetch import Policy, fetch, new_session, read_url
 from metdata.ingest import ShardTask, run_shard, shard_name
 from metdata.lookup import LookupOptions, lookup_ids, lookup_one
 from metdata.pacing import LocalPacer, PaceConfig
+from metdata.store import prepare_store
 
 DEADLINE = 1.0
 #: Far below what the bombs and huge bodies decode to (100-200 MB), far above the caps in use.
@@ -142,7 +143,7 @@ def test_a_chunk_of_bad_images_gives_every_slot_its_status(servers, tmp_path):
     )
     dataset = Dataset(str(tmp_path))
     ids = list(range(1, len(kinds) + 1))
-    images.prepare_store(dataset, options, ids, {})
+    prepare_store(dataset, options, ids, {})
     task = images.ChunkTask(0, 0, tuple(ids), tuple(cases[k][0] for k in kinds))
     with Bounded() as bounded:
         summary = images.run_chunk(task, dataset, options, pacer())

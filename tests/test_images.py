@@ -17,10 +17,11 @@ from jobs import images as job
 from jobs.ingest import IngestOptions
 from jobs.ingest import run as ingest
 from metdata.dataset import Dataset
-from metdata.images import ImageOptions, StoreMismatch
+from metdata.images import ImageOptions
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 from metdata.selection import SelectionError
+from metdata.store import StoreMismatch
 from metdata.targets import TargetError
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
