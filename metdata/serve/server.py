@@ -38,6 +38,7 @@ def create_app(config: ServeConfig):
     server = Flask("metdata.serve")
     server.config["MAX_CONTENT_LENGTH"] = config.max_bytes * 4 // 3 + DASH_OVERHEAD
     worker = Worker(config).start()
+
     @server.before_request
     def _bounded_body_reads():  # a client that never sends its body must not hold a thread for ever
         sock = request.environ.get("gunicorn.socket")
