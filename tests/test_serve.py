@@ -152,7 +152,7 @@ def start_server(*args: str, ready: bool = True) -> Server:
         try:
             if requests.get(f"{server.url}/readyz", timeout=5).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting, or a busy machine
             pass
         time.sleep(0.5)
     if ready:
