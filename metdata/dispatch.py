@@ -15,10 +15,6 @@ attempt function each, possibly several times:
   jitter, at most 60 s) in a heap, holding no thread and no slot; a ``blocked`` one is reported to
   the pacer (every worker pauses), drops this task's held slots, and goes back to the ready queue:
   its next slot comes after the pause.
-- **The tail waits off the cluster's books.** Once every item has been sent and only backoffs or
-  slow answers are awaited (no answer for ``QUIET_S``: a slow answer can take the whole timeout,
-  a retry up to a minute), ``on_waiting`` lets the Dask task secede from its worker's thread
-  pool, so another task starts and spends the budget meanwhile.
 - **Nothing is lost.** Every item ends with its last status, value and attempt count; an attempt
   that raises ends its item ``failed`` with the exception (the caller turns it into a row).
 
@@ -49,14 +45,12 @@ T = TypeVar("T")
 V = TypeVar("V")
 
 #: The most requests one task keeps in flight, whatever rate x timeout says (threads are cheap, not free);
-#: also the bound for a whole process, so tasks that secede (``on_waiting``) cannot multiply it.
+#: also the bound for a whole process, however many tasks run in it.
 MAX_IN_FLIGHT = 256
 _PROCESS_IN_FLIGHT = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 #: How soon a dispatcher looks again when its process has ``MAX_IN_FLIGHT`` requests out (s).
 _CAPACITY_RECHECK = 0.05
-#: With nothing left to send, a task that has had no answer for this long only waits on slow
-#: answers (or backoffs): it gives its worker thread to another task (``on_waiting``).
-QUIET_S = 2.0
+
 #: A transient failure's backoff never exceeds this (s).
 MAX_BACKOFF = 60.0
 
@@ -182,10 +176,6 @@ class Dispatcher:
     backoff: float
     seed: int | None = None
     figures: Figures = field(default_factory=Figures)
-    #: Called once when every item has been sent and what is left only waits: retries backing off,
-    #: or answers of which none came for ``QUIET_S``. On a Dask worker, the task gives its thread
-    #: slot to another task (a tail of fast answers does not: tasks would pile up on the worker).
-    on_waiting: Callable[[], None] | None = None
 
     def run(
         self,
@@ -205,7 +195,6 @@ class Dispatcher:
         backing_off: list[tuple[float, int]] = []  # (not before, item)
         answers: queue.SimpleQueue = queue.SimpleQueue()
         in_flight, unresolved, retry_at = 0, len(items), 0.0
-        last_answer = clock()
 
         def send(i: int) -> None:
             started = time.perf_counter()
@@ -218,8 +207,7 @@ class Dispatcher:
                 _PROCESS_IN_FLIGHT.release()
 
         def settle(answer: tuple) -> None:
-            nonlocal in_flight, unresolved, last_answer
-            last_answer = clock()
+            nonlocal in_flight, unresolved
             i, status, value, error, took = answer
             in_flight -= 1
             tries[i] += 1
@@ -236,18 +224,12 @@ class Dispatcher:
             results[i] = Done(status, value, tries[i], error)
             unresolved -= 1
 
-        waiting_told = self.on_waiting is None
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="metdata-request") as pool:
             while unresolved:
                 now = clock()
-                if not ready and not waiting_told and (backing_off or now - last_answer >= QUIET_S):
-                    waiting_told = True
-                    self.on_waiting()
                 while backing_off and backing_off[0][0] <= now:  # a retry goes first: its chain ends sooner
                     ready.appendleft(heapq.heappop(backing_off)[1])
                 wake = backing_off[0][0] if backing_off else math.inf
-                if not ready and not waiting_told:
-                    wake = min(wake, last_answer + QUIET_S)
                 if ready and in_flight < self.max_in_flight and now >= retry_at:
                     host = host_of(items[ready[0]])
                     at, again = self.slots.next(host, want=min(len(ready), self.max_in_flight - in_flight))

@@ -40,7 +40,6 @@ class Pacer(Protocol):
     def bind(self) -> Pacer: ...
     def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
     def blocked(self, host: str) -> None: ...
-    def waiting(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -76,9 +75,7 @@ class LookupOptions:
     def dispatcher(self, pacer: Pacer, items: int) -> Dispatcher:
         """A dispatcher for ``items`` requests at the pacer's rate, with these limits."""
         limit = self.max_in_flight or in_flight_limit(pacer.config.rate, self.timeout)
-        return Dispatcher(
-            Slots(pacer), max(1, min(limit, items)), self.max_attempts, self.backoff, on_waiting=pacer.waiting
-        )
+        return Dispatcher(Slots(pacer), max(1, min(limit, items)), self.max_attempts, self.backoff)
 
 
 def paid_first(slots: Slots, key_of: Callable[[str], str]) -> Callable[[str], None]:

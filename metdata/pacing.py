@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from distributed import get_client, get_worker, secede
+from distributed import get_client, get_worker
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import sync
 
@@ -200,14 +200,11 @@ class LocalPacer:
     def stats(self) -> dict:
         return self.limiter.stats()
 
-    def waiting(self) -> None:
-        """Nothing to give back in one process (see ``SchedulerPacer.waiting``)."""
 
 
 # -- On a Dask cluster -------------------------------------------------------------------------
 
 PLUGIN_NAME = "metdata-pacer"
-_seceded = threading.local()
 
 
 class PacerPlugin(SchedulerPlugin):
@@ -271,14 +268,3 @@ class SchedulerPacer:
     def stats(self) -> dict:
         return self._call("metdata_pace_stats")
 
-    def waiting(self) -> None:
-        """This task now only waits (answers in flight, retries backing off): in a Dask task, free its
-        worker thread slot for another task (``distributed.secede``); elsewhere, nothing."""
-        if getattr(_seceded, "done", False):  # a seceded thread never runs another task: the flag is this task's
-            return
-        try:
-            get_worker()
-        except ValueError:  # on the client
-            return
-        secede()
-        _seceded.done = True
