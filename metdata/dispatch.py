@@ -9,8 +9,8 @@ attempt function each, possibly several times:
   what the pacer's rate and the answers' latency make them (Little's law: rate x latency), not a
   fixed number of threads: a slow answer holds one thread while the next slots go to others.
 - **A bound, not a size.** ``in_flight_limit``: at most rate x timeout requests (every answer
-  hanging to the timeout still leaves the rate whole), at most ``MAX_IN_FLIGHT`` per task and
-  per process. Threads are started only when no idle one is free, so a fast host uses a few.
+  hanging to the timeout still leaves the rate whole), at most ``MAX_IN_FLIGHT`` per task.
+  Threads are started only when no idle one is free, so a fast host uses a few.
 - **Retries go back to the queue.** A ``transient`` outcome waits its backoff (exponential with
   jitter, at most 60 s) in a heap, holding no thread and no slot; a ``blocked`` one is reported to
   the pacer (every worker pauses), drops this task's held slots, and goes back to the ready queue:
@@ -44,12 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 V = TypeVar("V")
 
-#: The most requests one task keeps in flight, whatever rate x timeout says (threads are cheap, not free);
-#: also the bound for a whole process, however many tasks run in it.
+#: The most requests one task keeps in flight, whatever rate x timeout says (threads are cheap, not free).
 MAX_IN_FLIGHT = 256
-_PROCESS_IN_FLIGHT = threading.BoundedSemaphore(MAX_IN_FLIGHT)
-#: How soon a dispatcher looks again when its process has ``MAX_IN_FLIGHT`` requests out (s).
-_CAPACITY_RECHECK = 0.05
 
 #: A transient failure's backoff never exceeds this (s).
 MAX_BACKOFF = 60.0
@@ -115,7 +111,9 @@ class Slots:
     def pop(self, host: str) -> None:
         """Use the next held slot of ``host`` (the one ``next`` returned)."""
         with self._lock:
-            self._held[host].popleft()
+            held = self._held.get(host)
+            if held:  # a redirect hop (``wait``) or a block (``forget``) may have taken it meanwhile
+                held.popleft()
 
     def wait(self, host: str) -> None:
         """Block until this caller may send one request to ``host`` (a redirect hop, from any thread)."""
@@ -203,8 +201,6 @@ class Dispatcher:
                 answers.put((i, status, value, None, time.perf_counter() - started))
             except Exception as exc:  # the caller names it in the item's row; the others go on
                 answers.put((i, Outcome.FAILED.value, None, exc, time.perf_counter() - started))
-            finally:
-                _PROCESS_IN_FLIGHT.release()
 
         def settle(answer: tuple) -> None:
             nonlocal in_flight, unresolved
@@ -237,14 +233,12 @@ class Dispatcher:
                         retry_at = again  # the pacer's horizon is full (or a pause): ask again then
                         wake = min(wake, again)
                     elif at <= clock():
-                        if _PROCESS_IN_FLIGHT.acquire(blocking=False):
-                            self.slots.pop(host)
-                            in_flight += 1
-                            self.figures.requests += 1
-                            self.figures.peak_in_flight = max(self.figures.peak_in_flight, in_flight)
-                            pool.submit(send, ready.popleft())
-                            continue
-                        wake = min(wake, clock() + _CAPACITY_RECHECK)  # the process is at its bound: keep the slot
+                        self.slots.pop(host)
+                        in_flight += 1
+                        self.figures.requests += 1
+                        self.figures.peak_in_flight = max(self.figures.peak_in_flight, in_flight)
+                        pool.submit(send, ready.popleft())
+                        continue
                     else:
                         wake = min(wake, at)
                 elif ready and in_flight < self.max_in_flight:

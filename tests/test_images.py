@@ -43,7 +43,8 @@ def image_options(met, **overrides) -> ImageOptions:
 
 def ingested(met, client, root, **overrides) -> Dataset:
     dataset = Dataset(str(root))
-    lookup = LookupOptions(api=met.url, timeout=2.0, backoff=0.05)
+    # an emulator in the test process: a few requests in flight per task, not rate x timeout's hundreds
+    lookup = LookupOptions(api=met.url, timeout=2.0, backoff=0.05, max_in_flight=8)
     ingest(client, dataset, IngestOptions(lookup=lookup, pace=FAST, shard_size=100, **overrides))
     return dataset
 
