@@ -19,8 +19,18 @@ time is also given as an estimate at ``--request-ms`` per request: measured time
 measured in the same run. Ends with a one-line recommendation: the smallest chunk whose objects
 reach ``--min-object-mb``, with what its random reads cost.
 
+With ``--codecs`` it measures the chunk codec instead, at the default chunk size: for zstd
+(Zarr 3's default), Blosc-LZ4 and Blosc-LZ4HC (byte shuffle; a no-op on uint8, whose items are
+single bytes), the bytes per image, the encode and decode rates of one thread in images per CPU
+second (numcodecs on the chunk objects, as ``metdata.stream`` decodes them) and a whole read
+from S3 (moto), then the
+images/s each would feed a node with ``--node-cores`` cores and ``--node-gbps`` of network:
+min(cores x decode rate, network / bytes per image). The recommendation is the codec that
+feeds the most.
+
     python benchmarks/zarr_chunks.py [--images 2048] [--chunks 8 16 32 64 128 256] \\
         [--request-ms 30] [--s3-max-concurrency N]
+    python benchmarks/zarr_chunks.py --codecs [--node-cores 4] [--node-gbps 10]
 """
 
 from __future__ import annotations
@@ -123,6 +133,90 @@ def measure(store, data: np.ndarray, chunk: int, picks: np.ndarray, size_of, cou
     }
 
 
+def codecs() -> dict:
+    """The candidate chunk codecs (None: Zarr's default, zstd)."""
+    from zarr.codecs import BloscCodec
+
+    return {
+        "zstd (Zarr default)": None,
+        "blosc-lz4 c5": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+        "blosc-lz4hc c5": BloscCodec(cname="lz4hc", clevel=5, shuffle="shuffle"),
+    }
+
+
+def one_thread_rate(work, images: int, repeats: int = 3, clock=time.perf_counter) -> float:
+    """Images per second of ``work()`` on ``clock`` (wall, or e.g. ``time.process_time`` for CPU
+    seconds); the best of ``repeats``, the least disturbed by other processes."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = clock()
+        work()
+        best = min(best, clock() - start)
+    return images / best
+
+
+def measure_codec(name: str, codec, data: np.ndarray, chunk: int, folder: Path, s3_url: str, options: dict) -> dict:
+    """Bytes, one-thread encode and decode rates, and a whole S3 read of ``data`` stored with ``codec``."""
+    import numcodecs
+
+    numcodecs.blosc.use_threads = False  # one thread, as in the stream's reading threads
+    n = len(data)
+    extra = {} if codec is None else {"compressors": [codec]}
+    shape = (chunk, *data.shape[1:])
+    array = zarr.create_array(zarr.storage.LocalStore(folder), shape=data.shape, chunks=shape, dtype="uint8", **extra)
+    blocks = [data[s : s + chunk] for s in range(0, n - chunk + 1, chunk)]  # whole chunks only
+    stored = array.metadata.codecs[-1]  # what Zarr writes, as numcodecs' codec of the same settings
+    if codec is None:
+        coder = numcodecs.Zstd(level=stored.level)
+    else:
+        coder = numcodecs.Blosc(cname=stored.cname.value, clevel=stored.clevel, shuffle=numcodecs.Blosc.SHUFFLE)
+    cpu = time.process_time  # CPU seconds: the rates hold on a machine shared with other work
+    encode = one_thread_rate(lambda: [coder.encode(b) for b in blocks], len(blocks) * chunk, clock=cpu)
+    array[:] = data
+    files = sorted(f for f in (folder / "c").rglob("*") if f.is_file())
+    raw = [f.read_bytes() for f in files][: len(blocks)]
+    out = np.empty(shape, np.uint8)
+    decode = one_thread_rate(lambda: [coder.decode(r, out=out) for r in raw], len(raw) * chunk, clock=cpu)
+    zarr_read = one_thread_rate(lambda: [array[s : s + chunk] for s in range(0, n, chunk)], n, clock=cpu)
+    remote = zarr.storage.FsspecStore.from_url(s3_url, storage_options=options)
+    zarr.create_array(remote, shape=data.shape, chunks=shape, dtype="uint8", **extra)[:] = data
+    remote_array = zarr.open_array(remote, mode="r")
+    s3_read = one_thread_rate(lambda: [remote_array[s : s + chunk] for s in range(0, n, chunk)], n, repeats=1)
+    nbytes = sum(f.stat().st_size for f in files)
+    return {
+        "codec": name,
+        "bytes_per_image": nbytes / n,
+        "ratio": nbytes / data.nbytes,
+        "encode": encode,
+        "decode": decode,
+        "zarr_read": zarr_read,
+        "s3_read": s3_read,
+    }
+
+
+def codec_report(rows: list[dict], cores: int, gbps: float) -> None:
+    """The codec table, each one's feed of the reference node, and the recommendation."""
+    print(
+        f"  {'codec':<22} {'bytes/image':>11} {'x raw':>6} {'encode/s':>9} {'decode/s':>9} {'zarr read/s':>11}"
+        f" {'S3 read/s':>9} {f'node {cores}c/{gbps:g}Gb/s':>16} {'bound by':>9}"
+    )
+    for r in rows:
+        cpu, net = cores * r["decode"], gbps * 1e9 / 8 / r["bytes_per_image"]
+        r["node"], r["bound"] = min(cpu, net), ("decode" if cpu < net else "network")
+        print(
+            f"  {r['codec']:<22} {r['bytes_per_image']:>11,.0f} {r['ratio']:>6.3f} {r['encode']:>9,.0f}"
+            f" {r['decode']:>9,.0f} {r['zarr_read']:>11,.0f} {r['s3_read']:>9,.0f} {r['node']:>16,.0f} {r['bound']:>9}"
+        )
+    best = max(rows, key=lambda r: (r["node"], -r["bytes_per_image"]))
+    base = rows[0]
+    print(
+        f"  recommendation: {best['codec']}: feeds x{best['node'] / base['node']:.2f} the images/s of {base['codec']} "
+        f"to a node with {cores} cores per {gbps:g} Gb/s, decoding x{best['decode'] / base['decode']:.2f} as fast "
+        f"from x{best['bytes_per_image'] / base['bytes_per_image']:.2f} the bytes (encoding at "
+        f"x{best['encode'] / base['encode']:.2f}: paid once, when the images stage writes the chunk)"
+    )
+
+
 def local_sizes(folder: Path):
     def sizes(expected: int) -> list[int]:
         found = [f.stat().st_size for f in (folder / "c").rglob("*") if f.is_file()]
@@ -158,6 +252,9 @@ def main() -> None:
         help="s3fs max_concurrency (default: s3fs's, 10, with which every whole-object read is a HEAD + a GET)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--codecs", action="store_true", help="measure the chunk codecs instead of chunk sizes")
+    parser.add_argument("--node-cores", type=int, default=4, help="--codecs: input cores of the reference node")
+    parser.add_argument("--node-gbps", type=float, default=10.0, help="--codecs: its network, Gbit/s")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request
@@ -177,6 +274,30 @@ def main() -> None:
     fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": endpoint})
     fs.mkdir(BUCKET)
     local, s3 = [], []
+    if args.codecs:
+        try:
+            with tempfile.TemporaryDirectory(prefix="metdata-codecs-") as tmp:
+                rows = [
+                    measure_codec(
+                        name,
+                        codec,
+                        data,
+                        ImageOptions.chunk,
+                        Path(tmp) / f"{i}.zarr",
+                        f"s3://{BUCKET}/{i}.zarr",
+                        options,
+                    )
+                    for i, (name, codec) in enumerate(codecs().items())
+                ]
+        finally:
+            server.stop()
+        print(
+            f"Zarr chunk codec: {len(data)} images of {args.size} x {args.size} x 3 uint8 in chunks of "
+            f"{ImageOptions.chunk}; encode, decode and Zarr read in images per CPU second of one thread (best of 3); "
+            "S3 read: images/s (wall) through moto in this process"
+        )
+        codec_report(rows, args.node_cores, args.node_gbps)
+        return
     try:
         with tempfile.TemporaryDirectory(prefix="metdata-chunks-") as tmp:
             for chunk in args.chunks:

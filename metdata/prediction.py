@@ -222,7 +222,7 @@ def load(run_url: str, storage_options: dict | None = None, checkpoint: str = "b
     with tempfile.TemporaryDirectory() as tmp:
         path = local_copy(run, checkpoint, Path(tmp))
         check_checkpoint(path, run_url, checkpoint)
-        model = keras.models.load_model(path)
+        model = keras.models.load_model(path, compile=False)  # scoring needs no optimizer (and no warning about it)
     log.info("loaded %s/%s: %d classes", run_url, checkpoint, len(meta["classes"]))
     return Predictor(run_url, meta, model, checkpoint, history if isinstance(history, list) else [])
 

@@ -5,6 +5,7 @@ for resuming into it, its checkpoints, and the local folder a run works in.
 RUN ends with::
 
     model.keras  best.keras  run.json  split.parquet  history.json  curves.png
+    logs/        TensorBoard's per-epoch scalars (train/, validation/)
     backup/      (only while training: Keras' BackupAndRestore state)
 
 The checkpoints appear whole or not at all (``save_checkpoint``: a temporary file renamed, one
@@ -40,8 +41,23 @@ HISTORY = "history.json"
 SPLIT = "split.parquet"
 CURVES = "curves.png"
 BACKUP = "backup"
+LOGS = "logs"
 BEST, LAST = "best.keras", "model.keras"
-OUTPUTS = (LAST, BEST, RUN_FILE, SPLIT, HISTORY, CURVES)
+OUTPUTS = (LAST, BEST, RUN_FILE, SPLIT, HISTORY, CURVES, LOGS)
+#: settings recorded in run.json that a resumed run may change: how it runs, not what it learns
+FREE = frozenset({"jit", "steps_per_execution", "cache_mb"})
+#: the value of a setting newer than a run.json that lacks it (that run was trained with it)
+IMPLIED = {
+    "learning_rate": 1e-3,
+    "weights": "none",
+    "head_epochs": 0,
+    "fine_tune_layers": 20,
+    "fine_tune_lr": 1e-5,
+    "precision": "float32",
+    "lr_schedule": "constant",
+    "lr_patience": 3,
+    "early_stopping": 0,
+}
 NOTE = "metdata.json"  # inside a checkpoint's zip: the epoch and metrics of its weights
 
 
@@ -65,16 +81,17 @@ def settings(options, slots: training.Slots, data: Dataset) -> dict:
 
 
 def check_settings(existing: dict, wanted: dict, run_url: str) -> None:
-    """A run resumes into RUN only with the settings its run.json holds (a run.json from before
-    fingerprints resumes on its other settings).
+    """A run resumes into RUN only with the settings its run.json holds, except the ``FREE`` ones
+    (a run.json from before fingerprints resumes on its other settings; one from before a newer
+    setting holds its ``IMPLIED`` value).
 
     Raises:
         RunMismatch: naming each setting that differs, and the fix.
     """
     diff = {
-        k: (existing.get(k), v)
+        k: (existing.get(k, IMPLIED.get(k)), v)
         for k, v in wanted.items()
-        if existing.get(k) != v and (k != "fingerprint" or k in existing)
+        if existing.get(k, IMPLIED.get(k)) != v and k not in FREE and (k != "fingerprint" or k in existing)
     }
     if diff:
         raise RunMismatch(
@@ -270,5 +287,5 @@ def finish_checkpoints(model, work: Path, last: dict, monitor: str) -> dict:
         if stale and last:
             log.warning("%s is missing, damaged or behind the last epoch: saving the last epoch's model there", name)
             save_checkpoint(model, work / name, last)
-        keras.models.load_model(work / name)  # opens, as predict and evaluate will
+        keras.models.load_model(work / name, compile=False)  # opens, as predict and evaluate will
     return checkpoint_note(work / BEST) or {}

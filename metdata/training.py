@@ -1,22 +1,16 @@
 """Training data: labelled slots of the image store, a leak-free split, and the tf.data input.
 
-Labels and the split are pure (NumPy and Arrow); ``build_dataset`` is the one function that
-imports TensorFlow, lazily, so importing this module never starts it. The input pipeline never
-holds the whole store in memory: it reads one Zarr chunk at a time (in parallel, in an order
-shuffled each epoch), keeps the split's slots, shuffles samples in a uint8 buffer and batches
-them by the global batch size.
+Labels and the split are pure (NumPy and Arrow). The ``tf.data`` input over the slots is
+``metdata.stream`` (``build_dataset``, ``InputOptions``, ...; its names are importable from here
+too); importing this module never starts TensorFlow.
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
 import math
-import os
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +20,7 @@ import pyarrow.dataset as pads
 from metdata.dataset import Dataset, store_paths
 from metdata.errors import UserError
 from metdata.selection import objects_table
-from metdata.targets import Target
+from metdata.targets import Target, label_table
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +115,7 @@ def load_slots(dataset: Dataset, target: Target, store: str = "images.zarr") -> 
         )
     attrs = dict(group.attrs)
     table = objects_table(dataset, ["objectID", *target.columns])
-    labels = dict(zip(table["objectID"].to_pylist(), map(target.label, table.to_pylist()), strict=True))
+    labels = dict(zip(table["objectID"].to_pylist(), label_table(table, target).to_pylist(), strict=True))
     names = [labels.get(int(i)) if ok else None for i, ok in zip(ids, valid, strict=True)]
     keep = np.array([n is not None for n in names], bool)
     classes = tuple(sorted({n for n in names if n is not None}))
@@ -277,150 +271,13 @@ def class_weights(slots: Slots) -> dict[int, float]:
     return {i: (n / (k * int(c)) if c else 0.0) for i, c in enumerate(counts)}
 
 
-@dataclass(frozen=True)
-class InputOptions:
-    """How the input pipeline reads and batches.
-
-    Attributes:
-        batch_size: the batch size of this pipeline: the global batch (per-replica batch x replicas)
-            on one machine, the per-replica batch for each worker's pipeline of a multi-worker run.
-        shuffle: shuffle chunk order and samples (training) or keep the store's order.
-        seed: seed of both shuffles; the same seed gives the same batches.
-        shuffle_buffer: samples held in the shuffle buffer (uint8 images).
-        parallel_reads: chunks read at once.
-        weights: a loss weight per label (``class_weights``): batches become (x, y, weight).
-        repeat: repeat without end (a multi-worker run counts its steps instead).
-        shard: (this input pipeline, number of pipelines): read only every n-th chunk.
-    """
-
-    batch_size: int = 64
-    shuffle: bool = True
-    seed: int = 0
-    shuffle_buffer: int = 2048
-    parallel_reads: int = 4
-    weights: dict[int, float] | None = None
-    repeat: bool = False
-    shard: tuple[int, int] = (0, 1)
+_STREAM = ("InputOptions", "CorruptChunk", "build_dataset", "chunk_plan", "corrupt_chunk", "reading_chunks")
 
 
-class CorruptChunk(TrainingDataError):
-    """A chunk of the image store cannot be decoded; the message names it and the fix."""
+def __getattr__(name: str):
+    """The input stream's names (``metdata.stream``), importable from here as well."""
+    if name in _STREAM:
+        from metdata import stream
 
-
-_failed_reads: list[str] = []  # the chunk reads that failed inside TensorFlow's pipeline threads
-_failed_lock = threading.Lock()
-
-
-def corrupt_chunk(dataset: Dataset, store: str, chunk: int, exc: Exception) -> CorruptChunk:
-    """The error for a Zarr chunk of ``images`` that does not decode: its key, the store and the fix."""
-    status = f"{store_paths(store)[1]}/part-{chunk:06d}.parquet"
-    return CorruptChunk(
-        f"chunk {chunk} of the image array ({dataset.url.rstrip('/')}/{store}/images/c/{chunk}/0/0/0) cannot be "
-        f"read ({type(exc).__name__}: {exc}); the store is damaged there. Fix: delete that chunk's status shard "
-        f"{dataset.url.rstrip('/')}/{status} and rerun 'metdata images' with the same options (it rebuilds the "
-        "chunk), or delete the store and rebuild it"
-    )
-
-
-@contextmanager
-def reading_chunks():
-    """Turn TensorFlow's wrapping of a failed chunk read (inside ``build_dataset``'s pipeline) back
-    into the ``CorruptChunk`` that names the chunk; other errors pass unchanged.
-
-    Raises:
-        CorruptChunk: a chunk read failed while the block ran.
-    """
-    import tensorflow as tf
-
-    with _failed_lock:
-        _failed_reads.clear()
-    try:
-        yield
-        return
-    except tf.errors.OpError:  # numpy_function wraps the read's error (its type varies with the op)
-        with _failed_lock:  # kept until the next block: the pipeline's threads stop reading
-            found = _failed_reads[0] if _failed_reads else None
-        if found is None:
-            raise
-    # Out of the except block, TensorFlow's error and the frames it held are gone: collect the input
-    # pipeline now, while Zarr's threads still run (left to interpreter exit, its reads hang it).
-    gc.collect()
-    raise CorruptChunk(found)
-
-
-def chunk_plan(slots: Slots) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """For each chunk holding a slot: (offsets inside the chunk, labels), in slot order."""
-    chunks = slots.slot // slots.chunk
-    plan = {}
-    for c in np.unique(chunks).tolist():
-        mask = chunks == c
-        plan[c] = (slots.slot[mask] - c * slots.chunk, slots.label[mask])
-    return plan
-
-
-def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: str = "images.zarr"):
-    """A ``tf.data.Dataset`` of (uint8 images (B, S, S, 3), int32 labels (B,)) over the slots,
-    plus float32 weights (B,) when ``options.weights`` is set.
-
-    One element of the chunk list is read per call (one Zarr chunk, through the dataset's
-    store: local or S3), ``parallel_reads`` at once, in an order reshuffled each epoch from
-    ``seed``; the slots of the chunk are kept, then samples are shuffled in a buffer, batched
-    by the global batch size and prefetched. Deterministic for a given seed. With
-    ``shard=(i, n)`` the pipeline reads only the chunks ``i, i+n, ...`` of the sorted chunk
-    list: the input of worker ``i`` of ``n`` (``tf.distribute.InputContext``). Chunks are dealt
-    round-robin, not balanced by their slot counts: with every worker running the same number
-    of steps, a worker holding fewer training images sees each of them slightly more often.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    images = open_store(dataset, store)["images"]
-    plan = chunk_plan(slots)
-    size = slots.size
-
-    def read(chunk) -> tuple[np.ndarray, np.ndarray]:
-        c = int(chunk)
-        offsets, labels = plan[c]
-        if _failed_reads:  # the run stops at the first damaged chunk: read no more (and so never block exit)
-            raise CorruptChunk(_failed_reads[0])
-        try:
-            block = np.asarray(images[c * slots.chunk : (c + 1) * slots.chunk])
-        except (RuntimeError, ValueError, OSError) as exc:  # numcodecs' decode errors are RuntimeErrors
-            error = corrupt_chunk(dataset, store, c, exc)
-            with _failed_lock:
-                _failed_reads.append(str(error))
-            raise error from exc
-        return np.ascontiguousarray(block[offsets]), labels
-
-    def one_chunk(chunk):
-        pixels, labels = tf.numpy_function(read, [chunk], [tf.uint8, tf.int32], stateful=False)
-        pixels = tf.ensure_shape(pixels, [None, size, size, 3])
-        labels = tf.ensure_shape(labels, [None])
-        return tf.data.Dataset.from_tensor_slices((pixels, labels))
-
-    index, pipelines = options.shard
-    chunks = sorted(plan)[index::pipelines]
-    if not chunks:
-        raise TrainingDataError(f"input pipeline {index} of {pipelines} has no chunk: use fewer workers")
-    order = tf.data.Dataset.from_tensor_slices(np.array(chunks, np.int64))
-    if options.shuffle:
-        order = order.shuffle(len(chunks), seed=options.seed, reshuffle_each_iteration=True)
-    data = order.interleave(
-        one_chunk,
-        cycle_length=options.parallel_reads,
-        block_length=1,
-        num_parallel_calls=options.parallel_reads,
-        deterministic=True,
-    )
-    if options.shuffle:
-        data = data.shuffle(options.shuffle_buffer, seed=options.seed + 1, reshuffle_each_iteration=True)
-    if options.repeat:
-        data = data.repeat()
-    data = data.batch(options.batch_size)
-    if options.weights is not None:
-        table = tf.constant([options.weights.get(i, 0.0) for i in range(len(slots.classes))], tf.float32)
-        data = data.map(lambda x, y: (x, y, tf.gather(table, y)), num_parallel_calls=tf.data.AUTOTUNE)
-    opts = tf.data.Options()
-    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    opts.deterministic = True
-    return data.with_options(opts).prefetch(tf.data.AUTOTUNE)
+        return getattr(stream, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

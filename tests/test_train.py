@@ -277,7 +277,7 @@ def test_two_workers_train_one_run_under_multi_worker_mirrored_strategy(store, t
     assert report["images"] == run_json["val_images"]
     assert report["accuracy"] == pytest.approx(run_json["best_val_accuracy"], abs=1e-6)
     # RUN holds the run's files and nothing else (worker 1's own writes: test_a_worker_that_does_not_write...)
-    outputs = ["best.keras", "model.keras", "run.json", "split.parquet", "history.json", "curves.png"]
+    outputs = ["best.keras", "model.keras", "run.json", "split.parquet", "history.json", "curves.png", "logs"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*outputs, "evaluation-val.json", "confusion-val.png"])
 
 

@@ -38,6 +38,68 @@ class Devices(click.ParamType):
 @click.option("--devices", type=Devices(), default="all", show_default=True, help="GPUs (CPUs without GPU).")
 @click.option("--class-weights/--no-class-weights", default=True, show_default=True)
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random zoom/shift/flip/rotation.")
+@click.option("--learning-rate", type=FiniteFloat(0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--weights",
+    default=None,
+    metavar="imagenet|PATH|none",
+    help="A backbone's initial weights: ImageNet (downloaded by Keras), a .weights.h5 file of the bare "
+    "backbone (air-gapped), or none (from scratch)  [default: imagenet for a backbone, none for seed-cnn]",
+)
+@click.option(
+    "--head-epochs",
+    type=click.IntRange(0),
+    default=None,
+    help="Pretrained backbone: epochs training the head alone (backbone frozen) before fine-tuning  [default: 5]",
+)
+@click.option(
+    "--fine-tune-layers",
+    type=click.IntRange(0),
+    default=20,
+    show_default=True,
+    help="Pretrained backbone: its top layers trained after the head epochs (BatchNormalization stays frozen).",
+)
+@click.option("--fine-tune-lr", type=FiniteFloat(0, min_open=True), default=1e-5, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+    default="auto",
+    show_default=True,
+    help="Keras mixed precision; auto: float32 on CPU, mixed_bfloat16 on Ampere+ GPUs, else mixed_float16.",
+)
+@click.option(
+    "--jit/--no-jit", default=None, help="XLA compilation  [default: on for one GPU replica without augmentation]"
+)
+@click.option(
+    "--steps-per-execution",
+    type=click.IntRange(1),
+    default=None,
+    help="Batches per compiled call  [default: 16 on GPU, 1 on CPU]",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "plateau"]),
+    default="constant",
+    show_default=True,
+    help="plateau: the rate x0.2 after --lr-patience epochs without a lower (validation) loss.",
+)
+@click.option("--lr-patience", type=click.IntRange(1), default=3, show_default=True)
+@click.option(
+    "--early-stopping",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    metavar="EPOCHS",
+    help="Stop after this many epochs without a better validation accuracy (0: never); best.keras keeps the best.",
+)
+@click.option(
+    "--cache-mb",
+    type=FiniteFloat(0),
+    default=0,
+    show_default=True,
+    metavar="MB",
+    help="Keep decoded images in memory up to this many MB (for datasets that fit): later epochs skip decoding.",
+)
 @store_option
 @storage_option
 def train(
@@ -52,18 +114,31 @@ def train(
     devices,
     class_weights,
     augment,
+    learning_rate,
+    weights,
+    head_epochs,
+    fine_tune_layers,
+    fine_tune_lr,
+    precision,
+    jit,
+    steps_per_execution,
+    lr_schedule,
+    lr_patience,
+    early_stopping,
+    cache_mb,
     store,
     storage_options,
 ) -> None:
     """Train a classifier on the store's images; rerun the same command to resume after a stop.
 
     Writes to RUN: model.keras (last), best.keras (best validation accuracy), run.json,
-    split.parquet, history.json, curves.png.
+    split.parquet, history.json, curves.png, logs/ (TensorBoard: tensorboard --logdir RUN/logs).
     """
     from jobs.train import TrainOptions, run
     from metdata.dataset import Dataset
 
-    options = TrainOptions(
+    options = fail_cleanly(  # options that do not fit together (e.g. --weights with seed-cnn): a message, exit 1
+        TrainOptions,
         target=target,
         out=out,
         model=model,
@@ -75,6 +150,18 @@ def train(
         class_weights=class_weights,
         store=store,
         augment=augment,
+        learning_rate=learning_rate,
+        weights=weights,
+        head_epochs=head_epochs,
+        fine_tune_layers=fine_tune_layers,
+        fine_tune_lr=fine_tune_lr,
+        precision=precision,
+        jit=jit,
+        steps_per_execution=steps_per_execution,
+        lr_schedule=lr_schedule,
+        lr_patience=lr_patience,
+        early_stopping=early_stopping,
+        cache_mb=cache_mb,
     )
     dataset = Dataset(data, storage_options)
 
