@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -103,6 +104,8 @@ def child(source: str, n: int, root: str, storage: dict, epochs: int) -> dict:
     from metdata.training import build_dataset
 
     dataset = Dataset(root, storage)
+    if source in ("numpy", "s3-get"):
+        return bare(source, n, dataset, epochs)
     if source == "memory":
         import zarr
 
@@ -114,11 +117,16 @@ def child(source: str, n: int, root: str, storage: dict, epochs: int) -> dict:
     else:
         extra = {"cache_mb": 2 * n * SIZE * SIZE * 3 / 2**20} if source == "cache" else {}
         data = build_dataset(dataset, slots(n), InputOptions(batch_size=BATCH, seed=0, **extra))
+    return timed(lambda: sum(int(images.shape[0]) for images, *_ in data), epochs)
+
+
+def timed(epoch, epochs: int) -> dict:
+    """Run ``epoch()`` (which returns the images it served) ``epochs`` times: the best epoch's
+    images/s, the process's CPU microseconds per image over all epochs, its peak memory."""
     best, seen, cpu = 0.0, 0, time.process_time()
     for _ in range(epochs):
-        count, start = 0, time.perf_counter()
-        for images, _ in data:
-            count += int(images.shape[0])
+        start = time.perf_counter()
+        count = epoch()
         best = max(best, count / (time.perf_counter() - start))
         seen += count
     cpu = time.process_time() - cpu
@@ -128,6 +136,26 @@ def child(source: str, n: int, root: str, storage: dict, epochs: int) -> dict:
         "cpu_us": 1e6 * cpu / seen,
         "peak_mb": peak_rss_bytes() / 2**20,
     }
+
+
+def bare(source: str, n: int, dataset: Dataset, epochs: int) -> dict:
+    """Without TensorFlow: the stream's own batches as NumPy arrays ("numpy"), or the store's
+    chunk objects fetched from S3 by 16 threads and not decoded ("s3-get": the storage's ceiling)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from metdata.chunkio import chunk_reader
+    from metdata.stream import Stream
+    from metdata.training import open_store
+
+    images = open_store(dataset, "images.zarr")["images"]
+    if source == "numpy":
+        stream = Stream(chunk_reader(dataset, "images.zarr", images), slots(n), InputOptions(batch_size=BATCH), None)
+        epoch = lambda: sum(len(batch[0]) for batch in stream())  # noqa: E731
+    else:
+        keys = [dataset.path(f"images.zarr/images/c/{c}/0/0/0") for c in range(-(-n // CHUNK))]
+        pool = ThreadPoolExecutor(16)
+        epoch = lambda: CHUNK * sum(1 for _ in pool.map(lambda k: dataset.fs.cat_file(k, max_concurrency=1), keys))  # noqa: E731
+    return timed(lambda: min(n, epoch()), epochs)
 
 
 def run_child(source: str, n: int, root: str, storage: dict, epochs: int) -> dict:
@@ -154,7 +182,7 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=20000)
     parser.add_argument("--codec", choices=sorted(CODECS), default="lz4hc", help="the store's chunk codec")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per source; the best one counts")
-    parser.add_argument("--child", choices=["memory", "local", "cache", "s3"])
+    parser.add_argument("--child", choices=["memory", "local", "cache", "s3", "numpy", "s3-get"])
     parser.add_argument("--n", type=int)
     parser.add_argument("--root")
     parser.add_argument("--storage", default="{}")
@@ -166,6 +194,7 @@ def main() -> None:
     import s3fs
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{server._server.server_port}"
@@ -184,6 +213,8 @@ def main() -> None:
                 (n, "metdata: Zarr stream, local disk", run_child("local", n, str(local), {}, args.epochs), base)
             )
             peaks[n] = rows[-1][2]["peak_mb"]
+            bare_rate = run_child("numpy", n, str(local), {}, args.epochs)
+            rows.append((n, "the stream alone: NumPy batches, no tf.data", bare_rate, base))
             if n == args.small and cache:
                 cached = run_child("cache", n, str(local), {}, args.epochs + 1)  # the first epoch fills the cache
                 rows.append((n, "metdata: Zarr stream, local, --cache-mb", cached, base))
@@ -191,6 +222,8 @@ def main() -> None:
                 write_store(local, n, args.codec, storage, url=f"s3://bench/n{n}")
                 remote = run_child("s3", n, f"s3://bench/n{n}", storage, args.epochs)
                 rows.append((n, "metdata: Zarr stream, S3 (moto)", remote, base))
+                ceiling = run_child("s3-get", n, f"s3://bench/n{n}", storage, args.epochs)
+                rows.append((n, "moto's ceiling: the chunks' GETs, no decode", ceiling, base))
     server.stop()
     cores = os.cpu_count() or 1
     print(

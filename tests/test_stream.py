@@ -216,6 +216,11 @@ def test_build_dataset_gives_the_same_batches_from_s3_and_local_and_names_a_corr
     with pytest.raises(stream.CorruptChunk, match=named), stream.reading_chunks():
         list(stream.build_dataset(local, slots, options))
 
+    # an object far bigger than its chunk on S3: refused after a bounded read, named like any damage
+    remote.fs.pipe_file(remote.path("images.zarr/images/c/2/0/0/0"), b"\0" * (3 * CHUNK * SIZE * SIZE * 3 + 10_000))
+    with pytest.raises(stream.CorruptChunk, match=r"chunk 2 .*more than twice its images"), stream.reading_chunks():
+        list(stream.build_dataset(remote, slots, options))
+
 
 DISTRIBUTED = """
 import json, sys
