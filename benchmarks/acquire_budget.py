@@ -1,8 +1,8 @@
 """Acquisition at the full rate budget (issue 13): the benchmark table, in one run.
 
 Every figure is a ratio: achieved / configured, or against a baseline measured in the same run.
-metdata is driven through its public job API, as the CLI drives it (``jobs.ingest.run``,
-``jobs.images.plan`` + ``run`` on a ``cluster.connect`` LocalCluster of ``--workers`` x
+metdata is driven through its public job API, as the CLI drives it (``metdata.jobs.ingest.run``,
+``metdata.jobs.images.plan`` + ``run`` on a ``metdata.cluster.connect`` LocalCluster of ``--workers`` x
 ``--threads-per-worker``, default options apart from the API address, the rate and the client
 timeout), so the script measures old and new code alike. Each emulator runs in its own process
 (``metdata fake-met``, from ``--emulator-code``, by default this script's source tree), so its
@@ -66,13 +66,13 @@ from images_pipeline import baseline as images_loop
 from images_pipeline import write_replay
 from measure import StatsSampler, fake_met, free_port, total_cpu
 
-from cluster import connect
-from jobs import images as images_job
-from jobs.ingest import IngestOptions
-from jobs.ingest import run as ingest_run
 from metdata import ingest
+from metdata.cluster import connect
 from metdata.dataset import Dataset
 from metdata.images import ImageOptions
+from metdata.jobs import images as images_job
+from metdata.jobs.ingest import IngestOptions
+from metdata.jobs.ingest import run as ingest_run
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 
@@ -152,7 +152,7 @@ def measured(client_and_workers, base: str, host: str, cap: float, job) -> dict:
 
 
 def ingest_measured(cw, url: str, base: str, ids: list[int], rate: float, args) -> dict:
-    """``jobs.ingest.run`` of ``ids`` into a fresh dataset (listing snapshotted: only lookups)."""
+    """``metdata.jobs.ingest.run`` of ``ids`` into a fresh dataset (listing snapshotted: only lookups)."""
     client, _ = cw
     with tempfile.TemporaryDirectory(prefix="metdata-acquire-") as tmp:
         dataset = Dataset(f"{tmp}/dataset")

@@ -7,8 +7,8 @@ every image is then a file read, as on the real image host, so neither side pays
 (``--emulator synthetic`` serves the synthetic catalog directly: each image is drawn on its
 first request, which the metdata run makes, then read from the emulator's disk cache).
 
-1. Metadata: ``jobs.ingest.run`` (``--rate``) into a temporary dataset root.
-2. metdata: ``jobs.images.plan`` + ``jobs.images.run`` (``--rate``, every public image) on a
+1. Metadata: ``metdata.jobs.ingest.run`` (``--rate``) into a temporary dataset root.
+2. metdata: ``metdata.jobs.images.plan`` + ``metdata.jobs.images.run`` (``--rate``, every public image) on a
    LocalCluster of ``--workers`` workers.
 3. Baseline, the blog's way, over the same URLs: a sequential loop of ``requests.get(url)
    .content`` (a new connection each), written to a file, ``cv2.imread``, ``cv2.resize`` to
@@ -51,13 +51,13 @@ import requests
 import zarr
 from measure import RssSampler, cpu_seconds, fake_met, peak_rss_bytes, process_cpu
 
-from cluster import connect
-from jobs import images as images_job
-from jobs.ingest import IngestOptions
-from jobs.ingest import run as ingest
+from metdata.cluster import connect
 from metdata.dataset import Dataset
 from metdata.emulator.catalog import Synthetic
 from metdata.images import ImageOptions
+from metdata.jobs import images as images_job
+from metdata.jobs.ingest import IngestOptions
+from metdata.jobs.ingest import run as ingest
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 
@@ -109,7 +109,7 @@ def baseline(urls: list[str], size: int, folder: Path) -> dict:
 
 
 def metdata_run(client, url: str, dataset: Dataset, args) -> tuple[dict, images_job.Plan]:
-    """``jobs.images.plan`` + ``run`` over every public image; wall time and CPU per side."""
+    """``metdata.jobs.images.plan`` + ``run`` over every public image; wall time and CPU per side."""
     options = image_options(url, args)
     before, here, start = client.run(cpu_seconds), time.process_time(), time.perf_counter()
     planned = images_job.plan(dataset, options)
@@ -202,7 +202,7 @@ def main() -> None:
             base = baseline(urls, args.size, Path(tmp) / "blog")
             base["met_cpu"] = process_cpu(met) - met_cpu
             rows.append(("baseline: sequential requests.get, file, cv2.imread + resize", base))
-            rows.append(("metdata: jobs.images.plan + run", ours))
+            rows.append(("metdata: metdata.jobs.images.plan + run", ours))
 
             ids = group["object_id"][:]
             cut = int(ids[max(1, round(len(ids) * args.small_share)) - 1])

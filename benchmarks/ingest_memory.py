@@ -26,10 +26,10 @@ import requests
 from measure import RssSampler, fake_met
 from measure import peak_rss_bytes as max_rss_bytes
 
-from cluster import connect
-from jobs.ingest import IngestOptions, run
 from metdata import ingest
+from metdata.cluster import connect
 from metdata.dataset import Dataset
+from metdata.jobs.ingest import IngestOptions, run
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 

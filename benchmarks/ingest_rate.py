@@ -4,7 +4,7 @@ Two emulators with the bot protection at the real defaults (40 requests per 30 s
 client and host, then blocked 60 s; a budget of about 1.33 requests/s) and 0.3 s added to every
 answer. On a Dask LocalCluster of 2 workers:
 
-- metdata: ``jobs.ingest.run`` with ``--rate`` R, one budget held by the scheduler for every
+- metdata: ``metdata.jobs.ingest.run`` with ``--rate`` R, one budget held by the scheduler for every
   task on every worker. R is below the budget, so it must never be blocked, and it should reach
   R: achieved/configured >= 0.95.
 - baseline (the naive approach, "per-worker sleeps"): one task pinned to each worker, each
@@ -31,11 +31,11 @@ import time
 
 from distributed import Event
 
-from cluster import connect
-from jobs.ingest import IngestOptions, run
 from metdata import ingest
+from metdata.cluster import connect
 from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
+from metdata.jobs.ingest import IngestOptions, run
 from metdata.lookup import LookupOptions, lookup_ids
 from metdata.pacing import LocalPacer, PaceConfig
 

@@ -3,7 +3,7 @@
 The emulator runs in its own process (``metdata fake-met --no-throttle``, no latency), so its
 CPU counts against neither side. Baseline: the blog's approach, a sequential
 ``requests.get(url).json()`` loop (a new connection per request) over ``--baseline-ids`` ids.
-Then ``jobs.ingest.run`` on a LocalCluster over all the ids, once at each ``--rates`` (80/s, the
+Then ``metdata.jobs.ingest.run`` on a LocalCluster over all the ids, once at each ``--rates`` (80/s, the
 documented ceiling, and a rate high enough to show the pipeline's own ceiling), each into a
 fresh temporary dataset whose listing is snapshotted beforehand (so the run only looks up).
 
@@ -26,10 +26,10 @@ import time
 import requests
 from measure import cpu_seconds, fake_met, process_cpu
 
-from cluster import connect
-from jobs.ingest import IngestOptions, run
 from metdata import ingest
+from metdata.cluster import connect
 from metdata.dataset import Dataset
+from metdata.jobs.ingest import IngestOptions, run
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 
@@ -95,7 +95,7 @@ def main() -> None:
                     met_cpu = process_cpu(met)
                     result = metdata_run(client, url, ids, rate, args, f"{tmp}/dataset")
                     result["met_cpu"] = process_cpu(met) - met_cpu
-                rows.append((f"metdata, jobs.ingest.run --rate {rate:g}", result))
+                rows.append((f"metdata, metdata.jobs.ingest.run --rate {rate:g}", result))
 
     print(
         f"Ingestion throughput, unthrottled emulator in its own process ({args.objects} objects); "

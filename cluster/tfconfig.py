@@ -8,8 +8,8 @@ Index 0 is the chief (it writes the checkpoints and the run's outputs).
 
 In a pod (see ``k8s/overlays/train-multinode``)::
 
-    python -m cluster.tfconfig                          # print the JSON
-    python -m cluster.tfconfig -- metdata train ...     # set TF_CONFIG, then exec the command
+    python -m metdata.cluster.tfconfig                          # print the JSON
+    python -m metdata.cluster.tfconfig -- metdata train ...     # set TF_CONFIG, then exec the command
 
 The settings come from the environment: ``JOB_COMPLETION_INDEX`` (set by Kubernetes),
 ``WORLD_SIZE``, ``JOB_NAME``, ``TF_SERVICE``, ``POD_NAMESPACE`` and ``TF_PORT`` (default 12345).
@@ -108,7 +108,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = json.dumps(from_env(os.environ))
     except TfConfigError as exc:
-        print(f"cluster.tfconfig: {exc}", file=sys.stderr)
+        print(f"metdata.cluster.tfconfig: {exc}", file=sys.stderr)
         return 2
     command = list(argv[1:]) if argv[:1] == ["--"] else list(argv)
     if not command:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from distributed import Client
 
-from jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata import images, layout, lock, store
 from metdata.dataset import Dataset, DatasetError
 from metdata.errors import UserError
+from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata.layout import lock_file
 from metdata.pacing import PaceConfig
 from metdata.selection import objects_table, select

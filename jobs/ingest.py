@@ -6,7 +6,6 @@ Wiring only: which shards to (re)write comes from ``metdata.ingest``, each shard
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections import Counter
@@ -14,15 +13,14 @@ from dataclasses import dataclass, field
 
 from distributed import Client
 
-from jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata import ingest, layout, lock
 from metdata.dataset import Dataset
 from metdata.errors import UserError
+from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata.layout import OBJECTS, SUMMARY, lock_file
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
 from metdata.pacing import LocalPacer, PaceConfig
-from metdata.records import rows_to_table
 
 log = logging.getLogger(__name__)
 
@@ -177,33 +175,8 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
     return summary
 
 
-def _summary(
-    dataset: Dataset,
-    options: IngestOptions,
-    run_statuses: Counter,
-    requests: int,
-    duration: float,
-    pacer: dict,
-    failures: list[str],
-) -> dict:
-    table_statuses = Counter(status for _, status in ingest.read_index(dataset).values())
-    return {
-        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-        "dataset": dataset.url,
-        "api": options.lookup.api,
-        "rows_by_status": dict(sorted(table_statuses.items())),
-        "rows": sum(table_statuses.values()),
-        "this_run": {
-            "ids_looked_up": sum(run_statuses.values()),
-            "by_status": dict(sorted(run_statuses.items())),
-            "requests": requests,
-            "blocks": sum(int(h["blocks"]) for h in pacer.values()),
-            "duration_s": round(duration, 2),
-            "achieved_rate": round(requests / duration, 3) if duration else None,
-            "configured_rate": options.pace.rate,
-            "failed_shard_tasks": failures,
-        },
-    }
+def _summary(dataset, options: IngestOptions, statuses: Counter, requests: int, duration: float, pacer, failures):
+    return ingest.summary(dataset, options.lookup.api, options.pace.rate, statuses, requests, duration, pacer, failures)
 
 
 def _save_summary(dataset: Dataset, summary: dict, failures: list[str]) -> None:
@@ -229,27 +202,11 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
     """
     started = time.monotonic()
     dataset.check_writable()
-    index = ingest.read_index(dataset)
-    written: Counter[str] = Counter()
-    pending: list[dict] = []
     listed: set[int] = set(ingest.read_listing(dataset)) if dataset.exists(ingest.LISTING) else set()
-
-    def flush(rows: list[dict]) -> None:
-        dataset.write_table(ingest.shard_name(rows[0]["objectID"]), rows_to_table(rows))
-        written["csv"] += len(rows)
-
-    for batch in read_rows(options.from_csv, options.csv_storage_options):
-        fresh = [r for r in batch if r["objectID"] is not None and r["objectID"] not in index]
-        for row in fresh:
-            index[row["objectID"]] = ("", "csv")
-            listed.add(row["objectID"])
-        pending = sorted(pending + fresh, key=lambda r: r["objectID"])
-        while len(pending) >= options.shard_size:
-            flush(pending[: options.shard_size])
-            pending = pending[options.shard_size :]
-    if pending:
-        flush(pending)
-    ingest.write_listing(dataset, sorted(listed), {"from_csv": options.from_csv})
+    rows = read_rows(options.from_csv, options.csv_storage_options)
+    added = ingest.write_csv_shards(dataset, rows, options.shard_size)
+    ingest.write_listing(dataset, sorted(listed | set(added)), {"from_csv": options.from_csv})
+    written = Counter({"csv": len(added)}) if added else Counter()
     summary = _summary(dataset, options, written, 0, time.monotonic() - started, {}, [])
     _save_summary(dataset, summary, [])
     return summary

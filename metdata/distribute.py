@@ -7,6 +7,10 @@ command under ``MultiWorkerMirroredStrategy`` (see ``cluster/tfconfig.py`` and
 callbacks' files to a temporary folder (they must still save: reading the metrics'
 sync-on-read variables is a collective every worker has to join).
 
+``strategy_for`` makes the ``tf.distribute`` strategy of a role and ``accelerators`` says what
+the machine has; ``check_shards`` and ``check_same_start`` stop a multi-worker run whose
+workers would wait on each other for ever.
+
 Keras 3 does not run ``fit`` under ``MultiWorkerMirroredStrategy`` as released (keras issue
 20585, tensorflow issue 72388); :func:`multi_worker_fit` mends the two places that fail, on
 the one model instance it is given. Verified with keras 3.15.1 / TensorFlow 2.21.0 on CPU:
@@ -20,8 +24,13 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from metdata.errors import UserError
+from metdata.quiet_tf import tensorflow
+from metdata.runfolder import BACKUP, HISTORY
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,82 @@ def role(env: Mapping[str, str] = os.environ) -> Role:
     return Role(workers=workers, index=index, chief=chief)
 
 
+def accelerators() -> tuple[int, bool]:
+    """How many GPUs this machine has, and whether all of them compute bfloat16 natively
+    (compute capability 8.0 or more: Ampere and later). Lists the devices without starting them."""
+    tf = tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus]
+    return len(gpus), bool(gpus) and all(tuple(c) >= (8, 0) for c in capabilities)
+
+
+def strategy_for(devices: str = "all", this: Role | None = None):
+    """A MirroredStrategy over the visible GPUs, else over the logical CPU devices; with
+    several workers in ``TF_CONFIG``, a MultiWorkerMirroredStrategy over each one's devices.
+
+    Raises:
+        UserError: more devices asked for than there are; a device count with TF_CONFIG.
+    """
+    tf = tensorflow()
+    if this is not None and this.multi_worker:
+        if devices != "all":
+            raise UserError(
+                f"--devices {devices} with a multi-worker TF_CONFIG: every worker uses all its devices; "
+                "limit them with CUDA_VISIBLE_DEVICES instead"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()  # before any other TensorFlow call
+
+    found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    n = len(found) if devices == "all" else int(devices)
+    if not 1 <= n <= len(found):
+        raise UserError(
+            f"--devices {devices}: this machine has {len(found)} {found[0].device_type} device(s); "
+            f"give a number from 1 to {len(found)} or 'all'"
+        )
+    return tf.distribute.MirroredStrategy([d.name for d in found[:n]])
+
+
+def check_shards(chunks: int, this: Role) -> None:
+    """Every worker of a multi-worker run reads its own training chunks: refuse more workers than
+    chunks (checked on every worker, before the strategy: none enters a collective alone).
+
+    >>> check_shards(3, Role(workers=2, index=1, chief=False))
+
+    Raises:
+        UserError: fewer training chunks than workers.
+    """
+    if this.multi_worker and chunks < this.workers:
+        raise UserError(
+            f"the training split spans {chunks} Zarr chunk(s), fewer than the {this.workers} workers of TF_CONFIG: "
+            f"run at most {chunks} workers, or rebuild the store with a smaller --chunk"
+        )
+
+
+def check_same_start(strategy, work: Path) -> None:
+    """Every worker must resume at the same epoch with the same history, or they would wait on
+    each other's collectives for ever: compare them across workers (the same answer everywhere).
+
+    Raises:
+        UserError: the workers found different backups (a RUN that is not shared by every
+            worker, or a backup read while the chief was writing it).
+    """
+    tf = tensorflow()
+    backup = work / BACKUP / "training_metadata.json"
+    epoch = json.loads(backup.read_text())["epoch"] if backup.exists() else -1
+    history = work / HISTORY
+    entries = len(json.loads(history.read_text())) if history.exists() else 0
+    mine = tf.constant([epoch, entries, epoch**2, entries**2], tf.float64)
+    total = strategy.reduce("SUM", strategy.run(lambda: tf.identity(mine)), axis=None).numpy()
+    n = strategy.num_replicas_in_sync
+    mean, square = total[:2] / n, total[2:] / n
+    if np.any(square - mean**2 > 1e-9):  # a variance: some worker found another start
+        raise UserError(
+            "the workers of this run found different backups in RUN (mean epoch "
+            f"{mean[0] + 1:.2f}, this worker's {epoch + 1}): RUN must be one folder every worker reads, such as "
+            "an s3:// prefix; rerun all the workers together to resume from the chief's last backup"
+        )
+
+
 def keras_version() -> str:
     import keras
 
@@ -98,7 +183,7 @@ def multi_worker_fit(model, strategy) -> None:
     second by a mean over replicas with ``axis=None``. The epoch logs come from the metrics'
     sync-on-read variables read across all workers, so they count every worker's samples.
     """
-    import tensorflow as tf
+    tf = tensorflow()
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
 

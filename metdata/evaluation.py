@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metdata import explore, prediction, training
+from metdata import figures, prediction, stream, training
 from metdata.dataset import Dataset
 from metdata.errors import UserError
 from metdata.runfolder import RunMismatch, read_split
@@ -113,9 +113,9 @@ def evaluate(
     slots = _as_run_classes(slots.take(np.isin(slots.object_id, chosen)), predictor.classes)
     if not len(slots):
         raise UserError(f"no image of side {side!r} of {run_url}'s split is in {data.url}/{store}")
-    batches = training.build_dataset(data, slots, training.InputOptions(256, shuffle=False), store)
+    batches = stream.build_dataset(data, slots, stream.InputOptions(256, shuffle=False), store)
     truth, guess = [], []
-    with training.reading_chunks():
+    with stream.reading_chunks():
         for x, y in batches:
             truth.append(y.numpy())
             guess.append(predictor.probabilities(x).argmax(axis=1))
@@ -130,8 +130,8 @@ def evaluate(
     }
     name = side if same else f"{side}-{scored['id'][:8]}"
     run.write_json(f"evaluation-{name}.json", scores)
-    figure = explore.draw_confusion(np.array(scores["confusion"]), predictor.classes)
-    run.write_bytes(f"confusion-{name}.png", explore.png_bytes(figure))
+    figure = figures.draw_confusion(np.array(scores["confusion"]), predictor.classes)
+    run.write_bytes(f"confusion-{name}.png", figures.png_bytes(figure))
     return scores
 
 

@@ -25,9 +25,6 @@ import pyarrow.compute as pc
 from metdata import layout, report
 from metdata.counts import NO_CLASS, URL_FIELD, class_slots, collection_counts, grid_classes, random_slots, ranked
 from metdata.dataset import Dataset
-
-# Until jobs/train.py and metdata/evaluation.py draw through metdata.figures: the names they take from here.
-from metdata.figures import draw_confusion, draw_curves, png_bytes  # noqa: F401
 from metdata.selection import objects_table
 from metdata.targets import Target, builtin, label_table, resolve
 

@@ -114,6 +114,8 @@ class Reply:
 #: Body bytes per read: small, so the cap is checked often.
 READ_SIZE = 1 << 16
 _ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
 def shown(text: str, limit: int = 200) -> str:
     """``repr`` of a URL or its part for a message, cut to ``limit`` characters (a hostile URL can be huge).
 

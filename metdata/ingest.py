@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -192,3 +193,61 @@ def read_listing(dataset: Dataset) -> list[int]:
             f"{dataset.url.rstrip('/')}/{LISTING} is not a listing metdata took ({exc}): "
             f"take it again with 'metdata ids --data {dataset.url}'"
         ) from exc
+
+
+def write_csv_shards(dataset: Dataset, batches: Iterable[list[dict]], shard_size: int) -> list[int]:
+    """Write MetObjects.csv rows (status ``csv``) of every id that has no row yet, in new shards of
+    ``shard_size`` sorted ids; returns the ids written. Rows already looked up through the API are
+    richer (image URLs, measurements) and are kept."""
+    index = read_index(dataset)
+    added: list[int] = []
+    pending: list[dict] = []
+
+    def flush(rows: list[dict]) -> None:
+        dataset.write_table(shard_name(rows[0]["objectID"]), rows_to_table(rows))
+
+    for batch in batches:
+        fresh = [r for r in batch if r["objectID"] is not None and r["objectID"] not in index]
+        for row in fresh:
+            index[row["objectID"]] = ("", "csv")
+            added.append(row["objectID"])
+        pending = sorted(pending + fresh, key=lambda r: r["objectID"])
+        while len(pending) >= shard_size:
+            flush(pending[:shard_size])
+            pending = pending[shard_size:]
+    if pending:
+        flush(pending)
+    return added
+
+
+def summary(
+    dataset: Dataset,
+    api: str,
+    rate: float,
+    run_statuses: Counter,
+    requests: int,
+    duration: float,
+    pacer: dict,
+    failures: list[str],
+) -> dict:
+    """An ingestion run's summary: rows by status over the whole table, then this run's ids by
+    status, requests, blocks (``pacer``: the pacer's figures per host), duration and rate
+    achieved against the configured ``rate``, and its failed shard tasks."""
+    table_statuses = Counter(status for _, status in read_index(dataset).values())
+    return {
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+        "dataset": dataset.url,
+        "api": api,
+        "rows_by_status": dict(sorted(table_statuses.items())),
+        "rows": sum(table_statuses.values()),
+        "this_run": {
+            "ids_looked_up": sum(run_statuses.values()),
+            "by_status": dict(sorted(run_statuses.items())),
+            "requests": requests,
+            "blocks": sum(int(h["blocks"]) for h in pacer.values()),
+            "duration_s": round(duration, 2),
+            "achieved_rate": round(requests / duration, 3) if duration else None,
+            "configured_rate": rate,
+            "failed_shard_tasks": failures,
+        },
+    }

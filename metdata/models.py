@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from metdata.errors import UserError
+from metdata.quiet_tf import tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ModelOptions:
 
 
 def _keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tensorflow()  # TensorFlow first, without its start-up notices
     import keras
 
     return keras

@@ -201,7 +201,6 @@ class LocalPacer:
         return self.limiter.stats()
 
 
-
 # -- On a Dask cluster -------------------------------------------------------------------------
 
 PLUGIN_NAME = "metdata-pacer"
@@ -267,4 +266,3 @@ class SchedulerPacer:
 
     def stats(self) -> dict:
         return self._call("metdata_pace_stats")
-

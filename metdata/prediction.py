@@ -6,13 +6,13 @@ the run's size and resize mode (the code that filled the store), and the model's
 the rest (rescaling is inside the model). Grad-CAM (the keras.io recipe over the last
 convolution) explains a prediction.
 
-TensorFlow and Keras are imported only by the functions that need them.
+TensorFlow and Keras are imported only by the functions that need them (through
+``metdata.quiet_tf``: without TensorFlow's start-up notices).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ import numpy as np
 from metdata import fetch, imaging
 from metdata.dataset import Dataset
 from metdata.errors import UserError
+from metdata.quiet_tf import tensorflow
 from metdata.runfolder import HISTORY, RUN_FILE, check_checkpoint, local_copy
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def load(run_url: str, storage_options: dict | None = None, checkpoint: str = "b
         UserError: RUN has no run.json or no such checkpoint (see ``read_settings``), or the
             checkpoint is damaged (checked before Keras reads it: ``runfolder.check_checkpoint``).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tensorflow()  # TensorFlow's start-up notices filtered out before Keras imports it
     import keras
 
     meta = read_settings(run_url, storage_options, checkpoint)

@@ -29,6 +29,7 @@ import numpy as np
 
 from metdata.chunkio import MB, BatchBuffers, ChunkCache, chunk_reader
 from metdata.dataset import Dataset, store_paths
+from metdata.quiet_tf import tensorflow
 from metdata.training import Slots, TrainingDataError, open_store
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class InputOptions:
         repeat: repeat without end (a multi-worker run counts its steps instead).
         shard: (this input pipeline, number of pipelines): read only every n-th chunk.
         cache_mb: keep decoded chunks in memory up to this many MB (2**20 bytes); 0: none.
+        first_epoch: the epoch of the first iteration (a resumed run's: its batches are the ones
+            the run would have had, had it not stopped).
     """
 
     batch_size: int = 64
@@ -67,12 +70,14 @@ class InputOptions:
     repeat: bool = False
     shard: tuple[int, int] = (0, 1)
     cache_mb: float = 0
+    first_epoch: int = 0
 
     def __post_init__(self):
         reads = 1 if self.parallel_reads is None else self.parallel_reads
-        if min(self.batch_size, self.window, reads) < 1 or not 0 <= self.cache_mb < math.inf:
+        if min(self.batch_size, self.window, reads, self.first_epoch + 1) < 1 or not 0 <= self.cache_mb < math.inf:
             raise ValueError(
-                f"{self}: batch_size, window and parallel_reads are whole numbers from 1, cache_mb finite from 0"
+                f"{self}: batch_size, window and parallel_reads are whole numbers from 1, first_epoch from 0, "
+                "cache_mb finite from 0"
             )
 
 
@@ -183,7 +188,7 @@ class Stream:
         if options.weights is not None:
             self.weights = np.array([options.weights.get(i, 0.0) for i in range(len(slots.classes))], np.float32)
         self.cache = ChunkCache(options.cache_mb * MB) if options.cache_mb > 0 else None
-        self._epochs = itertools.count()
+        self._epochs = itertools.count(options.first_epoch)
         self._spare: deque[np.ndarray] = deque()  # chunk buffers done with, to decode into again
         self._buffers = BatchBuffers()
         self._failed: CorruptChunk | None = None
@@ -322,9 +327,7 @@ def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: 
     Raises:
         TrainingDataError: this shard has no chunk.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
+    tf = tensorflow()
     images = open_store(dataset, store)["images"]
     index, pipelines = options.shard
     chunks = np.unique(slots.slot // slots.chunk)[index::pipelines]

@@ -1,8 +1,7 @@
-"""Training data: labelled slots of the image store, a leak-free split, and the tf.data input.
+"""Training data: labelled slots of the image store, a leak-free split, class weights.
 
-Labels and the split are pure (NumPy and Arrow). The ``tf.data`` input over the slots is
-``metdata.stream`` (``build_dataset``, ``InputOptions``, ...; its names are importable from here
-too); importing this module never starts TensorFlow.
+Pure (NumPy and Arrow); the ``tf.data`` input over the slots is ``metdata.stream``. Importing this
+module never starts TensorFlow.
 """
 
 from __future__ import annotations
@@ -269,15 +268,3 @@ def class_weights(slots: Slots) -> dict[int, float]:
     counts = np.bincount(slots.label, minlength=len(slots.classes))
     n, k = int(counts.sum()), len(slots.classes)
     return {i: (n / (k * int(c)) if c else 0.0) for i, c in enumerate(counts)}
-
-
-_STREAM = ("InputOptions", "CorruptChunk", "build_dataset", "chunk_plan", "corrupt_chunk", "reading_chunks")
-
-
-def __getattr__(name: str):
-    """The input stream's names (``metdata.stream``), importable from here as well."""
-    if name in _STREAM:
-        from metdata import stream
-
-        return getattr(stream, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

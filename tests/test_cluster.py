@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cluster import (
+from metdata.cluster import (
     EXTRA_PACKAGES,
     ClusterError,
     check_versions,
@@ -21,11 +21,11 @@ from cluster import (
     parse_spec,
     version_mismatches,
 )
-from cluster.tfconfig import TfConfigError, from_env, tf_config
-from jobs.ingest import IngestOptions, run
+from metdata.cluster.tfconfig import TfConfigError, from_env, tf_config
 from metdata.dataset import Dataset
 from metdata.distribute import Role, role
 from metdata.errors import UserError
+from metdata.jobs.ingest import IngestOptions, run
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 
@@ -241,12 +241,12 @@ def test_tf_config_from_the_pod_env():
 def test_tfconfig_module_prints_or_execs():
     env = {**os.environ, **POD_ENV, "PYTHONPATH": str(REPO)}
     printed = subprocess.run(
-        [sys.executable, "-m", "cluster.tfconfig"], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "metdata.cluster.tfconfig"], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(printed.stdout) == from_env(POD_ENV)
     show = "import os; print(os.environ['TF_CONFIG'])"
     execed = subprocess.run(
-        [sys.executable, "-m", "cluster.tfconfig", "--", sys.executable, "-c", show],
+        [sys.executable, "-m", "metdata.cluster.tfconfig", "--", sys.executable, "-c", show],
         env=env,
         capture_output=True,
         text=True,
@@ -254,6 +254,9 @@ def test_tfconfig_module_prints_or_execs():
     )
     assert json.loads(execed.stdout) == from_env(POD_ENV)
     broken = subprocess.run(
-        [sys.executable, "-m", "cluster.tfconfig"], env={**env, "WORLD_SIZE": "1"}, capture_output=True, text=True
+        [sys.executable, "-m", "metdata.cluster.tfconfig"],
+        env={**env, "WORLD_SIZE": "1"},
+        capture_output=True,
+        text=True,
     )
     assert broken.returncode == 2 and "JOB_COMPLETION_INDEX 1 is outside 0..0" in broken.stderr

@@ -20,13 +20,13 @@ import pytest
 import zarr
 from workers import wait_until
 
-from jobs import images as images_job
-from jobs.ingest import IngestOptions
-from jobs.ingest import plan as ingest_plan
-from jobs.ingest import run as ingest_run
 from metdata import ingest, lock
 from metdata.dataset import Dataset, DatasetError, lock_file
 from metdata.images import ImageOptions
+from metdata.jobs import images as images_job
+from metdata.jobs.ingest import IngestOptions
+from metdata.jobs.ingest import plan as ingest_plan
+from metdata.jobs.ingest import run as ingest_run
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 from metdata.store import StoreMismatch, prepare_store

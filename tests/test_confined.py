@@ -326,7 +326,7 @@ def test_pacing_refuses_nan_for_library_callers():
 
 
 def test_the_local_dashboard_listens_on_this_machine_only():
-    from cluster import connect
+    from metdata.cluster import connect
 
     with connect("local", workers=1) as client:
         port = int(client.dashboard_link.rsplit(":", 1)[1].split("/")[0])
@@ -463,7 +463,7 @@ def test_stale_temporary_files_are_removed_when_a_stage_starts(tmp_path):
 
 
 def test_a_summary_that_cannot_be_written_does_not_hide_the_failed_shards(tmp_path):
-    from jobs.ingest import ShardsFailed, _save_summary
+    from metdata.jobs.ingest import ShardsFailed, _save_summary
 
     dataset = Dataset(str(tmp_path / "d"))
     (tmp_path / "d" / "objects" / "_summary.json" / "x").mkdir(parents=True)  # the write fails as a full disk would

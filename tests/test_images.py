@@ -13,11 +13,11 @@ import zarr
 from conftest import stats
 from workers import kill_a_worker_when, wait_until
 
-from jobs import images as job
-from jobs.ingest import IngestOptions
-from jobs.ingest import run as ingest
 from metdata.dataset import Dataset
 from metdata.images import ImageOptions
+from metdata.jobs import images as job
+from metdata.jobs.ingest import IngestOptions
+from metdata.jobs.ingest import run as ingest
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 from metdata.selection import SelectionError

@@ -12,9 +12,9 @@ import requests
 from conftest import SAMPLES, stats
 from workers import kill_a_worker_when, wait_until
 
-from jobs.ingest import IngestOptions, plan, run
 from metdata.dataset import Dataset
 from metdata.emulator.faults import KINDS
+from metdata.jobs.ingest import IngestOptions, plan, run
 from metdata.lookup import LookupOptions
 from metdata.pacing import PaceConfig
 from metdata.records import SCHEMA
@@ -260,7 +260,7 @@ def test_plan_fails_before_writing_on_bad_input(start_met, tmp_path, s3):
 def test_from_csv_maps_the_open_access_columns(tmp_path):
     import json
 
-    from jobs.ingest import load_csv
+    from metdata.jobs.ingest import load_csv
 
     csv = SAMPLES.parent / "MetObjects-sample.csv"
     summary = load_csv(Dataset(str(tmp_path)), IngestOptions(from_csv=str(csv), shard_size=4))

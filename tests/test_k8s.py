@@ -14,7 +14,7 @@ import click
 import pytest
 import yaml
 
-from cluster import parse_spec
+from metdata.cluster import parse_spec
 from metdata.dataset import Dataset
 
 K8S = Path(__file__).resolve().parent.parent / "k8s"
@@ -164,9 +164,9 @@ def _dask_command(args: list[str]) -> click.Context:
 
 
 def _metdata_args(container: dict) -> list[str] | None:
-    """The `metdata ...` argv a container runs, through the cluster.tfconfig wrapper if any."""
+    """The `metdata ...` argv a container runs, through the metdata.cluster.tfconfig wrapper if any."""
     args = argv(container)
-    if args[:3] == ["python", "-m", "cluster.tfconfig"]:
+    if args[:3] == ["python", "-m", "metdata.cluster.tfconfig"]:
         args = args[args.index("--") + 1 :] if "--" in args else []
     return args if args[:1] == ["metdata"] else None
 
@@ -300,7 +300,7 @@ def test_multinode_tf_config_settings_match_the_job_and_service():
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
     assert int(env["TF_PORT"]) == service["spec"]["ports"][0]["port"] == train["ports"][0]["containerPort"]
-    assert argv(train)[:4] == ["python", "-m", "cluster.tfconfig", "--"]
+    assert argv(train)[:4] == ["python", "-m", "metdata.cluster.tfconfig", "--"]
 
 
 def test_dataset_job_ingests_then_fetches_images():

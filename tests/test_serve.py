@@ -34,7 +34,7 @@ TAB = "//div[contains(concat(' ', @class, ' '), ' tab ') and normalize-space()='
 @pytest.fixture(scope="module")
 def trained(store, tmp_path_factory) -> str:  # noqa: F811 - the imported fixture
     """A tiny seed-cnn run (32 px, 2 epochs) on the emulator's paintings."""
-    from jobs.train import TrainOptions, run
+    from metdata.jobs.train import TrainOptions, run
 
     out = tmp_path_factory.mktemp("runs") / "pc"
     run(store, TrainOptions(target=TARGET, out=str(out), epochs=2, batch_size=32, seed=1))

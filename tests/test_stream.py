@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,8 @@ def test_the_stream_serves_the_slots_once_per_epoch_in_batches(tmp_path):
     again = run_stream(data, slots_of(keep), options, epochs=2)
     for mine, theirs in zip(epochs, again, strict=True):  # the same seed: the same batches, epoch by epoch
         assert np.array_equal(served(mine)[0], served(theirs)[0])
+    resumed = run_stream(data, slots_of(keep), replace(options, first_epoch=1))[0]  # a run resumed after 1 epoch
+    assert np.array_equal(served(resumed)[0], served(epochs[1])[0])
     ordered = run_stream(data, slots_of(keep), stream.InputOptions(batch_size=50, shuffle=False))[0]
     assert served(ordered)[0].tolist() == keep.tolist()
 
@@ -262,9 +265,9 @@ def test_a_mirrored_strategy_splits_each_batch_between_its_replicas(tmp_path):
 
 
 def test_cache_mb_is_checked_and_a_resumed_run_may_change_it():
-    from jobs.train import TrainOptions
     from metdata.cli.train import train
     from metdata.errors import UserError
+    from metdata.jobs.train import TrainOptions
 
     for bad in ("-1", "nan", "inf"):
         result = CliRunner().invoke(train, ["--data", "d", "--target", "t", "--out", "o", "--cache-mb", bad])
@@ -274,6 +277,13 @@ def test_cache_mb_is_checked_and_a_resumed_run_may_change_it():
     assert TrainOptions(target="t", out="o", cache_mb=256).cache_mb == 256
     check_settings({"epochs": 3}, {"epochs": 3, "cache_mb": 512.0}, "RUN")  # a run.json from before the option
     check_settings({"epochs": 3, "cache_mb": 0}, {"epochs": 3, "cache_mb": 512.0}, "RUN")
-    for bad in ({"cache_mb": float("nan")}, {"cache_mb": -1}, {"window": 0}, {"parallel_reads": 0}, {"batch_size": 0}):
+    for bad in (
+        {"cache_mb": float("nan")},
+        {"cache_mb": -1},
+        {"window": 0},
+        {"parallel_reads": 0},
+        {"batch_size": 0},
+        {"first_epoch": -1},
+    ):
         with pytest.raises(ValueError, match="whole numbers from 1"):
             stream.InputOptions(**bad)

@@ -19,8 +19,8 @@ import zarr
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from cluster.tfconfig import on_this_machine
-from metdata import training
+from metdata import stream, training
+from metdata.cluster.tfconfig import on_this_machine
 from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
@@ -61,11 +61,11 @@ def test_split_is_deterministic_stratified_and_leak_free(store):
         assert sides[v] == sides[t]
 
 
-def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path):
+def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path, recwarn):
     import keras
 
-    from jobs.train import TrainOptions, run
     from metdata.cli.train import predict
+    from metdata.jobs.train import TrainOptions, run
 
     class Keep(keras.callbacks.Callback):
         def on_train_end(self, logs=None):
@@ -80,6 +80,11 @@ def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert not (out / "backup").exists()
     assert len(json.loads((out / "history.json").read_text())) == 10
+    # one optimizer step per batch: Keras knows each epoch's length, asks for no step past it (an empty batch)
+    steps = keras.ops.convert_to_numpy(kept["model"].optimizer.iterations)
+    assert steps == 10 * -(-summary["train_images"] // 32), steps
+    noise = ("Your input ran out of data", "`shuffle=True` was passed")
+    assert not [w for w in recwarn if str(w.message).startswith(noise)], [str(w.message) for w in recwarn]
 
     pixels = zarr.open_group(str(Path(store.url) / "images.zarr"), mode="r")["images"][:3]
     paths = []
@@ -117,7 +122,7 @@ def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path):
 
 
 def test_bad_input_is_refused_clearly(store, tmp_path):
-    from jobs.train import TrainOptions, run
+    from metdata.jobs.train import TrainOptions, run
 
     with pytest.raises(UserError, match="no image store"):
         run(store, TrainOptions(target=TARGET, out=str(tmp_path / "r"), store="nope.zarr"))
@@ -133,7 +138,7 @@ def test_bad_input_is_refused_clearly(store, tmp_path):
 def test_a_damaged_store_is_named_not_a_traceback(store, tmp_path, damaged):
     import shutil
 
-    from jobs.train import TrainOptions, run
+    from metdata.jobs.train import TrainOptions, run
 
     copy = tmp_path / "data"
     shutil.copytree(store.url, copy)
@@ -194,7 +199,7 @@ REPLICAS = textwrap.dedent(
     for n in (1, 2):
         keras.utils.set_random_seed(3)
         strategy = tf.distribute.MirroredStrategy(devices[:n])
-        batches = training.build_dataset(data, slots, training.InputOptions(32, shuffle=True, seed=5))
+        batches = stream.build_dataset(data, slots, stream.InputOptions(32, shuffle=True, seed=5))
         with strategy.scope():
             model = build_model("seed-cnn", ModelOptions(32, len(slots.classes), augment=False))
         model.fit(batches, epochs=1, verbose=0)
@@ -228,10 +233,10 @@ def test_s3_input_gives_the_same_batches_as_local(store, s3):
     local_slots = training.load_slots(store, resolve(TARGET))
     remote_slots = training.load_slots(remote, resolve(TARGET))
     assert np.array_equal(local_slots.slot, remote_slots.slot)
-    options = training.InputOptions(batch_size=48, shuffle=True, seed=9)
+    options = stream.InputOptions(batch_size=48, shuffle=True, seed=9)
     for _ in range(2):  # two epochs: reshuffled the same way
-        a = list(training.build_dataset(store, local_slots, options))
-        b = list(training.build_dataset(remote, remote_slots, options))
+        a = list(stream.build_dataset(store, local_slots, options))
+        b = list(stream.build_dataset(remote, remote_slots, options))
         assert len(a) == len(b) > 2
         for (xa, ya), (xb, yb) in zip(a, b, strict=True):
             assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())
@@ -285,8 +290,7 @@ SAME_START = textwrap.dedent(
     """
     import json, sys, tempfile
     from pathlib import Path
-    from jobs.train import check_same_start, strategy_for
-    from metdata.distribute import role
+    from metdata.distribute import check_same_start, role, strategy_for
     from metdata.errors import UserError
 
     this = role()

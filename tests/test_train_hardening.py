@@ -21,7 +21,7 @@ import zarr
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from metdata import training
+from metdata import stream, training
 from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
@@ -47,7 +47,7 @@ def store(met, dask_client, tmp_path_factory) -> Dataset:
 
 
 def options(out, **overrides):
-    from jobs.train import TrainOptions
+    from metdata.jobs.train import TrainOptions
 
     return TrainOptions(
         **{"target": TARGET, "out": str(out), "epochs": 2, "batch_size": 32, "augment": False, **overrides}
@@ -57,7 +57,7 @@ def options(out, **overrides):
 @pytest.fixture(scope="module")
 def finished(store, tmp_path_factory) -> Path:
     """A complete two-epoch run on the store."""
-    from jobs.train import run
+    from metdata.jobs.train import run
 
     out = tmp_path_factory.mktemp("finished") / "run"
     assert run(store, options(out))["complete"]
@@ -167,7 +167,7 @@ class StopAfter:
 
 
 def test_truncated_checkpoints_are_not_trusted_on_resume(store, tmp_path, caplog):
-    from jobs.train import run
+    from metdata.jobs.train import run
     from metdata.runfolder import checkpoint_note
 
     out = tmp_path / "run"
@@ -261,7 +261,7 @@ def test_a_corrupt_chunk_is_named_with_its_fix(store, finished, met, dask_client
     shutil.copytree(store.url, copy)
     data = Dataset(str(copy))
     slots = training.load_slots(data, resolve(TARGET))
-    chunk = sorted(training.chunk_plan(slots))[1]
+    chunk = sorted(stream.chunk_plan(slots))[1]
     (copy / "images.zarr" / "images" / "c" / str(chunk) / "0" / "0" / "0").write_bytes(b"not zstd" * 50)
     named = rf"chunk {chunk} of the image array .*images.zarr/images/c/{chunk}/0/0/0.*images/part-{chunk:06d}.parquet"
     # the command, in its own process: a clear message and exit 1, and the process ends (no pipeline hang)
@@ -275,7 +275,7 @@ def test_a_corrupt_chunk_is_named_with_its_fix(store, finished, met, dask_client
     assert re.search(named, error), error
     run_copy = tmp_path / "finished"
     shutil.copytree(finished, run_copy)
-    with pytest.raises(training.CorruptChunk, match=named):
+    with pytest.raises(stream.CorruptChunk, match=named):
         evaluate(data, str(run_copy), side="all")
 
     # the fix the message gives: delete the chunk's status shard and rerun the images stage
@@ -289,7 +289,7 @@ def test_a_corrupt_chunk_is_named_with_its_fix(store, finished, met, dask_client
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1, 1.0])
 def test_a_val_fraction_that_is_not_a_share_is_refused(value, store):
-    from jobs.train import TrainOptions
+    from metdata.jobs.train import TrainOptions
 
     with pytest.raises(UserError, match="is not a share of the images"):
         TrainOptions(target=TARGET, out="r", val_fraction=value)

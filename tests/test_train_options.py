@@ -19,10 +19,10 @@ import zarr
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from jobs.train import TrainOptions
 from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
+from metdata.jobs.train import TrainOptions
 from metdata.runfolder import RunMismatch, check_settings
 from metdata.schedule import Schedule
 
@@ -216,7 +216,7 @@ def test_early_stopping_ends_the_run_and_a_stopped_run_resumes_stopped(store, tm
     two epochs; killed right then, the rerun trains no more. With XLA and 2 steps per execution."""
     import keras
 
-    from jobs.train import run
+    from metdata.jobs.train import run
 
     out = tmp_path / "run"
     options = TrainOptions(
@@ -248,7 +248,7 @@ def test_early_stopping_ends_the_run_and_a_stopped_run_resumes_stopped(store, tm
 
 
 def test_an_s3_run_mirrors_its_tensorboard_logs(store, s3):
-    from jobs.train import run
+    from metdata.jobs.train import run
 
     root, storage = s3
     out = f"{root}/runs/cnn"
@@ -274,7 +274,7 @@ BFLOAT16_REPLICAS = textwrap.dedent(
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from metdata import training
+    from metdata import stream, training
     from metdata.dataset import Dataset
     from metdata.models import ModelOptions, build_model
     from metdata.targets import resolve
@@ -286,7 +286,7 @@ BFLOAT16_REPLICAS = textwrap.dedent(
     for n in (1, 2):
         keras.utils.set_random_seed(3)
         strategy = tf.distribute.MirroredStrategy(devices[:n])
-        batches = training.build_dataset(data, slots, training.InputOptions(32, shuffle=True, seed=5))
+        batches = stream.build_dataset(data, slots, stream.InputOptions(32, shuffle=True, seed=5))
         with strategy.scope():
             options = ModelOptions(32, len(slots.classes), augment=False, precision="mixed_bfloat16")
             model = build_model("seed-cnn", options)
@@ -325,8 +325,8 @@ def test_a_pretrained_backbone_trains_in_two_phases_resumes_and_predicts(store, 
     fine-tuning epoch and resumed into that phase; frozen layers and BatchNormalization untouched."""
     import keras
 
-    from jobs.train import run
     from metdata.cli.train import predict
+    from metdata.jobs.train import run
     from metdata.prediction import load
 
     bare = keras.applications.EfficientNetV2B0(include_top=False, weights=None, input_shape=(32, 32, 3))

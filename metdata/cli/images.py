@@ -120,10 +120,10 @@ def images(
     """
     if target and where:
         raise click.UsageError("give --target or --where, not both")
-    from cluster import connect
-    from jobs.images import plan, run, writing
+    from metdata.cluster import connect
     from metdata.dataset import Dataset
     from metdata.images import MET_IMAGE_HOST, ImageOptions
+    from metdata.jobs.images import plan, run, writing
     from metdata.pacing import PaceConfig
 
     hosts = frozenset({MET_IMAGE_HOST, urlsplit(api).netloc, *allow_host})

@@ -44,8 +44,8 @@ def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> 
 
     One paced request: no cluster needed.
     """
-    from jobs.ingest import take_listing
     from metdata.dataset import Dataset
+    from metdata.jobs.ingest import take_listing
 
     lookup, pace = _pace_and_lookup(api, **tuning)
     dataset = Dataset(data, storage_options)
@@ -97,9 +97,9 @@ def ingest(
 
     Resumable: finished shards are skipped, so rerunning the same command continues.
     """
-    from cluster import connect
-    from jobs.ingest import IngestOptions, load_csv, plan, run, writing
+    from metdata.cluster import connect
     from metdata.dataset import Dataset
+    from metdata.jobs.ingest import IngestOptions, load_csv, plan, run, writing
 
     lookup, pace = _pace_and_lookup(api, **tuning)
     options = IngestOptions(

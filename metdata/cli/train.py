@@ -134,8 +134,9 @@ def train(
     Writes to RUN: model.keras (last), best.keras (best validation accuracy), run.json,
     split.parquet, history.json, curves.png, logs/ (TensorBoard: tensorboard --logdir RUN/logs).
     """
-    from jobs.train import TrainOptions, run
     from metdata.dataset import Dataset
+    from metdata.jobs.train import run
+    from metdata.trainoptions import TrainOptions
 
     options = fail_cleanly(  # options that do not fit together (e.g. --weights with seed-cnn): a message, exit 1
         TrainOptions,
