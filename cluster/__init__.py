@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -194,6 +195,7 @@ def connect(
         n = workers or os.cpu_count() or 1
         with (
             dask.config.set(dask_settings()),
+            warnings.catch_warnings(),  # "Port 8787 is already in use": the log line below names the port taken
             LocalCluster(
                 n_workers=n,
                 threads_per_worker=threads_per_worker,

@@ -78,7 +78,7 @@ def plan(
     if len(set(ids)) != len(ids):
         twice = sorted(i for i, n in Counter(ids).items() if n > 1)
         raise DatasetError(
-            f"{len(twice)} objects have rows in two shards of {dataset.url.rstrip('/')}/objects (e.g. {twice[:5]}), "
+            f"{len(twice)} objects have rows in two shards of {dataset.url_of(layout.OBJECTS)} (e.g. {twice[:5]}), "
             "left by two ingests at once: run 'metdata ingest' on this root once (it keeps one row per id), then rerun"
         )
     urls = [
@@ -149,7 +149,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
     table_statuses = Counter(s for slots in store.read_statuses(dataset, options).values() for s in slots)
     summary = {
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-        "store": f"{dataset.url.rstrip('/')}/{options.store}",
+        "store": dataset.url_of(options.store),
         "selected": planned.selected,
         "slots_by_status": dict(sorted(table_statuses.items())),
         "this_run": {

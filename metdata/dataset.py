@@ -95,6 +95,14 @@ class Dataset:
     def local(self) -> bool:
         return "file" in self.fs.protocol or "local" in self.fs.protocol
 
+    def url_of(self, relative: str) -> str:
+        """The URL of a file or folder of the root, for messages and summaries.
+
+        >>> Dataset("s3://bucket/root/").url_of("objects")
+        's3://bucket/root/objects'
+        """
+        return f"{self.url.rstrip('/')}/{relative}"
+
     def path(self, relative: str) -> str:
         """The full path of a file under the root."""
         return f"{self._fs_root[1].rstrip('/')}/{relative}"
@@ -171,7 +179,7 @@ class Dataset:
             except (OSError, ValueError) as exc:  # ENOSPC, permissions, S3 errors; NaN (a bug, logged)
                 log.error("could not write %s", relative, exc_info=True)
                 return (
-                    f"the run summary {self.url.rstrip('/')}/{relative} could not be written "
+                    f"the run summary {self.url_of(relative)} could not be written "
                     f"({type(exc).__name__}: {exc}); the finished work is kept: free space or fix the root, "
                     "then rerun the same command"
                 )
@@ -206,7 +214,7 @@ class Dataset:
         """The error for a file that is not one metdata wrote (names it and how to get it out of the way)."""
         folder = relative.rsplit("/", 1)[0]
         return DatasetError(
-            f"{self.url.rstrip('/')}/{relative} is not a metdata table ({problem}); another tool's file? "
+            f"{self.url_of(relative)} is not a metdata table ({problem}); another tool's file? "
             f"Move it out of {folder}/ (or rename it to start with '_') and rerun"
         )
 
@@ -224,7 +232,7 @@ class Dataset:
         root_proto, root = _normalized(self.url, self.storage_options)
         if out_proto != root_proto:
             return
-        fix = f"give a folder of its own, e.g. {self.url.rstrip('/')}/runs/NAME or a folder outside the root"
+        fix = f"give a folder of its own, e.g. {self.url_of('runs/NAME')} or a folder outside the root"
         if out == root or root.startswith(out.rstrip("/") + "/"):
             raise DatasetError(f"{what} {url!r} is the dataset root {self.url!r} or holds it: {fix}")
         if not out.startswith(root.rstrip("/") + "/"):
@@ -250,7 +258,7 @@ class Dataset:
 
         if self.local:
             return zarr.storage.LocalStore(self.path(relative))
-        url = f"{self.url.rstrip('/')}/{relative}"
+        url = self.url_of(relative)
         return zarr.storage.FsspecStore.from_url(url, storage_options=self.storage_options or None)
 
     def open_zarr(self, relative: str, mode: str = "r"):
@@ -271,7 +279,7 @@ class Dataset:
             if isinstance(exc, FileNotFoundError):  # zarr's not-found errors are both
                 raise
             raise DatasetError(
-                f"{self.url.rstrip('/')}/{relative} is not a readable Zarr store ({type(exc).__name__}: {exc}); "
+                f"{self.url_of(relative)} is not a readable Zarr store ({type(exc).__name__}: {exc}); "
                 "it is damaged: delete it and rerun 'metdata images' to rebuild it"
             ) from exc
         return group

@@ -190,7 +190,7 @@ def read_listing(dataset: Dataset) -> list[int]:
         return checked_ids(table["objectID"].to_pylist())
     except ValueError as exc:
         raise DatasetError(
-            f"{dataset.url.rstrip('/')}/{LISTING} is not a listing metdata took ({exc}): "
+            f"{dataset.url_of(LISTING)} is not a listing metdata took ({exc}): "
             f"take it again with 'metdata ids --data {dataset.url}'"
         ) from exc
 

@@ -42,7 +42,6 @@ def lock_file(folder: str) -> str:
 #: The root's own folders: no store, status folder or output folder may take their names.
 STAGE_FOLDERS = frozenset({"ids", "objects", "runs"})
 _STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.zarr")
-_STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.zarr")
 #: A status shard's file name: ``part-NNNNNN.parquet``, NNNNNN the chunk index.
 STATUS_SHARD = re.compile(r"part-(\d{6})\.parquet")
 #: A store's status folder holds its status shards and this summary.

@@ -45,7 +45,7 @@ def objects_table(dataset: Dataset, columns: list[str] | None = None) -> pa.Tabl
         table = parts.to_table(columns=columns)
     except pa.ArrowException as exc:
         raise DatasetError(
-            f"the shards of {dataset.url.rstrip('/')}/{OBJECTS} cannot be read together "
+            f"the shards of {dataset.url_of(OBJECTS)} cannot be read together "
             f"({str(exc).splitlines()[0]}); another tool's file? Move it out of {OBJECTS}/ and rerun"
         ) from exc
     return table.sort_by("objectID")

@@ -93,9 +93,9 @@ def corrupt_chunk(dataset: Dataset, store: str, chunk: int, exc: Exception) -> C
     """The error for a Zarr chunk of ``images`` that does not decode: its key, the store and the fix."""
     status = f"{store_paths(store)[1]}/part-{chunk:06d}.parquet"
     return CorruptChunk(
-        f"chunk {chunk} of the image array ({dataset.url.rstrip('/')}/{store}/images/c/{chunk}/0/0/0) cannot be "
+        f"chunk {chunk} of the image array ({dataset.url_of(store)}/images/c/{chunk}/0/0/0) cannot be "
         f"read ({type(exc).__name__}: {exc}); the store is damaged there. Fix: delete that chunk's status shard "
-        f"{dataset.url.rstrip('/')}/{status} and rerun 'metdata images' with the same options (it rebuilds the "
+        f"{dataset.url_of(status)} and rerun 'metdata images' with the same options (it rebuilds the "
         "chunk), or delete the store and rebuild it"
     )
 

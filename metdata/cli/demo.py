@@ -269,7 +269,7 @@ def summarize(
         click.echo(f"  ingest run {i}:        {json.dumps(ingest['this_run'])}")
     for i, images_run in enumerate(image_runs, 1):
         click.echo(f"  images run {i}:        {json.dumps(images_run)}")
-    click.echo(f"  metadata (Parquet):  {dataset.url.rstrip('/')}/objects")
+    click.echo(f"  metadata (Parquet):  {dataset.url_of(layout.OBJECTS)}")
     click.echo(f"  images (Zarr):       {images['store']}")
     click.echo(f"  report (HTML):       {steps.workdir / 'report' / 'report.html'}")
     click.echo(

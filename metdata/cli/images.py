@@ -152,7 +152,6 @@ def images(
             if not planned.tasks:
                 return run(None, dataset, options, pace, planned)
             with connect(cluster, workers=workers) as client:
-                click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
                 return run(client, dataset, options, pace, planned)
 
     click.echo(json.dumps(fail_cleanly(go), indent=2))

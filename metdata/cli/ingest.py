@@ -122,7 +122,6 @@ def ingest(
             if not planned.tasks:
                 return run(None, dataset, options, planned)
             with connect(cluster, workers=workers) as client:
-                click.echo(f"Dask dashboard: {client.dashboard_link}", err=True)
                 return run(client, dataset, options, planned)
 
     summary = fail_cleanly(go)
