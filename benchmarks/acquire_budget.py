@@ -298,7 +298,7 @@ def row_d(args, lines: list[dict], cache: dict) -> None:
 
 def image_options(url: str, store: str, args) -> ImageOptions:
     hosts = frozenset({"images.metmuseum.org", urlsplit(url).netloc})
-    return ImageOptions(api=url, store=store, allowed_hosts=hosts, timeout=args.timeout)
+    return ImageOptions(lookup=LookupOptions(api=url, timeout=args.timeout), store=store, allowed_hosts=hosts)
 
 
 def images_measured(cw, url: str, base: str, dataset: Dataset, store: str, rate: float, args) -> dict:

@@ -83,7 +83,7 @@ def write_replay(folder: Path, objects: int, seed: int) -> int:
 
 def image_options(url: str, args, store: str = "images.zarr") -> ImageOptions:
     return ImageOptions(
-        api=url,
+        lookup=LookupOptions(api=url),
         size=args.size,
         chunk=args.chunk,
         store=store,

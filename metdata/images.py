@@ -22,7 +22,7 @@ import pyarrow as pa
 import zarr
 
 from metdata import imaging, layout
-from metdata.api import DEFAULT_API, RETRYABLE
+from metdata.api import RETRYABLE
 from metdata.dataset import Dataset
 from metdata.dispatch import Figures
 from metdata.fetch import Outcome, Policy, fetch, judge, new_session
@@ -70,11 +70,11 @@ class ImageOptions:
         allowed_hosts: hosts images may come from (the Met's image host, the API's host).
         max_bytes: a download longer than this is ``too_large``.
         keep_originals: keep the downloaded bytes in the status shards.
-        max_in_flight: the most downloads one task keeps in flight (0: sized to the budget,
-            as ``LookupOptions.max_in_flight``).
+        lookup: how requests behave, as for ``metdata ingest`` (the API for rows whose URL is
+            looked up first, downloads in flight per task, timeout, attempts, backoff).
     """
 
-    api: str = DEFAULT_API
+    lookup: LookupOptions = field(default_factory=LookupOptions)
     size: int = 150
     resize: str = "squash"
     rendition: str = "web-large"
@@ -82,10 +82,6 @@ class ImageOptions:
     allowed_hosts: frozenset[str] = frozenset({MET_IMAGE_HOST})
     max_bytes: int = 50 << 20
     keep_originals: bool = False
-    max_in_flight: int = 0
-    timeout: float = 30.0
-    max_attempts: int = 5
-    backoff: float = 2.0
     store: str = "images.zarr"
 
     @property
@@ -98,21 +94,10 @@ class ImageOptions:
         return "primaryImage" if self.rendition == "original" else "primaryImageSmall"
 
     @property
-    def lookup(self) -> LookupOptions:
-        return LookupOptions(
-            api=self.api,
-            max_in_flight=self.max_in_flight,
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-            backoff=self.backoff,
-        )
-
-    @property
     def policy(self) -> Policy:
         """Downloads reach only the allowed hosts, within the deadline and the byte cap."""
-        return Policy(
-            hosts=frozenset(h.lower() for h in self.allowed_hosts), deadline=self.timeout, max_bytes=self.max_bytes
-        )
+        hosts = frozenset(h.lower() for h in self.allowed_hosts)
+        return Policy(hosts=hosts, deadline=self.lookup.timeout, max_bytes=self.max_bytes)
 
 
 @dataclass(frozen=True)

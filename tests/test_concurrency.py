@@ -192,7 +192,7 @@ def test_overlapping_shards_keep_one_row_per_id(start_met, dask_client, tmp_path
     copy = dataset.read_table(first).slice(5, 10)
     dataset.write_table(ingest.shard_name(copy["objectID"][0].as_py()), copy)
     assert len(object_ids(dataset)) == 130
-    options = ImageOptions(api=met.url, size=16, chunk=8)
+    options = ImageOptions(lookup=LookupOptions(api=met.url), size=16, chunk=8)
     with pytest.raises(DatasetError, match=r"\d+ objects have rows in two shards.*run 'metdata ingest'"):
         images_job.plan(dataset, options)
     assert not dataset.exists("images.zarr/zarr.json")
@@ -213,11 +213,9 @@ def test_store_grows_by_new_objects_and_keeps_its_slots(start_met, dask_client, 
     for name in dataset.data_files("objects"):
         ingest.drop_rows(dataset, name, held_back)
     image = ImageOptions(
-        api=met.url,
+        lookup=lookup(met),
         size=16,
         chunk=16,
-        timeout=2.0,
-        backoff=0.05,
         allowed_hosts=frozenset({"images.metmuseum.org", urlsplit(met.url).netloc}),
     )
     images_job.run(dask_client, dataset, image, FAST, images_job.plan(dataset, image))

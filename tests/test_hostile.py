@@ -132,12 +132,9 @@ def test_a_chunk_of_bad_images_gives_every_slot_its_status(servers, tmp_path):
     cases = image_urls(hostile, other)
     kinds = list(cases)
     options = images.ImageOptions(
-        api=hostile.url,
+        lookup=LookupOptions(api=hostile.url, timeout=DEADLINE, max_attempts=2, backoff=0.01),
         size=16,
         chunk=len(kinds),
-        timeout=DEADLINE,
-        max_attempts=2,
-        backoff=0.01,
         max_bytes=5 << 20,
         allowed_hosts=frozenset({urlsplit(hostile.url).netloc}),
     )
@@ -165,7 +162,8 @@ def test_an_answer_that_never_ends_is_transient_within_the_deadline(servers, kin
     object_id = next(i for i, (behaviour, _) in API_CASES.items() if behaviour == kind)
     api = LookupOptions(api=hostile.url, timeout=DEADLINE, max_attempts=1)
     image = images.ImageOptions(
-        api=hostile.url, timeout=DEADLINE, max_attempts=1, allowed_hosts=frozenset({urlsplit(hostile.url).netloc})
+        lookup=LookupOptions(api=hostile.url, timeout=DEADLINE, max_attempts=1),
+        allowed_hosts=frozenset({urlsplit(hostile.url).netloc}),
     )
     expected = f"no complete answer within {DEADLINE:g} s" if kind in ENDLESS else "InvalidHeader: Content-Length"
     started = time.monotonic()
@@ -180,7 +178,9 @@ def test_an_answer_that_never_ends_is_transient_within_the_deadline(servers, kin
 
 def test_a_slot_whose_handling_raises_is_failed_and_marked(servers):
     hostile, _ = servers
-    options = images.ImageOptions(api=hostile.url, size=16, chunk=2, timeout=DEADLINE, max_attempts=1)
+    options = images.ImageOptions(
+        lookup=LookupOptions(api=hostile.url, timeout=DEADLINE, max_attempts=1), size=16, chunk=2
+    )
     kept = {1: ("http://x/1.jpg", 12345)}  # kept bytes that are not bytes: a bug, deep inside decoding
     fetched = images.fetch_slots([1], ["kept:elsewhere/part-000000.parquet"], options, pacer(), kept)[0][0]
     assert fetched.status == "failed" and fetched.unexpected and fetched.error.startswith("TypeError: ")

@@ -27,18 +27,17 @@ from metdata.targets import TargetError
 FAST = PaceConfig(rate=300, cooldown=0.5)
 
 
-def image_options(met, **overrides) -> ImageOptions:
+def image_options(met, max_attempts: int = 6, max_in_flight: int = 0, **overrides) -> ImageOptions:
+    requests = LookupOptions(
+        api=met.url, timeout=2.0, backoff=0.05, max_attempts=max_attempts, max_in_flight=max_in_flight
+    )
     fields = {
-        "api": met.url,
         "size": 32,
         "chunk": 16,
-        "timeout": 2.0,
-        "backoff": 0.05,
-        "max_attempts": 6,
         "allowed_hosts": frozenset({"images.metmuseum.org", urlsplit(met.url).netloc}),
         **overrides,
     }
-    return ImageOptions(**fields)
+    return ImageOptions(lookup=requests, **fields)
 
 
 def ingested(met, client, root, **overrides) -> Dataset:

@@ -187,7 +187,7 @@ REPLICAS = textwrap.dedent(
         cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
     import keras
-    from metdata import training
+    from metdata import stream, training
     from metdata.dataset import Dataset
     from metdata.models import ModelOptions, build_model
     from metdata.targets import resolve

@@ -124,11 +124,12 @@ def images(
     from metdata.dataset import Dataset
     from metdata.images import MET_IMAGE_HOST, ImageOptions
     from metdata.jobs.images import plan, run, writing
+    from metdata.lookup import LookupOptions
     from metdata.pacing import PaceConfig
 
     hosts = frozenset({MET_IMAGE_HOST, urlsplit(api).netloc, *allow_host})
     options = ImageOptions(
-        api=api,
+        lookup=LookupOptions(api=api, max_in_flight=max_in_flight, timeout=timeout, max_attempts=max_attempts),
         size=size,
         resize=resize,
         rendition=rendition,
@@ -137,9 +138,6 @@ def images(
         keep_originals=keep_originals,
         allowed_hosts=hosts,
         max_bytes=max_bytes,
-        max_in_flight=max_in_flight,
-        timeout=timeout,
-        max_attempts=max_attempts,
     )
     pace = PaceConfig(rate=rate, adaptive=adaptive, cooldown=cooldown)
     dataset = Dataset(data, storage_options)
