@@ -66,7 +66,8 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
     Raises:
         UserError: bad data (see ``prepare``), or RUN holding a run with other settings.
     """
-    options = options.resolved(*accelerators())
+    gpus, bf16 = accelerators()  # the machine's devices, listed once
+    options = options.resolved(gpus, bf16)
     slots, is_val = prepare(data, options)
     wanted = settings(options, slots, data)
     this = role()
@@ -85,7 +86,7 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
         out.scratch.write_table(SPLIT, training.split_table(slots, is_val))
         out.upload((SPLIT,))
         out.download_state()
-        summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks), this)
+        summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks), this, gpus)
         out.scratch.write_json(RUN_FILE, summary)
         out.scratch.write_bytes(CURVES, figures.png_bytes(figures.draw_curves(out.scratch.read_json(HISTORY))))
         out.upload(OUTPUTS)
@@ -95,7 +96,7 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
         out.close()
 
 
-def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list, this: Role) -> dict:
+def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list, this: Role, gpus: int) -> dict:
     check_shards(len(stream.chunk_plan(slots.take(~is_val))), this)
     strategy = strategy_for(options.devices, this)
     if this.multi_worker:
@@ -120,7 +121,7 @@ def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list
     check_resume(out.work)
     done = fitting.backup_epochs(out.work)
     data_in = fitting.inputs(data, options, slots, is_val, strategy, this, done)
-    model, stage = fitting.build(options, slots, strategy, accelerators()[0], done)
+    model, stage = fitting.build(options, slots, strategy, gpus, done)
     schedule = options.schedule()
     monitor, loss = fitting.monitored(data_in)
     stopped = fitting.stopped_before(out, schedule, done, monitor)
