@@ -21,6 +21,8 @@ from metdata.layout import OBJECTS, SUMMARY, lock_file
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import read_rows
 from metdata.pacing import LocalPacer, PaceConfig
+from metdata.search import search_all, search_url, snapshot_record
+from metdata.searchquery import Query
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class IngestOptions:
     since: str | None = None
     from_csv: str | None = None
     csv_storage_options: dict = field(default_factory=dict)
+    #: with ``since``: refresh only this target's candidates (the listing ``metdata ids --target`` took)
+    target: str | None = None
 
 
 class ShardsFailed(UserError):
@@ -72,6 +76,42 @@ def take_listing(
     return ids
 
 
+@exclusive
+def take_search(
+    dataset: Dataset,
+    lookup: LookupOptions,
+    pace: PaceConfig,
+    queries: list[Query],
+    target: str | None = None,
+    add: bool = False,
+) -> tuple[list[int], dict]:
+    """Snapshot the ids the search queries find as the listing (merged into the old one with
+    ``add``), with their totals and splits in ``ids/_listing.json``. Nothing is written unless
+    every query was read completely.
+
+    Returns the listing's ids and the search record.
+
+    Raises:
+        SearchError, SearchQueryError: a query that could not be read completely (named).
+        DatasetError: a bad root or a listing metdata did not write.
+    """
+    dataset.check_writable()
+    search_url(lookup.api)  # a bad --api fails before anything
+    old = ingest.read_listing(dataset) if dataset.exists(ingest.LISTING) else []
+    done, requests = search_all(queries, lookup, LocalPacer(pace))
+    found = set().union(*(s.ids for s in done))
+    ids = ingest.merged_listing(old, found, add)
+    record = snapshot_record(lookup.api, target, done, requests, len(old) if add else None)
+    if add and old:
+        record["previous"] = ingest.read_listing_meta(dataset)
+    elif old and set(old) != found:
+        log.info("replacing a listing of %d ids by the %d the search found", len(old), len(found))
+    filters = {"search": target or [q.text for q in queries], "add": add}
+    ingest.write_listing(dataset, ids, filters, search=record)
+    log.info("search: %d distinct ids in %d requests; listing of %d ids", len(found), requests, len(ids))
+    return ids, record
+
+
 @dataclass(frozen=True)
 class Plan:
     """The shard tasks of one run, and what they cover."""
@@ -85,7 +125,8 @@ class Plan:
 def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     """Decide the run's shard tasks. Needs no cluster, so bad input fails before one starts.
 
-    Takes the listing snapshot if there is none; with ``since``, fetches the updated ids.
+    Takes the listing snapshot if there is none; with ``since``, fetches the updated ids (with
+    ``target``, only those among the target's candidates, the listing ``metdata ids --target`` took).
 
     Ids found in two shards (two runs at once, before the lease) keep one row (``ingest.keep_one``);
     new ids go into new shards only, so shards never overlap, whatever ``shard_size`` each run had.
@@ -96,6 +137,8 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     """
     dataset.check_writable()
     pacer = LocalPacer(options.pace)
+    if options.target is not None:  # before any request: the candidates must be there
+        ingest.check_candidates(ingest.read_listing_meta(dataset), options.target, dataset.url)
     if not dataset.exists(ingest.LISTING):
         ingest.write_listing(dataset, fetch_listing(options.lookup, pacer), {})
     listed = ingest.read_listing(dataset)
@@ -109,6 +152,8 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     new = [i for i in listed if i not in index]
     if options.since:
         updated = fetch_listing(options.lookup, pacer, metadata_date=options.since)
+        if options.target is not None:  # the museum's changes, only among the target's candidates
+            updated = ingest.refresh_ids(updated, listed)
         replace |= {i for i in updated if i in index}
         fresh = sorted(set(updated) - set(index) - set(new))
         if fresh:

@@ -170,13 +170,83 @@ def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: 
     }
 
 
-def write_listing(dataset: Dataset, ids: list[int], filters: dict) -> None:
-    """Snapshot the id listing (and how it was taken) into the dataset."""
+def write_listing(dataset: Dataset, ids: list[int], filters: dict, search: dict | None = None) -> None:
+    """Snapshot the id listing (and how it was taken: ``filters``, and ``search``, the queries of
+    ``metdata ids --target/--search`` with their totals and splits) into the dataset."""
     dataset.write_table(LISTING, pa.table({"objectID": pa.array(sorted(ids), pa.int64())}))
-    dataset.write_json(
-        LISTING_META,
-        {"total": len(ids), "filters": filters, "taken_at": dt.datetime.now(dt.UTC).isoformat()},
-    )
+    meta = {"total": len(ids), "filters": filters, "taken_at": dt.datetime.now(dt.UTC).isoformat()}
+    if search is not None:
+        meta["search"] = search
+    dataset.write_json(LISTING_META, meta)
+
+
+def read_listing_meta(dataset: Dataset) -> dict:
+    """How the listing snapshot was taken (``{}`` if nothing says).
+
+    Raises:
+        DatasetError: the file is not the JSON object ``write_listing`` wrote.
+    """
+    if not dataset.exists(LISTING_META):
+        return {}
+    try:
+        meta = dataset.read_json(LISTING_META)
+    except ValueError:  # not JSON, or not UTF-8
+        meta = None
+    if not isinstance(meta, dict):
+        raise DatasetError(
+            f"{dataset.url_of(LISTING_META)} is not what metdata wrote: take the listing again with 'metdata ids'"
+        )
+    return meta
+
+
+def merged_listing(old: list[int], found: set[int], add: bool) -> list[int]:
+    """The listing after a search: the union with the old one (``--add``), else the search's ids.
+
+    >>> merged_listing([1, 5], {5, 7}, add=True), merged_listing([1, 5], {5, 7}, add=False)
+    ([1, 5, 7], [5, 7])
+    """
+    return sorted(set(old) | found) if add else sorted(found)
+
+
+def searched_targets(meta: dict) -> set[str]:
+    """The targets whose search made the listing (``ids/_listing.json``, ``--add`` merges included).
+
+    >>> sorted(searched_targets({"search": {"target": "a", "previous": {"search": {"target": "b"}}}}))
+    ['a', 'b']
+    """
+    names: set[str] = set()
+    for _ in range(1000):  # a chain of --add merges; bounded whatever the file says
+        search = meta.get("search") if isinstance(meta, dict) else None
+        if not isinstance(search, dict):
+            break
+        if isinstance(search.get("target"), str):
+            names.add(search["target"])
+        meta = search.get("previous")
+    return names
+
+
+def check_candidates(meta: dict, target: str, url: str) -> None:
+    """Check the listing snapshot holds a target's search candidates (for ``--since --target``).
+
+    Raises:
+        DatasetError: it was taken otherwise (the message gives the command that takes it).
+    """
+    if target not in searched_targets(meta):
+        raise DatasetError(
+            f"the listing under {url} does not hold the candidates of target {target!r} (it was not taken by "
+            f"'metdata ids --target {target}'): run 'metdata ids --target {target} --data {url}' "
+            "(with --add to keep what is listed), then this again"
+        )
+
+
+def refresh_ids(updated: list[int], candidates: list[int] | None) -> list[int]:
+    """The ids a ``--since`` refresh looks up: the updated ones, only among the target's candidates
+    when a search snapshot names them.
+
+    >>> refresh_ids([3, 4, 9], [1, 3, 9]), refresh_ids([3, 4], None)
+    ([3, 9], [3, 4])
+    """
+    return sorted(set(updated) & set(candidates)) if candidates is not None else sorted(updated)
 
 
 def read_listing(dataset: Dataset) -> list[int]:

@@ -22,6 +22,10 @@ contains = ["india"]                  # also: exact = [...], regex = "..."
 [[rules]]                             # class "*": the matched text is the class (a regex's first
 class = "*"                           # group, else its match, else the value), then aliased
 regex = "^([^-]+)"
+
+[search]                              # optional: how `metdata ids --target` finds the candidates
+queries = ["departmentId=6&medium=Paintings&hasImages=true"]   # /v1.1/search query strings
+note = "why these queries find every object the target selects"
 ```
 
 Matching ignores case and surrounding spaces. The built-in ``painting-culture`` is the blog's
@@ -50,6 +54,7 @@ import pyarrow.compute as pc
 
 from metdata.errors import UserError
 from metdata.schema import FIELDS
+from metdata.searchquery import Query, SearchQueryError
 
 KINDS = ("exact", "contains", "regex")
 
@@ -89,8 +94,17 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """How ``metdata ids --target`` finds a target's candidates: checked search queries (none: the
+    search saves little for this target) and a free-text note saying why."""
+
+    queries: tuple[Query, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Target:
-    """A named target: the selection, the label field(s), aliases and rules."""
+    """A named target: the selection, the label field(s), aliases and rules, and its search."""
 
     name: str
     description: str = ""
@@ -99,6 +113,7 @@ class Target:
     select: tuple[tuple[str, Matcher], ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
     min_count: int = 1
+    search: SearchSpec = SearchSpec()
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -228,11 +243,36 @@ def _field(name: object, where: str) -> str:
     return name
 
 
+def _search(spec: object, source: str) -> SearchSpec:
+    """The ``[search]`` section: ``queries`` (search query strings, each checked) and ``note``."""
+    if spec is None:
+        return SearchSpec()
+    example = 'queries = ["departmentId=6&medium=Paintings&hasImages=true"], note = "..."'
+    if not isinstance(spec, dict) or set(spec) - {"queries", "note"}:
+        raise TargetError(f"{source}: [search] takes queries and note, e.g. {example}")
+    queries = spec.get("queries", [])
+    note = spec.get("note", "")
+    if isinstance(queries, str):
+        queries = [queries]
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries) or not isinstance(note, str):
+        raise TargetError(f"{source}: [search] queries is a list of query strings and note a string, e.g. {example}")
+    if not queries and not note:
+        raise TargetError(f"{source}: [search] has no queries; add some, or a note saying why there are none")
+    checked = []
+    for i, text in enumerate(queries):
+        try:
+            checked.append(Query.parse(text))
+        except SearchQueryError as exc:
+            raise TargetError(f"{source}: [search] queries[{i}]: {exc}") from exc
+    return SearchSpec(tuple(checked), note.strip())
+
+
 def parse(text: str, source: str = "<target>") -> Target:
     """Build a target from TOML text.
 
     Raises:
-        TargetError: bad TOML, an unknown field, a rule without class or matcher.
+        TargetError: bad TOML, an unknown field, a rule without class or matcher, a search query
+            the service would misread.
     """
     try:
         spec = tomllib.loads(text)
@@ -262,6 +302,7 @@ def parse(text: str, source: str = "<target>") -> Target:
     if not isinstance(min_count, int) or min_count < 1:
         raise TargetError(f"{source}: min_count must be a whole number >= 1, got {min_count!r}")
     return Target(
+        search=_search(spec.get("search"), source),
         name=str(spec["name"]),
         description=str(spec.get("description", "")),
         fields=tuple(_field(f, f"{source}: fields") for f in fields),
@@ -299,6 +340,20 @@ contains = ["japan", "japanese"]
 [[rules]]
 class = "America"
 contains = ["american", "united states"]
+
+[search]
+note = '''Paintings anywhere (medium=Paintings matches the classification, European Paintings by American
+artists included), the American Wing's paintings (classification "", objectName "Painting": medium=Paintings
+misses them), Asian Art's scrolls and album leaves of other classifications (calligraphy hanging scrolls),
+and Islamic Art's Indian folios (culture "", country "India", "Codices"). hasImages=true loses no selected
+image: an object with a public image always has images.'''
+queries = [
+  "medium=Paintings&hasImages=true",
+  "departmentId=1&q=painting&hasImages=true",
+  "departmentId=6&q=scroll&hasImages=true",
+  "departmentId=6&q=album leaf&hasImages=true",
+  "departmentId=14&geoLocation=India&hasImages=true",
+]
 """
 
 OBJECT_TYPE = """
@@ -316,6 +371,12 @@ min_count = 1
 [[rules]]
 class = "*"
 regex = "^([^-|]+)"
+
+[search]
+note = '''Every object has a classification, so every object with an image is a candidate: the search saves
+little (370,999 hits for hasImages=true, against 502,886 listed) and costs paging and splits. Load the
+Open Access CSV instead (metdata ingest --from-csv URL): the images stage then looks up only the public-domain
+rows it selects.'''
 """
 
 BUILTINS = {"painting-culture": PAINTING_CULTURE, "object-type": OBJECT_TYPE}

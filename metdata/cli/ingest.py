@@ -32,25 +32,76 @@ def _pace_and_lookup(api, rate, adaptive, cooldown, max_in_flight, timeout, max_
     )
 
 
+def search_queries(target: str | None, searches: tuple[str, ...]):
+    """The target's search queries and the ``--search`` ones, checked (before any request).
+
+    Raises:
+        TargetError: an unknown target, or one without queries (its note says what to do instead).
+        SearchQueryError: a query the service would misread.
+    """
+    from metdata.searchquery import Query
+    from metdata.targets import TargetError, resolve
+
+    queries = [Query.parse(text) for text in searches]
+    name = None
+    if target is not None:
+        chosen = resolve(target)
+        name = chosen.name
+        if not chosen.search.queries and not queries:
+            raise TargetError(
+                f"target {chosen.name!r} has no search queries: {chosen.search.note or 'its [search] gives none'}"
+            )
+        queries = list(chosen.search.queries) + queries
+    return name, queries
+
+
 @click.command()
 @api_option
 @data_option
 @click.option("--department-ids", type=DepartmentIds(), help="Keep these departments, e.g. '6|11'.")
 @click.option("--metadata-date", type=IsoDate(), help="Keep objects updated after this date.")
+@click.option(
+    "--target",
+    metavar="NAME",
+    help="Take a target's candidates through /v1.1/search (its [search] queries), e.g. painting-culture.",
+)
+@click.option(
+    "--search",
+    "searches",
+    multiple=True,
+    metavar="QUERY",
+    help="Take the ids of a search query, e.g. 'departmentId=6&medium=Paintings&hasImages=true' (repeatable).",
+)
+@click.option("--add", is_flag=True, help="Merge the search's ids into the listing instead of replacing it.")
 @storage_option
 @tuning_options
-def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> None:
+def ids(api, data, department_ids, metadata_date, target, searches, add, storage_options, **tuning) -> None:
     """Snapshot the id listing into the dataset root (ids/listing.parquet).
 
-    One paced request: no cluster needed.
+    Without --target/--search: the whole listing, one paced request. With them: the candidates the
+    search finds (every query paged to its exact total, split past the 10,000-result window), their
+    queries and totals recorded in ids/_listing.json; 'metdata ingest' then looks up only those.
     """
     from metdata.dataset import Dataset
-    from metdata.jobs.ingest import take_listing
+    from metdata.jobs.ingest import take_listing, take_search
 
+    searching = bool(target or searches)
+    if searching and (department_ids or metadata_date):
+        raise click.UsageError("--department-ids and --metadata-date filter the listing: not with --target/--search")
+    if add and not searching:
+        raise click.UsageError("--add merges a search's ids into the listing: give --target or --search")
     lookup, pace = _pace_and_lookup(api, **tuning)
     dataset = Dataset(data, storage_options)
-    listed = fail_cleanly(take_listing, dataset, lookup, pace, department_ids, metadata_date)
-    click.echo(f"{len(listed)} object ids snapshotted under {data}")
+    if not searching:
+        listed = fail_cleanly(take_listing, dataset, lookup, pace, department_ids, metadata_date)
+        click.echo(f"{len(listed)} object ids snapshotted under {data}")
+        return
+    name, queries = fail_cleanly(search_queries, target, searches)
+    listed, record = fail_cleanly(take_search, dataset, lookup, pace, queries, name, add)
+    click.echo(
+        f"{record['distinct_ids']} candidate ids from {len(queries)} search queries ({record['requests']} requests); "
+        f"{len(listed)} ids listed under {data}"
+    )
 
 
 @click.command()
@@ -67,6 +118,11 @@ def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> 
 )
 @click.option("--retry-failed", is_flag=True, help="Look up again the ids whose last outcome was retryable.")
 @click.option("--since", type=IsoDate(), help="Refresh objects updated after this date, merging them in.")
+@click.option(
+    "--target",
+    metavar="NAME",
+    help="With --since: refresh only this target's candidates (the listing 'metdata ids --target' took).",
+)
 @click.option(
     "--from-csv",
     "from_csv",
@@ -87,6 +143,7 @@ def ingest(
     shard_size,
     retry_failed,
     since,
+    target,
     from_csv,
     csv_storage_options,
     storage_options,
@@ -101,8 +158,17 @@ def ingest(
     from metdata.dataset import Dataset
     from metdata.jobs.ingest import IngestOptions, load_csv, plan, run, writing
 
+    if target and not since:
+        raise click.UsageError("--target refreshes a target's candidates: give --since DATE too")
+    if target and from_csv:
+        raise click.UsageError("--target goes with --since, not --from-csv")
     lookup, pace = _pace_and_lookup(api, **tuning)
+    if target:
+        from metdata.targets import resolve
+
+        target = fail_cleanly(resolve, target).name
     options = IngestOptions(
+        target=target,
         lookup=lookup,
         pace=pace,
         shard_size=shard_size,
