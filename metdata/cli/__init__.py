@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "metdata.cli.demo:demo",
     "ids": "metdata.cli.ingest:ids",
     "ingest": "metdata.cli.ingest:ingest",
+    "plan": "metdata.cli.plan:plan",
     "images": "metdata.cli.images:images",
     "targets": "metdata.cli.targets:targets",
     "explore": "metdata.cli.explore:explore",

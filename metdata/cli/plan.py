@@ -1,0 +1,55 @@
+"""``metdata plan``: each path to a target's images priced in requests per host and hours, before a long run."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from metdata.cli.options import FiniteFloat, JsonObject, api_option, fail_cleanly
+
+
+@click.command()
+@click.option("--target", required=True, metavar="NAME", help="A built-in target or a target's .toml file.")
+@api_option
+@click.option(
+    "--rate", type=FiniteFloat(0.01, 80), default=1.0, show_default=True, help="API requests/second to price at."
+)
+@click.option(
+    "--image-rate",
+    type=FiniteFloat(0.01, 80),
+    default=1.0,
+    show_default=True,
+    help="Image requests/second to price at (the image host has its own budget).",
+)
+@click.option(
+    "--from-csv",
+    "from_csv",
+    metavar="PATH_OR_URL",
+    help="The Open Access MetObjects.csv to price (its size only is read); default: the documented one.",
+)
+@click.option("--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for --from-csv.")
+@click.option("--data", default="ROOT", show_default=True, help="The dataset root to write into the commands.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(target, api, rate, image_rate, from_csv, csv_storage_options, data, as_json) -> None:
+    """Price each path to a target's images (full crawl, CSV, search, CSV + search) and name the fastest.
+
+    Asks only what is cheap: the listing's total (1 request), each of the target's search queries'
+    totals (1 request each) and the CSV's size (no download); paced at 1 request/s.
+    """
+    from metdata import plan as planning
+    from metdata.lookup import LookupOptions
+    from metdata.pacing import LocalPacer, PaceConfig
+    from metdata.targets import resolve
+
+    def go():
+        chosen = resolve(target)
+        options = LookupOptions(api=api)
+        facts = planning.gather(chosen, options, LocalPacer(PaceConfig(rate=1.0)), from_csv, csv_storage_options)
+        return facts, planning.price(facts, rate, image_rate, api=api, data=data)
+
+    facts, costs = fail_cleanly(go)
+    if as_json:
+        click.echo(json.dumps(planning.as_json(facts, costs, rate, image_rate), indent=2))
+    else:
+        click.echo(planning.render(facts, costs, rate, image_rate))
