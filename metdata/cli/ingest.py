@@ -96,7 +96,10 @@ def ids(api, data, department_ids, metadata_date, target, searches, add, storage
         listed = fail_cleanly(take_listing, dataset, lookup, pace, department_ids, metadata_date)
         click.echo(f"{len(listed)} object ids snapshotted under {data}")
         return
+    from metdata.search import search_url
+
     name, queries = fail_cleanly(search_queries, target, searches)
+    fail_cleanly(search_url, api)  # before the lease: a bad --api leaves nothing behind
     listed, record = fail_cleanly(take_search, dataset, lookup, pace, queries, name, add)
     click.echo(
         f"{record['distinct_ids']} candidate ids from {len(queries)} search queries ({record['requests']} requests); "

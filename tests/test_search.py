@@ -1,0 +1,338 @@
+"""The search client against the emulator, and against a small server that misbehaves on purpose.
+
+Every trap of the facts file ("Search (v1.1)") has a test here that a naive client would fail:
+a filter the service would drop silently is refused before any request, a query over the
+10,000-result window is split and read completely, a split or a page that does not add up is an
+error naming the query, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from click.testing import CliRunner
+from conftest import SAMPLES, stats
+
+from metdata.cli import main
+from metdata.dataset import Dataset
+from metdata.ingest import read_listing, read_listing_meta
+from metdata.lookup import LookupOptions
+from metdata.pacing import LocalPacer, PaceConfig
+from metdata.search import SearchError, search_all
+from metdata.searchquery import Query, SearchQueryError
+
+FAST = ["--rate", "80", "--cooldown", "0.2", "--timeout", "3", "--max-attempts", "6"]
+
+
+def ids_cli(met_url: str, root, *args: str):
+    return CliRunner().invoke(main, ["ids", "--api", met_url, "--data", str(root), *FAST, *args])
+
+
+def written(root) -> list:
+    """The files under a root (the lease may leave the empty folder behind, no file)."""
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def api_requests(met) -> int:
+    return stats(met).get("api", {}).get("requests", 0)
+
+
+def search_hits(met, query: str) -> tuple[int, set[int]]:
+    """A query's total and ids read directly (queries under the window only)."""
+    import requests
+
+    url = met.url + ".1/search"
+    total = requests.get(url, params=[*parse_qsl(query), ("limit", "1")], timeout=10).json()["total"]
+    found: set[int] = set()
+    for offset in range(0, total, 500):
+        page = requests.get(url, params=[*parse_qsl(query), ("offset", offset), ("limit", 500)], timeout=10).json()
+        found.update(page["objectIDs"] or [])
+    return total, found
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("departmentId=999&medium=Paintings", "departmentId='999' is no department"),
+        ("departmentId=abc", "departmentId='abc' is no department"),
+        ("hasImages=True", "write hasImages=true"),
+        ("hasimages=true", "write 'hasImages'"),
+        ("isPublicDomain=true", "'isPublicDomain' is not a search filter"),
+        ("dateBegin=1600", "dateBegin without dateEnd"),
+        ("dateBegin=16th&dateEnd=1700", "dateBegin='16th' is not a year"),
+        ("medium=Paintings&limit=20", "limit is set by metdata"),
+        ("medium=Paintings&medium=Prints", "medium is given twice"),
+    ],
+)
+def test_a_filter_the_service_would_drop_is_refused_before_any_request(met, tmp_path, query, message):
+    result = ids_cli(met.url, tmp_path / "data", "--search", "medium=Paintings", "--search", query)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert api_requests(met) == 0
+    assert not written(tmp_path / "data")
+
+
+def test_bad_input_exits_non_zero_with_nothing_written(met, tmp_path):
+    root = tmp_path / "data"
+    unknown = ids_cli(met.url, root, "--target", "paintings")
+    assert unknown.exit_code == 1 and "unknown target 'paintings'" in unknown.output
+    no_v1 = ids_cli(met.url.removesuffix("/v1"), root, "--target", "painting-culture")
+    assert no_v1.exit_code == 1 and "does not end in /v1" in no_v1.output
+    honest = ids_cli(met.url, root, "--target", "object-type")
+    assert honest.exit_code == 1 and "search saves" in honest.output and "--from-csv" in honest.output
+    mixed = ids_cli(met.url, root, "--target", "painting-culture", "--metadata-date", "2024-01-01")
+    assert mixed.exit_code == 2 and "not with --target" in mixed.output
+    lone_add = ids_cli(met.url, root, "--add")
+    assert lone_add.exit_code == 2 and "give --target or --search" in lone_add.output
+    bad_file = tmp_path / "t.toml"
+    bad_file.write_text(
+        'name = "t"\nfields = ["culture"]\n[[rules]]\nclass = "A"\nexact = "a"\n[search]\nqueries = ["hasImages=1"]'
+    )
+    in_file = ids_cli(met.url, root, "--target", str(bad_file))
+    assert in_file.exit_code == 1 and "queries[0]" in in_file.output and "hasImages" in in_file.output
+    assert api_requests(met) == 0 and not written(root)
+
+
+def test_ids_target_snapshots_the_union_and_records_each_query(start_met, tmp_path):
+    met = start_met(objects=1500, seed=4)
+    root = tmp_path / "data"
+    result = ids_cli(met.url, root, "--target", "painting-culture", "--search", "departmentId=11")
+    assert result.exit_code == 0, result.output
+    spent = api_requests(met)
+    dataset = Dataset(str(root))
+    meta = read_listing_meta(dataset)
+    search = meta["search"]
+    from metdata.targets import builtin
+
+    queries = [q.text for q in builtin("painting-culture").search.queries] + ["departmentId=11"]
+    assert [q["query"] for q in search["queries"]] == queries
+    union: set[int] = set()
+    for recorded in search["queries"]:
+        total, found = search_hits(met, recorded["query"])
+        assert recorded["total"] == total == len(found) and "split" not in recorded
+        union |= found
+    assert read_listing(dataset) == sorted(union) and meta["total"] == search["distinct_ids"] == len(union)
+    assert search["target"] == "painting-culture" and search["api"] == met.url and search["taken_at"]
+    assert search["requests"] == spent and search["added_to_listing_of"] is None
+    assert f"{len(union)} candidate ids" in result.output
+
+    # without --add a new search replaces the listing, as 'metdata ids' does
+    again = ids_cli(met.url, root, "--search", "departmentId=14&geoLocation=India")
+    assert again.exit_code == 0, again.output
+    india = search_hits(met, "departmentId=14&geoLocation=India")[1]
+    assert read_listing(dataset) == sorted(india)
+    # --add merges into it, and records what it merged into
+    added = ids_cli(met.url, root, "--search", "departmentId=11", "--add")
+    assert added.exit_code == 0, added.output
+    assert read_listing(dataset) == sorted(india | search_hits(met, "departmentId=11")[1])
+    meta = read_listing_meta(dataset)
+    assert meta["search"]["added_to_listing_of"] == len(india)
+    assert meta["search"]["previous"]["search"]["queries"][0]["query"] == "departmentId=14&geoLocation=India"
+
+
+def test_add_after_the_csv_lists_only_the_ids_it_lacks_for_ingest(start_met, tmp_path):
+    from metdata.jobs.ingest import IngestOptions, load_csv, plan
+
+    met = start_met(catalog=SAMPLES)
+    lines = (SAMPLES.parent / "MetObjects-sample.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    csv = tmp_path / "part.csv"
+    csv.write_text("".join(lines[:1] + lines[4:]), encoding="utf-8")  # the header and 7 of the 10 rows
+    dataset = Dataset(str(tmp_path / "data"))
+    load_csv(dataset, IngestOptions(from_csv=str(csv)))
+    in_csv = set(read_listing(dataset))
+    assert len(in_csv) == 7
+    result = ids_cli(
+        met.url, tmp_path / "data", "--search", "isHighlight=false", "--search", "isHighlight=true", "--add"
+    )
+    assert result.exit_code == 0, result.output
+    hits = search_hits(met, "isHighlight=false")[1] | search_hits(met, "isHighlight=true")[1]
+    assert len(hits) == 10 and read_listing(dataset) == sorted(in_csv | hits)
+    lookup = LookupOptions(api=met.url, timeout=3)
+    planned = plan(dataset, IngestOptions(lookup=lookup, pace=PaceConfig(rate=80)))
+    looked_up = {i for task in planned.tasks for i in task.ids}
+    assert looked_up == hits - in_csv and len(looked_up) == 3  # the csv rows are not looked up again
+
+
+class Misbehaving:
+    """A real HTTP server on 127.0.0.1 whose search answers come from ``answer(params)``."""
+
+    def __init__(self, answer: Callable[[dict], dict]) -> None:
+        self.answer, self.seen = answer, []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+                owner.seen.append(params)
+                body = json.dumps(owner.answer(params)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/public/collection/v1"
+
+
+@pytest.fixture
+def misbehaving() -> Iterator[Callable[[Callable[[dict], dict]], Misbehaving]]:
+    started: list[Misbehaving] = []
+
+    def start(answer):
+        server = Misbehaving(answer)
+        server.thread.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+def paged(total: int, params: dict, cut_at: int | None = None, short: int = 0) -> dict:
+    """The page a faithful service answers for ``total`` results numbered 1..total; ``cut_at``: the
+    window ends there (null pages after it), ``short``: pages from that offset on lack one id."""
+    offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 100)), 500)
+    end = min(offset + limit, total, 10_000, cut_at if cut_at is not None else total)
+    ids = list(range(offset + 1, end + 1))
+    if short and offset >= short and ids:
+        ids = ids[:-1]
+    return {"total": total, "objectIDs": ids or None}
+
+
+def read(url: str, *queries: str):
+    return search_all([Query.parse(q) for q in queries], LookupOptions(api=url, timeout=3), LocalPacer(PaceConfig(80)))
+
+
+def test_a_window_cut_short_is_an_error_naming_the_query(misbehaving, tmp_path):
+    cut = misbehaving(lambda p: paged(1200, p, cut_at=500))
+    with pytest.raises(
+        SearchQueryError, match=r"'q=cut'.*offset 500 holds 0 ids.*cut short, 700 results would be lost"
+    ):
+        read(cut.url, "q=cut")
+    short = misbehaving(lambda p: paged(1200, p, short=500))
+    with pytest.raises(SearchQueryError, match="offset 500 holds 499 ids where its total"):
+        read(short.url, "q=short")
+    result = ids_cli(cut.url, tmp_path / "data", "--search", "q=cut")
+    assert result.exit_code == 1 and "cut short" in result.output and not written(tmp_path / "data")
+
+
+def test_a_total_that_changes_between_pages_is_an_error(misbehaving):
+    calls = iter(range(10_000))
+    moving = misbehaving(lambda p: paged(1200 + (next(calls) > 1), p))
+    with pytest.raises(SearchQueryError, match="total changed from 1200 to 1201 between pages"):
+        read(moving.url, "q=moving")
+
+
+def test_the_last_short_page_and_an_empty_query_are_fine(misbehaving):
+    exact = misbehaving(lambda p: paged(1201 if p.get("q") == "some" else 0, p))
+    (some, none), requests = read(exact.url, "q=some", "q=none")
+    assert some.ids == set(range(1, 1202)) and none.ids == set() and none.total == 0
+    assert requests == len(exact.seen) == 1 + 3 + 1  # a total, three pages; a total of nothing
+    assert {p["limit"] for p in exact.seen} == {"1", "500"}
+
+
+def test_a_split_that_does_not_add_up_names_the_query_and_the_shortfall(misbehaving, tmp_path):
+    def answer(params: dict) -> dict:
+        if "departmentId" in params:
+            return paged(500, params)  # 19 x 500 = 9,500: 500 short of the parent
+        if "hasImages" in params or "isOnView" in params or "isHighlight" in params:
+            return paged(4_000, params)  # 8,000: 2,000 short
+        if "dateBegin" in params:
+            return paged(1_000, params)  # 6 windows: 6,000
+        return paged(10_000 + 1, params) if params.get("q") == "big" else paged(10, params)
+
+    server = misbehaving(answer)
+    with pytest.raises(SearchQueryError) as raised:
+        read(server.url, "q=big")
+    message = str(raised.value)
+    assert "'q=big' has 10001 results" in message and "no split adds up" in message
+    assert "departmentId: +501" in message and "hasImages: +2001" in message and "date: +4001" in message
+    result = ids_cli(server.url, tmp_path / "data", "--search", "q=small", "--search", "q=big")
+    assert result.exit_code == 1 and "no split adds up" in result.output and not written(tmp_path / "data")
+
+
+def test_a_split_that_adds_up_is_read_completely_and_recursively(misbehaving):
+    # 25,000 results: departments 6 and 9 hold 12,000 each (over the window: split again, by hasImages), 1 the rest
+    sizes = {"6": 12_000, "9": 12_000, "1": 1_000}
+    base = {"6": 0, "9": 12_000, "1": 24_000}
+
+    def answer(params: dict) -> dict:
+        dept = params.get("departmentId")
+        if dept is None:
+            return paged(25_000, params)
+        size = sizes.get(dept, 0)
+        offset = base.get(dept, 0)
+        if "hasImages" in params:
+            size, offset = 6_000, offset + (0 if params["hasImages"] == "true" else 6_000)
+        page = paged(size, params)
+        return {
+            "total": page["total"],
+            "objectIDs": [offset + i for i in page["objectIDs"]] if page["objectIDs"] else None,
+        }
+
+    server = misbehaving(answer)
+    (done,), _ = read(server.url, "q=all")
+    assert done.ids == set(range(1, 25_001)) and done.by == "departmentId"
+    record = done.record()
+    assert sum(s["total"] for s in record["split"]) == 25_000
+    six = next(s for s in record["split"] if s["query"] == "q=all&departmentId=6")
+    assert six["split_by"] == "hasImages" and [s["total"] for s in six["split"]] == [6_000, 6_000]
+
+
+def test_the_search_goes_through_the_paced_path_blocks_and_faults_included(start_met, tmp_path):
+    met = start_met(
+        objects=1500,
+        seed=5,
+        throttle=True,
+        throttle_window=1.0,
+        throttle_burst=6,
+        throttle_penalty=0.3,
+        fault_rate=0.2,
+        faults=frozenset({"503"}),
+    )
+    clean = start_met(objects=1500, seed=5)
+    queries = [f"departmentId={d}" for d in (1, 6, 9, 11, 12, 13, 14, 19)] + ["isHighlight=false"]
+    done, requests = search_all(
+        [Query.parse(q) for q in queries],
+        LookupOptions(api=met.url, timeout=3, max_attempts=20, backoff=0.02),
+        LocalPacer(PaceConfig(rate=40, cooldown=0.4)),
+    )
+    counters = stats(met)["api"]
+    assert counters.get("blocked", 0) > 0 and counters.get("fault_503", 0) > 0
+    assert [d.ids for d in done] == [search_hits(clean, q)[1] for q in queries]
+    assert requests == counters["requests"]
+
+
+def test_search_url_needs_an_api_ending_in_v1():
+    from metdata.search import search_url
+
+    assert search_url("http://h/public/collection/v1") == "http://h/public/collection/v1.1/search"
+    for bad in ("http://h/public/collection", "http://h/public/collection/v1.1", "http://h/v1?x=1"):
+        with pytest.raises(SearchError, match="does not end in /v1"):
+            search_url(bad)
+
+
+@pytest.mark.slow
+def test_a_query_over_the_window_is_split_by_department_and_read_completely(start_met, tmp_path):
+    met = start_met(objects=12_000, seed=6)
+    result = ids_cli(met.url, tmp_path / "data", "--search", "isHighlight=false")
+    assert result.exit_code == 0, result.output
+    dataset = Dataset(str(tmp_path / "data"))
+    (record,) = read_listing_meta(dataset)["search"]["queries"]
+    assert record["total"] > 10_000 and record["split_by"] == "departmentId"
+    assert sum(s["total"] for s in record["split"]) == record["total"]
+    assert len(read_listing(dataset)) == record["total"]
