@@ -165,3 +165,34 @@ def test_targets_command_counts_classes_on_a_dataset(start_met, dask_client, tmp
     assert "object-type" in result.output and "below min_count=100000" in result.output
     missing = CliRunner().invoke(main, ["targets", "--data", str(tmp_path / "empty")])
     assert missing.exit_code == 1 and "run 'metdata ingest' first" in missing.output
+
+
+def test_search_sections_parse_and_check_their_queries():
+    culture = builtin("painting-culture")
+    texts = [q.text for q in culture.search.queries]
+    assert "medium=Paintings&hasImages=true" in texts
+    assert "departmentId=14&geoLocation=India&hasImages=true" in texts
+    assert any("departmentId=1&" in t for t in texts) and "medium=Paintings" not in texts[1:]
+    assert all(q.get("hasImages") == "true" for q in culture.search.queries)
+    honest = builtin("object-type").search
+    assert honest.queries == () and "--from-csv" in honest.note and "saves" in honest.note
+    base = 'name = "x"\nfields = ["culture"]\n[[rules]]\nclass = "A"\nexact = ["a"]\n'
+    assert parse(base).search.queries == ()
+    one = parse(base + '[search]\nqueries = "departmentId=6"\nnote = " why "')
+    assert [q.text for q in one.search.queries] == ["departmentId=6"] and one.search.note == "why"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('[search]\nqueries = ["departmentId=999"]', r"\[search\] queries\[0\]: search query 'departmentId=999'"),
+        ('[search]\nqueries = ["isPublicDomain=true"]', "not a search filter"),
+        ("[search]\nqueries = [1]", "list of query strings"),
+        ('[search]\nquery = ["q=a"]', r"\[search\] takes queries and note"),
+        ("[search]\nqueries = []", "no queries; add some, or a note"),
+    ],
+)
+def test_bad_search_sections_say_what_is_wrong(section, message):
+    base = 'name = "x"\nfields = ["culture"]\n[[rules]]\nclass = "A"\nexact = ["a"]\n'
+    with pytest.raises(TargetError, match=message):
+        parse(base + section, "t.toml")
