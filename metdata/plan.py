@@ -257,10 +257,10 @@ def gather(target, options, pacer, csv_url: str | None = None, csv_storage_optio
     from metdata.search import search_url, totals
 
     search_url(options.api)  # a bad --api fails before any request
+    size = _csv_size(csv_url, csv_storage_options or {}) if csv_url else None  # so does a bad CSV
     listed = len(fetch_listing(options, pacer))
     queries = list(target.search.queries)
     found, requests = totals(queries or [Query.parse("hasImages=true")], options, pacer)
-    size = _csv_size(csv_url, csv_storage_options or {}) if csv_url else None
     return Facts(
         target=target.name,
         listed=listed,

@@ -336,3 +336,66 @@ def test_a_query_over_the_window_is_split_by_department_and_read_completely(star
     assert record["total"] > 10_000 and record["split_by"] == "departmentId"
     assert sum(s["total"] for s in record["split"]) == record["total"]
     assert len(read_listing(dataset)) == record["total"]
+
+
+def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_met, tmp_path):
+    met = start_met(objects=1500, seed=12)
+    csv = tmp_path / "MetObjects.csv"
+    from metdata.plan import BYTES_PER_CSV_ROW
+
+    csv.write_bytes(b"x" * round(1400 * BYTES_PER_CSV_ROW))  # its size says 1,400 rows: 100 objects newer than it
+    args = ["plan", "--target", "painting-culture", "--api", met.url, "--from-csv", str(csv), "--data", "/d"]
+    result = CliRunner().invoke(main, [*args, "--rate", "40"])
+    assert result.exit_code == 0, result.output
+    from metdata.targets import builtin
+
+    queries = builtin("painting-culture").search.queries
+    totals = [search_hits(met, q.text)[0] for q in queries]
+    assert api_requests(met) == 1 + len(queries) + sum(1 + max(1, -(-t // 500)) for t in totals)  # plan + checks
+    lines = result.output.splitlines()
+    assert lines[0] == f"target painting-culture: 1,500 objects listed; measured with {1 + len(queries)} requests"
+    for query, total in zip(queries, totals, strict=True):
+        assert f"  search {query.text}: {total:,}" in lines
+    table = lines[lines.index("") + 1 : lines.index("") + 7]
+    assert table[0].split()[:3] == ["path", "API", "requests"] and "hours at 40/s and 1/s" in table[0]
+    assert [row.split()[0] for row in table[1:]] == ["full", "csv", "csv+listing", "search", "csv+search"]
+    assert len({len(row) for row in table}) == 1  # aligned
+    assert table[1].split()[1] == "1,501"  # the listing and every lookup
+    assert "recommended: csv+search" in result.output
+    start = lines.index(next(line for line in lines if line.startswith("recommended:")))
+    assert [line.strip() for line in lines[start + 1 :]] == [
+        f"metdata ingest --from-csv {csv} --data /d",
+        f"metdata ids --target painting-culture --add --api {met.url} --data /d",
+        f"metdata ingest --api {met.url} --data /d",
+        f"metdata images --target painting-culture --api {met.url} --data /d",
+    ]
+    assert "estimated:" in result.output and "CSV rows ≈ 1,400 (its size" in result.output
+
+    as_json = CliRunner().invoke(main, [*args, "--json", "--rate", "20", "--image-rate", "4"])
+    assert as_json.exit_code == 0, as_json.output
+    plan = json.loads(as_json.output)
+    assert plan["recommended"] == "csv+search" and plan["rate"] == 20 and plan["image_rate"] == 4
+    assert plan["facts"]["listed"] == 1500 and [t for _, t in plan["facts"]["queries"]] == totals
+    full = plan["paths"][0]
+    assert full["path"] == "full" and full["api_requests"] == 1501
+    assert full["hours"] == pytest.approx(1501 / 20 / 3600 + full["image_requests"] / 4 / 3600)
+
+    honest = CliRunner().invoke(main, ["plan", "--target", "object-type", "--api", met.url, "--rate", "40"])
+    assert honest.exit_code == 0 and "no search queries: Every object" in honest.output
+    assert "search hasImages=true:" in honest.output and "csv+search" not in honest.output
+    for bad, message in (
+        (["--target", "paintings", "--api", met.url], "unknown target 'paintings'"),
+        (["--target", "painting-culture", "--api", met.base], "does not end in /v1"),
+        (["--target", "painting-culture", "--api", met.url, "--from-csv", str(tmp_path / "no.csv")], "cannot read"),
+    ):
+        failed = CliRunner().invoke(main, ["plan", *bad])
+        assert failed.exit_code == 1 and message in failed.output, failed.output
+
+
+def test_ingest_target_needs_since_and_an_existing_target(tmp_path):
+    runner = CliRunner()
+    alone = runner.invoke(main, ["ingest", "--data", str(tmp_path), "--target", "painting-culture"])
+    assert alone.exit_code == 2 and "give --since DATE too" in alone.output
+    unknown = runner.invoke(main, ["ingest", "--data", str(tmp_path), "--since", "2024-01-01", "--target", "x"])
+    assert unknown.exit_code == 1 and "unknown target 'x'" in unknown.output
+    assert not written(tmp_path)

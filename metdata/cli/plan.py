@@ -13,7 +13,11 @@ from metdata.cli.options import FiniteFloat, JsonObject, api_option, fail_cleanl
 @click.option("--target", required=True, metavar="NAME", help="A built-in target or a target's .toml file.")
 @api_option
 @click.option(
-    "--rate", type=FiniteFloat(0.01, 80), default=1.0, show_default=True, help="API requests/second to price at."
+    "--rate",
+    type=FiniteFloat(0.01, 80),
+    default=1.0,
+    show_default=True,
+    help="API requests/second to price at (and to pace the plan's own few requests).",
 )
 @click.option(
     "--image-rate",
@@ -35,7 +39,7 @@ def plan(target, api, rate, image_rate, from_csv, csv_storage_options, data, as_
     """Price each path to a target's images (full crawl, CSV, search, CSV + search) and name the fastest.
 
     Asks only what is cheap: the listing's total (1 request), each of the target's search queries'
-    totals (1 request each) and the CSV's size (no download); paced at 1 request/s.
+    totals (1 request each) and the CSV's size (no download); paced at --rate.
     """
     from metdata import plan as planning
     from metdata.lookup import LookupOptions
@@ -45,7 +49,7 @@ def plan(target, api, rate, image_rate, from_csv, csv_storage_options, data, as_
     def go():
         chosen = resolve(target)
         options = LookupOptions(api=api)
-        facts = planning.gather(chosen, options, LocalPacer(PaceConfig(rate=1.0)), from_csv, csv_storage_options)
+        facts = planning.gather(chosen, options, LocalPacer(PaceConfig(rate=rate)), from_csv, csv_storage_options)
         return facts, planning.price(facts, rate, image_rate, api=api, data=data)
 
     facts, costs = fail_cleanly(go)
