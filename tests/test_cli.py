@@ -25,7 +25,7 @@ def test_ingestion_commands_do_not_import_tensorflow():
     code = (
         "import sys\n"
         "from metdata.cli import main\n"
-        "for name in ('ids', 'ingest', 'images', 'targets', 'fake-met'):\n"
+        "for name in ('ids', 'ingest', 'plan', 'images', 'targets', 'fake-met'):\n"
         "    main([name, '--help'], standalone_mode=False)\n"
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
     )
