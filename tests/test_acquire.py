@@ -10,6 +10,7 @@ from conftest import stats
 from test_search import ids_cli
 
 from metdata.dataset import Dataset, DatasetError
+from metdata.emulator import EmulatorConfig
 from metdata.ingest import read_listing, read_listing_meta, write_listing
 from metdata.jobs.ingest import IngestOptions, plan, run
 from metdata.lookup import LookupOptions
@@ -17,6 +18,9 @@ from metdata.pacing import PaceConfig
 from metdata.selection import objects_table, select
 
 log = logging.getLogger(__name__)
+
+#: Enough paintings in a small catalog: the dense mix where the emulator has a calibrated one.
+DENSE = {"mix": "dense"} if "mix" in EmulatorConfig.__dataclass_fields__ else {}
 
 
 def options(met, **overrides) -> IngestOptions:
@@ -30,7 +34,7 @@ def selected(dataset: Dataset) -> set[int]:
 
 
 def test_a_withdrawn_hit_ends_as_a_not_valid_row(start_met, dask_client, tmp_path):
-    met = start_met(objects=1500, seed=8, fault_rate=0.1, faults=frozenset({"not-valid"}))
+    met = start_met(objects=1500, seed=8, fault_rate=0.1, faults=frozenset({"not-valid"}), **DENSE)
     root = tmp_path / "data"
     assert ids_cli(met.url, root, "--target", "painting-culture").exit_code == 0
     dataset = Dataset(str(root))
@@ -44,7 +48,7 @@ def test_a_withdrawn_hit_ends_as_a_not_valid_row(start_met, dask_client, tmp_pat
 
 
 def test_since_with_a_target_refreshes_only_its_candidates(start_met, dask_client, tmp_path):
-    met = start_met(objects=1500, seed=9)
+    met = start_met(objects=1500, seed=9, **DENSE)
     root = tmp_path / "data"
     assert ids_cli(met.url, root, "--target", "painting-culture").exit_code == 0
     dataset = Dataset(str(root))
@@ -76,7 +80,7 @@ def test_search_then_ingest_selects_what_the_full_crawl_selects_for_a_fraction_o
     start_met, dask_client, tmp_path
 ):
     """The measurement of issue 21: recall of the target's images and lookups against the full crawl."""
-    met = start_met(objects=4000, seed=21)
+    met = start_met(objects=4000, seed=21, **DENSE)
     full = Dataset(str(tmp_path / "full"))
     crawl = run(dask_client, full, options(met))
     searched = Dataset(str(tmp_path / "search"))

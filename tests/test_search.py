@@ -150,11 +150,13 @@ def test_add_after_the_csv_lists_only_the_ids_it_lacks_for_ingest(start_met, tmp
     )
     assert result.exit_code == 0, result.output
     hits = search_hits(met, "isHighlight=false")[1] | search_hits(met, "isHighlight=true")[1]
-    assert len(hits) == 10 and read_listing(dataset) == sorted(in_csv | hits)
+    samples = {int(p.stem) for p in SAMPLES.glob("*.json")}
+    assert in_csv < samples <= hits and read_listing(dataset) == sorted(in_csv | hits)
     lookup = LookupOptions(api=met.url, timeout=3)
     planned = plan(dataset, IngestOptions(lookup=lookup, pace=PaceConfig(rate=80)))
     looked_up = {i for task in planned.tasks for i in task.ids}
-    assert looked_up == hits - in_csv and len(looked_up) == 3  # the csv rows are not looked up again
+    assert looked_up == hits - in_csv and samples - in_csv <= looked_up  # the csv rows are not looked up again
+    assert len(samples - in_csv) == 3
 
 
 class Misbehaving:
