@@ -26,6 +26,13 @@ class SearchError(UserError):
     """The search could not be read completely; the message names the query and what to do."""
 
 
+#: More results than the Met's whole index could hold (536,265 in 2026): not the Met's answer.
+MAX_TOTAL = 5_000_000
+#: The most requests one ``ids`` run spends on the search: paging the whole index with its splits
+#: takes about 1,200; a service whose totals keep splitting past this is not answering truthfully.
+MAX_REQUESTS = 20_000
+
+
 def search_url(api: str) -> str:
     """The search endpoint of an API base URL ending in ``/v1``: ``.../v1.1/search``.
 
@@ -79,14 +86,22 @@ class Searcher:
         Raises:
             SearchError: unreachable, blocked past the retries, or an answer that is not a search page.
         """
+        if self.requests >= MAX_REQUESTS:
+            raise SearchError(
+                f"search query {query.text!r}: more than {MAX_REQUESTS} search requests, and its splits still do "
+                "not fit the window: give narrower queries (--search), or check --api"
+            )
         params = [*query.params, ("offset", str(offset)), ("limit", str(limit))]
         answer, attempts = get(session, self.url, self.options, self.pacer, params=dict(params))
         self.requests += attempts
         payload = answer.payload
         if answer.outcome is Outcome.OK and isinstance(payload, dict) and "total" in payload:
             total = payload["total"]
-            if type(total) is not int or total < 0:
-                raise SearchError(f"search query {query.text!r}: the answer's total {str(total)[:40]} is no count")
+            if type(total) is not int or not 0 <= total <= MAX_TOTAL:
+                raise SearchError(
+                    f"search query {query.text!r}: the answer's total {str(total)[:40]} is no count of the "
+                    f"Met's objects (0 to {MAX_TOTAL}): is --api the Met API?"
+                )
             return total, payload.get("objectIDs")
         if answer.outcome is Outcome.BLOCKED:
             hint = "the Met's bot protection blocked this address; wait (up to an hour), lower --rate, rerun"
@@ -132,7 +147,13 @@ class Searcher:
             if missing == 0:
                 log.info("search %r: %d results split by %s into %d queries", query.text, total, by, len(parts))
                 split = [self.search(session, p, t) for p, t in zip(parts, totals, strict=True) if t]
-                return Searched(query.text, total, by, split, set().union(*(s.ids for s in split)))
+                found = set().union(*(s.ids for s in split))
+                if len(found) != total:  # the parts are disjoint by construction: an id in two is an error
+                    raise SearchQueryError(
+                        f"search query {query.text!r}: its split by {by} holds {len(found)} distinct ids where its "
+                        f"total says {total} (the index changed during the search?); run the same command again"
+                    )
+                return Searched(query.text, total, by, split, found)
             tried.append(f"{by}: {missing:+d}")
         raise SearchQueryError(
             f"search query {query.text!r} has {total} results, more than the {WINDOW} one query can page through, "

@@ -401,3 +401,46 @@ def test_ingest_target_needs_since_and_an_existing_target(tmp_path):
     unknown = runner.invoke(main, ["ingest", "--data", str(tmp_path), "--since", "2024-01-01", "--target", "x"])
     assert unknown.exit_code == 1 and "unknown target 'x'" in unknown.output
     assert not written(tmp_path)
+
+
+def test_a_service_whose_totals_never_fit_is_bounded(misbehaving, monkeypatch):
+    import metdata.search
+
+    huge = misbehaving(lambda p: {"total": 10**12, "objectIDs": None})
+    with pytest.raises(SearchError, match="no count of the Met's objects"):
+        read(huge.url, "q=x")
+    assert len(huge.seen) == 1
+    # sub-totals that always add up and never fit: the request cap ends it
+    monkeypatch.setattr(metdata.search, "MAX_REQUESTS", 300)
+
+    def endless(params: dict) -> dict:  # every split adds up, none ever fits the window
+        total = 19 * 2**17 // (19 if "departmentId" in params else 1)
+        total //= 2 ** sum(k in params for k in ("hasImages", "isOnView", "isHighlight"))
+        if "dateBegin" in params:  # every object in the first date window, half in each of its halves
+            begin, end = int(params["dateBegin"]), int(params["dateEnd"])
+            first, last = begin == -400_000, end == -1
+            total = total if first and last else total // 2 if first else total - total // 2 if last else 0
+        page = paged(total, params)
+        base = hash(frozenset((k, v) for k, v in params.items() if k not in ("offset", "limit"))) % 10**6 * 10**5
+        return {"total": total, "objectIDs": [base + i for i in page["objectIDs"]] if page["objectIDs"] else None}
+
+    server = misbehaving(endless)
+    with pytest.raises(SearchError, match="more than 300 search requests"):
+        read(server.url, "q=x")
+    assert len(server.seen) == 300
+
+
+def test_split_parts_that_share_ids_are_an_error(misbehaving):
+    def overlapping(params: dict) -> dict:
+        if "departmentId" in params:
+            size = 10_001 if params["departmentId"] == "1" else 0
+            return (
+                paged(size, params)
+                if "hasImages" not in params
+                else paged(5_000 + (params["hasImages"] == "true"), params)
+            )
+        return paged(10_001, params)
+
+    server = misbehaving(overlapping)
+    with pytest.raises(SearchQueryError, match="holds 5001 distinct ids where its total says 10001"):
+        read(server.url, "q=x")
