@@ -97,15 +97,17 @@ def take_search(
     """
     dataset.check_writable()
     search_url(lookup.api)  # a bad --api fails before anything
-    old = ingest.read_listing(dataset) if dataset.exists(ingest.LISTING) else []
+    listed = dataset.exists(ingest.LISTING)
+    old = ingest.read_listing(dataset) if add and listed else []  # without --add it is replaced unread
+    previous = ingest.read_listing_meta(dataset) if add and listed else None
     done, requests = search_all(queries, lookup, LocalPacer(pace))
     found = set().union(*(s.ids for s in done))
     ids = ingest.merged_listing(old, found, add)
     record = snapshot_record(lookup.api, target, done, requests, len(old) if add else None)
-    if add and old:
-        record["previous"] = ingest.read_listing_meta(dataset)
-    elif old and set(old) != found:
-        log.info("replacing a listing of %d ids by the %d the search found", len(old), len(found))
+    if previous is not None:
+        record["previous"] = previous
+    elif listed and not add:
+        log.info("replacing the listing snapshot by the %d ids the search found", len(found))
     filters = {"search": target or [q.text for q in queries], "add": add}
     ingest.write_listing(dataset, ids, filters, search=record)
     log.info("search: %d distinct ids in %d requests; listing of %d ids", len(found), requests, len(ids))

@@ -3,7 +3,7 @@
 Under a root::
 
     ids/listing.parquet        the id listing snapshot (objectID), taken by ``metdata ids``
-    ids/_listing.json          when and with which filters it was taken
+    ids/_listing.json          when and with which filters it was taken; a search's queries, totals, splits
     objects/part-NNNNNNN.parquet  one shard per task's ids, named after its first id
     objects/_summary.json      the last ingestion run's summary
     objects/_runs/ingest-<UTC time>.json  every run's summary
