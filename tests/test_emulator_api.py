@@ -161,7 +161,7 @@ def test_records_are_deterministic_under_a_seed(start_met, http):
 def test_synthetic_catalog_has_the_real_label_quirks():
     from metdata.emulator.synthetic import SyntheticCatalog
 
-    catalog = SyntheticCatalog(20_000, seed=3)
+    catalog = SyntheticCatalog(20_000, seed=3, mix="dense")
     records = [catalog.record(int(i)) for i in catalog.ids]
     paintings = [r for r in records if r["objectName"] == "Painting" or r["classification"] == "Paintings"]
     kinds = {(r["department"], r["culture"], r["country"], r["classification"]) for r in records}
