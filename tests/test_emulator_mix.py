@@ -59,3 +59,12 @@ def test_real_mix_has_the_real_proportions_and_the_same_structure():
 def test_unknown_mix_is_refused():
     with pytest.raises(ValueError, match="unknown mix 'sparse'"):
         SyntheticCatalog(10, mix="sparse")
+
+
+def test_fake_met_refuses_an_unknown_mix():
+    from click.testing import CliRunner
+
+    from metdata.cli.fake_met import fake_met
+
+    result = CliRunner().invoke(fake_met, ["--mix", "sparse"])
+    assert result.exit_code == 2 and "'sparse' is not one of 'real', 'dense'" in result.output
