@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import pytest
 
+from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.search import SearchIndex, medium_terms
 from metdata.schema import DEPARTMENTS, FIELDS
 
 NOT_VALID = {"message": "Not a valid object"}
 
 
-@pytest.fixture
-def real(start_met):
-    """An emulator with the real mix, big enough for every department and a few withdrawn paintings."""
-    return start_met(objects=12_000, seed=1, mix="real")
+@pytest.fixture(scope="module")
+def real():
+    """An emulator with the real mix, big enough for every department and a few withdrawn paintings;
+    shared by the module's tests (they only read), so its index is built once."""
+    with MetEmulator(EmulatorConfig(objects=12_000, seed=1, mix="real", throttle=False)) as met:
+        yield met
 
 
 def search_url(met) -> str:
