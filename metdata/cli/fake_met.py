@@ -107,14 +107,14 @@ FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(f"{k}: {v}" f
     default="real",
     show_default=True,
     type=click.Choice(["real", "dense"]),
-    help="The synthetic catalog's proportions: 'real' (paintings ~2 %% of objects, ~60 %% of them public domain) "
-    "or 'dense' (~17 %% paintings, for small runs that need many).",
+    help="The synthetic catalog's proportions: 'real' (paintings ~2 % of objects, ~60 % of them public domain) "
+    "or 'dense' (~17 % paintings, for small runs that need many).",
 )
 @click.option(
     "--csv-date",
     type=click.DateTime(["%Y-%m-%d"]),
     help="Date of the Open Access CSV served: it holds the objects last updated before it "
-    "[default: 2026-08-26, all but the newest ~4 %% of the synthetic catalog].",
+    "[default: 2026-08-26, all but the newest ~4 % of the synthetic catalog].",
 )
 def fake_met(csv_date, **options) -> None:
     """Serve the Met Collection API and image host, offline, on this machine.
