@@ -218,3 +218,9 @@ def test_a_page_at_100000_objects_is_well_under_100_ms(start_met, http):
         assert http.get(url, params={**params, "offset": 500 * i, "limit": 500}, timeout=60).status_code == 200
         took.append(time.perf_counter() - started)
     assert statistics.median(took) < 0.1  # about 1-2 ms on the 2-core machine; 100 ms is the bound
+
+
+def test_prebuild_search_builds_the_index_before_serving(start_met):
+    met = start_met(objects=500, mix="real", prebuild_search=True)
+    assert met.catalog._search is not None and len(met.catalog.search_index) > 500
+    assert start_met(objects=500, mix="real").catalog._search is None  # by default: on the first search
