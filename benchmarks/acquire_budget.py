@@ -115,6 +115,8 @@ def cluster(args):
 @contextlib.contextmanager
 def emulator(args, *flags: str):
     code = Path(args.emulator_code).resolve() if args.emulator_code else None
+    if code is None:  # an emulator from an older tree has only the dense mix, and no --mix
+        flags += ("--mix", "dense")
     with fake_met(*flags, code=code) as (url, met):
         yield url, url.removesuffix(API_PATH), met
 

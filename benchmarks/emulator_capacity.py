@@ -72,9 +72,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    catalog = Synthetic(args.objects, args.seed)  # records only: where the images are
+    catalog = Synthetic(args.objects, args.seed, "dense")  # records only: where the images are
     ids = catalog.ids.tolist()
-    flags = ("--no-throttle", "--objects", str(args.objects), "--seed", str(args.seed))
+    flags = ("--no-throttle", "--objects", str(args.objects), "--seed", str(args.seed), "--mix", "dense")
     rows = []
     with fake_met(*flags) as (url, met):
         base = url.removesuffix("/public/collection/v1")

@@ -119,7 +119,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     cv2.setNumThreads(args.cv_threads)
 
-    catalog = Synthetic(args.objects, args.seed)
+    catalog = Synthetic(args.objects, args.seed, "dense")
     rows = []
     described = []
     with tempfile.TemporaryDirectory(prefix="metdata-decode-") as tmp:

@@ -66,7 +66,7 @@ MB = 1024 * 1024
 
 def write_replay(folder: Path, objects: int, seed: int) -> int:
     """Write the synthetic catalog's records and web-large images as a replay catalog."""
-    catalog = Synthetic(objects, seed)
+    catalog = Synthetic(objects, seed, "dense")
     (folder / "objects").mkdir(parents=True)
     images = 0
     for object_id in catalog.ids.tolist():
@@ -174,7 +174,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="metdata-pipeline-") as tmp:
-        flags = ["--no-throttle", "--objects", str(args.objects), "--seed", str(args.seed)]
+        flags = ["--no-throttle", "--objects", str(args.objects), "--seed", str(args.seed), "--mix", "dense"]
         flags += ["--latency", str(args.latency)]
         if args.emulator == "replay":
             started = time.perf_counter()

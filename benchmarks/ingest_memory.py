@@ -79,7 +79,7 @@ def main() -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
     results = {}
-    with fake_met("--no-throttle", "--objects", str(max(args.small, args.large))) as (url, _emulator):
+    with fake_met("--no-throttle", "--mix", "dense", "--objects", str(max(args.small, args.large))) as (url, _emulator):
         ids = sorted(requests.get(f"{url}/objects", timeout=60).json()["objectIDs"])
         for size in (args.small, args.large):
             with tempfile.TemporaryDirectory(prefix="metdata-memory-") as tmp:

@@ -112,6 +112,7 @@ def emulator(objects: int, latency: float) -> MetEmulator:
     return MetEmulator(
         EmulatorConfig(
             objects=objects,
+            mix="dense",
             latency=latency,
             throttle=True,
             throttle_window=WINDOW,

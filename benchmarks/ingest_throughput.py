@@ -83,7 +83,7 @@ def main() -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
 
     rows = []
-    with fake_met("--no-throttle", "--objects", str(args.objects)) as (url, met):
+    with fake_met("--no-throttle", "--mix", "dense", "--objects", str(args.objects)) as (url, met):
         ids = sorted(requests.get(f"{url}/objects", timeout=60).json()["objectIDs"])
         met_cpu = process_cpu(met)
         result = baseline(url, ids[: args.baseline_ids])

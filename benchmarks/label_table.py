@@ -33,7 +33,7 @@ COLUMNS = ["classification", "objectName", "culture", "country", "artistNational
 
 def make_table(rows: int, distinct: int, seed: int = 0) -> pa.Table:
     """``rows`` rows of the targets' columns drawn from ``distinct`` value combinations."""
-    catalog = SyntheticCatalog(min(distinct, 5000), seed=seed)
+    catalog = SyntheticCatalog(min(distinct, 5000), seed=seed, mix="dense")
     records = [catalog.record(i) for i in catalog.listing(None, None)]
     pool = []
     for k in range(distinct):

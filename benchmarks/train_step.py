@@ -101,7 +101,8 @@ def accuracy(args) -> None:
     from metdata.cli.demo import Pipeline
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, fake_met("--no-throttle", "--objects", str(args.objects)) as (url, _):
+    flags = ("--no-throttle", "--mix", "dense", "--objects", str(args.objects))
+    with tempfile.TemporaryDirectory() as tmp, fake_met(*flags) as (url, _):
         pipeline = Pipeline(api=url, root=f"{tmp}/data", workdir=Path(tmp), rate=80, size=args.size, chunk=64)
         for command in pipeline.acquire():
             metdata(*command)

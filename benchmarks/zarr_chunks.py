@@ -59,7 +59,7 @@ BUCKET = "metdata-bench"
 
 def real_images(n: int, size: int, seed: int) -> np.ndarray:
     """``n`` distinct public-domain web-large images, decoded and squashed to size x size."""
-    catalog = Synthetic(min(899_999, max(1000, 5 * n)), seed)
+    catalog = Synthetic(min(899_999, max(1000, 5 * n)), seed, "dense")
     out = np.zeros((n, size, size, 3), np.uint8)
     i = 0
     for object_id in catalog.ids.tolist():

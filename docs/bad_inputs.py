@@ -48,8 +48,8 @@ def main() -> None:
     endpoint = f"http://127.0.0.1:{moto._server.server_port}"
     wrong_keys = f'{{"endpoint_url": "{endpoint}", "key": "AKIAWRONG", "secret": "wrong"}}'
     with (
-        MetEmulator(EmulatorConfig(objects=400, seed=0, throttle=False)) as met,
-        MetEmulator(EmulatorConfig(objects=50, seed=0, throttle_burst=3, throttle_penalty=600)) as strict,
+        MetEmulator(EmulatorConfig(objects=400, seed=0, throttle=False, mix="dense")) as met,
+        MetEmulator(EmulatorConfig(objects=50, seed=0, throttle_burst=3, throttle_penalty=600, mix="dense")) as strict,
     ):
         api = met.url
         metdata("ids", "--api", api, "--data", data, check=True)

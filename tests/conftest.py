@@ -45,12 +45,17 @@ SAMPLES = Path(__file__).resolve().parent / "data" / "met-samples"
 
 @pytest.fixture
 def start_met() -> Iterator[Callable[..., MetEmulator]]:
-    """Start emulators with the given config fields; all are stopped after the test."""
+    """Start emulators with the given config fields; all are stopped after the test.
+
+    The synthetic catalog's mix is ``dense`` here unless asked (``mix="real"``): the tests written
+    before the real mix count on its many paintings.
+    """
     running: list[MetEmulator] = []
 
     def start(**fields) -> MetEmulator:
         fields.setdefault("objects", 300)
         fields.setdefault("throttle", False)
+        fields.setdefault("mix", "dense")
         met = MetEmulator(EmulatorConfig(**fields)).start()
         running.append(met)
         return met

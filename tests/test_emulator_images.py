@@ -40,7 +40,7 @@ def test_images_are_deterministic_and_case_sensitive(start_met, http):
 
 
 def test_some_images_are_grayscale_png_or_very_large(http, start_met):
-    catalog = Synthetic(30_000, seed=0)
+    catalog = Synthetic(30_000, seed=0, mix="dense")
     specs = {}
     for object_id in catalog.ids[:30_000]:
         record = catalog.record(int(object_id))

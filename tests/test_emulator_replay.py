@@ -89,6 +89,9 @@ def test_cli_prints_the_url_first_and_stops_on_sigterm(catalog):
         import requests
 
         assert requests.get(f"{url}/objects/24", timeout=5).json()["objectID"] == 24
+        csv_url = proc.stdout.readline().strip()  # then the catalog as the Open Access CSV
+        assert csv_url == url.removesuffix("/public/collection/v1") + "/openaccess/MetObjects.csv"
+        assert requests.get(csv_url, timeout=5).content.startswith(b"\xef\xbb\xbfObject Number,")
     finally:
         proc.terminate()
     assert proc.wait(timeout=10) == 0

@@ -33,7 +33,7 @@ TARGET = "painting-culture"
 @pytest.fixture(scope="module")
 def store(dask_client, tmp_path_factory) -> Dataset:
     """~300 paintings of the four classes at 32x32, from 3,000 emulated objects."""
-    met = MetEmulator(EmulatorConfig(objects=3000, seed=11, throttle=False)).start()
+    met = MetEmulator(EmulatorConfig(objects=3000, seed=11, throttle=False, mix="dense")).start()
     try:
         dataset = ingested(met, dask_client, tmp_path_factory.mktemp("data"))
         build(dask_client, dataset, image_options(met), target=TARGET)

@@ -33,7 +33,7 @@ TARGET = "painting-culture"
 
 @pytest.fixture(scope="module")
 def met():
-    emulator = MetEmulator(EmulatorConfig(objects=1200, seed=11, throttle=False)).start()
+    emulator = MetEmulator(EmulatorConfig(objects=1200, seed=11, throttle=False, mix="dense")).start()
     yield emulator
     emulator.stop()
 

@@ -183,7 +183,7 @@ def test_mixed_precision_keeps_the_softmax_float32(policy):
 @pytest.fixture(scope="module")
 def store(dask_client, tmp_path_factory) -> Dataset:
     """~120 paintings of the four classes at 32x32, in chunks of 8 slots."""
-    met = MetEmulator(EmulatorConfig(objects=1200, seed=11, throttle=False)).start()
+    met = MetEmulator(EmulatorConfig(objects=1200, seed=11, throttle=False, mix="dense")).start()
     try:
         dataset = ingested(met, dask_client, tmp_path_factory.mktemp("data"))
         build(dask_client, dataset, image_options(met, chunk=8), target=TARGET)

@@ -47,6 +47,7 @@ def emulator_config(objects: int, faults: str = DEMO_FAULTS, fault_rate: float =
     return EmulatorConfig(
         objects=objects,
         seed=0,
+        mix="dense",  # enough paintings for a model from a few thousand objects
         throttle_window=10,
         throttle_burst=300,
         throttle_penalty=20,

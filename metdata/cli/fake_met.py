@@ -102,17 +102,41 @@ FAULT_HELP = "Comma-separated fault kinds, or 'all': " + "; ".join(f"{k}: {v}" f
     type=FiniteFloat(0, 3_600),
     help="How long a 'slow' fault holds its answer.",
 )
-def fake_met(**options) -> None:
+@click.option(
+    "--mix",
+    default="real",
+    show_default=True,
+    type=click.Choice(["real", "dense"]),
+    help="The synthetic catalog's proportions: 'real' (paintings ~2 % of objects, ~60 % of them public domain) "
+    "or 'dense' (~17 % paintings, for small runs that need many).",
+)
+@click.option(
+    "--csv-date",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Date of the Open Access CSV served: it holds the objects last updated before it "
+    "[default: 2026-08-26, all but the newest ~4 % of the synthetic catalog].",
+)
+@click.option(
+    "--prebuild-search",
+    is_flag=True,
+    help="Build the /v1.1/search index before printing the URLs (about 5 s per 100,000 objects) "
+    "instead of on the first search.",
+)
+def fake_met(csv_date, **options) -> None:
     """Serve the Met Collection API and image host, offline, on this machine.
 
-    The first line printed is the API base URL to pass as --api.
+    The first line printed is the API base URL to pass as --api; the second, the URL of the
+    catalog as the Open Access MetObjects.csv (for --from-csv).
     """
+    if csv_date is not None:
+        options["csv_date"] = csv_date.date()
     try:
         met = MetEmulator(EmulatorConfig(**options))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     met.start()
     click.echo(met.url)
+    click.echo(met.csv_url)
     click.echo(f"stats: {met.base}{STATS_PATH}", err=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,7 +1,8 @@
 """The emulator's two catalogs behind one interface: synthetic (drawn) and replay (recorded).
 
-A catalog answers four questions: which ids the listing holds under its filters, the JSON
-body of one object, the bytes of one image-host path, and (for search) every record.
+A catalog answers five questions: which ids the listing holds under its filters, the JSON
+body of one object, the bytes of one image-host path, whether an id is withdrawn, and (for the
+search index and the Open Access CSV) every record, one at a time.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import cv2
 
+from metdata.emulator.search import SearchIndex
 from metdata.emulator.synthetic import ImageSpec, SyntheticCatalog
 from metdata.schema import department_of_record
 
@@ -46,7 +48,36 @@ class Image:
     content_type: str
 
 
-class ReplayCatalog:
+class _Searchable:
+    """The search index of a catalog, built from its ``search_records()`` on first use, once."""
+
+    _search: SearchIndex | None = None
+    _search_lock = threading.Lock()
+
+    def search_records(self) -> Iterator[dict]:  # pragma: no cover - each catalog has its own
+        raise NotImplementedError
+
+    def has_museum_image(self, record: dict) -> bool:  # pragma: no cover - each catalog has its own
+        raise NotImplementedError
+
+    @property
+    def search_index(self) -> SearchIndex:
+        """The index, built by the first caller (others wait for it): about 5 s per 100,000 synthetic records."""
+        if self._search is None:
+            with self._search_lock:
+                if self._search is None:
+                    started = time.perf_counter()
+                    self._search = SearchIndex(self.search_records(), self.has_museum_image)
+                    log.info(
+                        "search index: %d records in %.1f s, %d MB of arrays",
+                        len(self._search),
+                        time.perf_counter() - started,
+                        self._search.nbytes() >> 20,
+                    )
+        return self._search
+
+
+class ReplayCatalog(_Searchable):
     """Recorded responses served verbatim: ``DIR/objects/<id>.json`` (or ``DIR/<id>.json``)
     and image files under ``DIR/images/CRDImages/...``.
 
@@ -59,6 +90,7 @@ class ReplayCatalog:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._search_lock = threading.Lock()
         folder = self.root / "objects" if (self.root / "objects").is_dir() else self.root
         self._files: dict[int, Path] = {}
         self._meta: dict[int, tuple[int | None, str]] = {}
@@ -108,10 +140,23 @@ class ReplayCatalog:
             return None
         return Image(file.read_bytes(), CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream"))
 
-    @cached_property
-    def all_records(self) -> list[dict]:
-        """Every record, parsed once for search."""
-        return [json.loads(p.read_bytes()) for p in self._files.values()]
+    def csv_ids(self, until: dt.date) -> list[int]:
+        """The listed ids last updated before ``until``, in id order (the rows of the Open Access CSV)."""
+        return sorted(i for i, (_, date) in self._meta.items() if date < until.isoformat())
+
+    def record(self, object_id: int) -> dict | None:
+        """The parsed record of an id, or None."""
+        body = self.record_bytes(object_id)
+        return json.loads(body) if body is not None else None
+
+    def search_records(self) -> Iterator[dict]:
+        """Every recorded record, parsed one at a time (a replay catalog has no withdrawn records)."""
+        for path in self._files.values():
+            yield json.loads(path.read_bytes())
+
+    def is_withdrawn(self, object_id: int) -> bool:
+        """A replay catalog holds no withdrawn records."""
+        return False
 
     def has_museum_image(self, record: dict) -> bool:
         """A recorded object has an image when its record links one."""
@@ -183,16 +228,17 @@ class DrawingCache:
             self._folder, self._finalizer, self.stored_bytes = None, None, 0
 
 
-class Synthetic(SyntheticCatalog):
+class Synthetic(SyntheticCatalog, _Searchable):
     """The synthetic catalog with its images drawn on demand, each once (see ``DrawingCache``).
 
     Args:
-        n, seed: as for ``SyntheticCatalog``.
+        n, seed, mix: as for ``SyntheticCatalog``.
         cache_bytes: the most bytes of drawn images kept on disk.
     """
 
-    def __init__(self, n: int, seed: int = 0, cache_bytes: int = CACHE_BYTES) -> None:
-        super().__init__(n, seed)
+    def __init__(self, n: int, seed: int = 0, mix: str = "real", cache_bytes: int = CACHE_BYTES) -> None:
+        super().__init__(n, seed, mix)
+        self._search_lock = threading.Lock()
         self.drawings = DrawingCache(cache_bytes)
 
     def image(self, path: str) -> Image | None:  # type: ignore[override]
@@ -230,9 +276,9 @@ def render(spec: ImageSpec, original: bool) -> Image:
 
 
 def open_catalog(
-    objects: int, seed: int, catalog: Path | None, cache_bytes: int = CACHE_BYTES
+    objects: int, seed: int, catalog: Path | None, cache_bytes: int = CACHE_BYTES, mix: str = "real"
 ) -> Synthetic | ReplayCatalog:
     """Return the replay catalog at ``catalog`` if given, else a synthetic one."""
     if catalog is not None:
         return ReplayCatalog(catalog)
-    return Synthetic(objects, seed, cache_bytes)
+    return Synthetic(objects, seed, mix, cache_bytes)

@@ -21,17 +21,18 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from metdata.emulator import search
+from metdata.emulator import openaccess, search
 from metdata.emulator.catalog import CACHE_BYTES, Image, open_catalog
 from metdata.emulator.faults import FaultPlan, draw
 from metdata.emulator.protection import Throttle, ThrottleConfig, block_page
 from metdata.emulator.synthetic import IMAGE_HOST
-from metdata.schema import DEPARTMENTS, department_of_record
+from metdata.schema import DEPARTMENTS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,13 @@ class EmulatorConfig:
         slow_seconds: how long a ``slow`` fault holds its answer.
         image_cache_bytes: the most bytes of drawn images the synthetic catalog keeps (on disk,
             in a temporary folder removed by ``stop()``), so each image is drawn once.
+        mix: the synthetic catalog's proportions: ``"real"`` (paintings ~2 % of objects, ~60 %
+            of them public domain) or ``"dense"`` (~17 % paintings: small tests, the demo).
+        csv_date: the date of the Open Access CSV served at ``csv_url``: it holds the listed
+            objects last updated before it (by default all but the newest ~4 %).
+        prebuild_search: build the search index in ``start()``, before serving (about 5 s per
+            100,000 objects), instead of on the first search: a benchmark's first search then
+            costs what later ones do.
     """
 
     host: str = "127.0.0.1"
@@ -89,6 +97,9 @@ class EmulatorConfig:
     faults: frozenset[str] = field(default_factory=frozenset)
     slow_seconds: float = 30.0
     image_cache_bytes: int = CACHE_BYTES
+    mix: str = "real"
+    csv_date: dt.date = openaccess.CSV_DATE
+    prebuild_search: bool = False
 
 
 class _Stats:
@@ -119,7 +130,7 @@ class MetEmulator:
 
     def __init__(self, config: EmulatorConfig = EmulatorConfig()) -> None:
         self.config = config
-        self.catalog = open_catalog(config.objects, config.seed, config.catalog, config.image_cache_bytes)
+        self.catalog = open_catalog(config.objects, config.seed, config.catalog, config.image_cache_bytes, config.mix)
         self.throttle = Throttle(ThrottleConfig(config.throttle_window, config.throttle_burst, config.throttle_penalty))
         self.faults = FaultPlan(config.seed, config.fault_rate, frozenset(config.faults))
         self.stats = _Stats()
@@ -141,8 +152,15 @@ class MetEmulator:
         """The API base URL, what ``--api`` takes: ``http://HOST:PORT/public/collection/v1``."""
         return f"{self.base}{API_PREFIX}/v1"
 
+    @property
+    def csv_url(self) -> str:
+        """The Open Access CSV of the catalog: ``http://HOST:PORT/openaccess/MetObjects.csv``."""
+        return f"{self.base}{openaccess.CSV_PATH}"
+
     def start(self) -> MetEmulator:
-        """Serve in a background thread; return self."""
+        """Serve in a background thread (after building the search index if ``prebuild_search``); return self."""
+        if self.config.prebuild_search:
+            self.catalog.search_index  # noqa: B018 - built on first access
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-met", daemon=True)
         self._thread.start()
         log.info("Met emulator serving %d objects at %s", len(self.catalog), self.url)
@@ -233,9 +251,28 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, payload: object) -> None:
+    def _json(self, status: int, payload: object, **headers: str) -> None:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        self._send(status, body, "application/json; charset=UTF-8")
+        self._send(status, body, "application/json; charset=UTF-8", **headers)
+
+    def _stream(self, chunks: Iterator[bytes], content_type: str) -> None:
+        """A 200 whose body is made as it is sent: chunked (HTTP/1.0: until the connection closes)."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        chunked = self.request_version != "HTTP/1.0"
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        for chunk in chunks:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _html(self, status: int, body: bytes, **headers: str) -> None:
         self._send(status, body, "text/html; charset=UTF-8", **headers)
@@ -294,6 +331,10 @@ class _Handler(BaseHTTPRequestHandler):
         path, params = parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
         if path == STATS_PATH:
             return self._json(200, met.stats.snapshot())
+        if path == openaccess.CSV_PATH:  # a file host of its own, outside the Met's bot protection
+            met.stats.add("csv", "requests")
+            ids = met.catalog.csv_ids(met.config.csv_date)
+            return self._stream(openaccess.stream(ids, met.catalog.record), "text/csv; charset=UTF-8")
         host = "images" if path.startswith("/CRDImages/") else "api"
         met.stats.add(host, "requests")
         if met.config.latency:
@@ -361,6 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"message": "could not parse objectID"})
         object_id = int(raw_id)
         body = met.catalog.record_bytes(object_id) if object_id > 0 else None
+        if body is None and object_id > 0 and met.catalog.is_withdrawn(object_id):
+            met.stats.add("api", "withdrawn")
+            return self._json(404, {"message": "Not a valid object"})
         if body is None:
             return self._json(404, {"message": "ObjectID not found"})
         if met.faults.permanent("not-valid", object_id):
@@ -374,15 +418,9 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _search(self, met: MetEmulator, params: dict[str, str]) -> None:
-        def dept(record: dict) -> int | None:
-            return department_of_record(record["department"])
-
-        ids = [
-            r["objectID"]
-            for r in met.catalog.all_records
-            if search.matches(r, params, met.catalog.has_museum_image, dept)
-        ]
-        self._json(200, search.page(ids, params))
+        index = met.catalog.search_index
+        cache = "HIT" if index.seen(urlsplit(self.path).query) else "MISS"
+        self._json(200, search.page(index.search(params), params), **{"X-Search-Cache": cache})
 
     def _image(self, met: MetEmulator, path: str) -> None:
         image: Image | None = met.catalog.image(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -33,6 +34,7 @@ _SPAN_DAYS = (dt.date(2026, 10, 31) - dt.date(2018, 1, 1)).days
 _MEASUREMENTS_SINCE = dt.datetime(2020, 11, 1, tzinfo=dt.UTC)
 _GALLERY_SINCE = dt.datetime(2019, 6, 1, tzinfo=dt.UTC)
 
+#: Department shares of the ``dense`` mix (the catalog as it was first built: ~17 % paintings).
 _DEPT_WEIGHTS = {
     1: 0.10,
     3: 0.03,
@@ -53,6 +55,29 @@ _DEPT_WEIGHTS = {
     18: 0.01,
     19: 0.06,
     21: 0.06,
+}
+#: Department shares of the ``real`` mix: the real listing's (Drawings and Prints 185,098 of 502,886,
+#: the others from the 2023 CSV's department counts, rounded).
+_REAL_DEPT_WEIGHTS = {
+    1: 0.037,
+    3: 0.013,
+    4: 0.029,
+    5: 0.024,
+    6: 0.076,
+    7: 0.005,
+    8: 0.064,
+    9: 0.368,
+    10: 0.056,
+    11: 0.005,
+    12: 0.086,
+    13: 0.067,
+    14: 0.030,
+    15: 0.005,
+    16: 0.002,
+    17: 0.014,
+    18: 0.010,
+    19: 0.076,
+    21: 0.028,
 }
 _DEPT_CODES = {
     1: "ad",
@@ -208,26 +233,98 @@ class ImageSpec:
     gray: bool
 
 
+@dataclass(frozen=True)
+class Mix:
+    """The proportions of a synthetic catalog; the structure of each department's records does not change.
+
+    Attributes:
+        departments: each department's share of the objects.
+        asian_painting, american_painting, islamic_painting: the share of paintings (Indian folios in
+            Islamic Art) among the objects of those departments.
+        painting_public: the share of paintings (Asian, American Wing, European) in the public domain.
+        modern_classes: Modern Art's (classification, objectName, style) choices, drawn evenly.
+        closed_images: the share of objects not in the public domain of which the museum still
+            holds an image: search's ``hasImages=true`` finds them, their records link none.
+    """
+
+    departments: dict[int, float]
+    asian_painting: float
+    american_painting: float
+    islamic_painting: float
+    painting_public: float
+    modern_classes: tuple[tuple[str, str, str], ...]
+    closed_images: float
+
+
+_MODERN_PAINTING = ("Paintings", "Painting", "european")
+_MODERN_SCULPTURE = ("Sculpture", "Sculpture", "sculpture")
+#: ``dense``: the catalog as first built, many paintings (17 % of objects, 71 % of them public):
+#: what small tests and the demo need. ``real``: the real collection's proportions (paintings
+#: about 2 % of objects, about 60 % of them public domain).
+MIXES = {
+    "dense": Mix(_DEPT_WEIGHTS, 0.45, 0.35, 0.3, 0.85, (_MODERN_PAINTING, _MODERN_SCULPTURE), 0.4),
+    # closed_images 0.15: about 10 % of the paintings that hasImages=true finds have no open image
+    # (33 of 315 sampled hits in the facts file)
+    "real": Mix(_REAL_DEPT_WEIGHTS, 0.12, 0.07, 0.06, 0.78, (_MODERN_PAINTING,) + (_MODERN_SCULPTURE,) * 4, 0.15),
+}
+
+
+#: How many more records the search index holds than the listing (536,265 vs 502,886).
+WITHDRAWN_SHARE = 536_265 / 502_886 - 1
+#: Withdrawn records by department: mostly prints and drawings (213,769 indexed vs 185,098 listed),
+#: almost no paintings (about 0.4 % of painting hits are withdrawn).
+_WITHDRAWN_WEIGHTS = {
+    1: 0.004,
+    3: 0.005,
+    4: 0.01,
+    5: 0.01,
+    6: 0.004,
+    7: 0.002,
+    8: 0.04,
+    9: 0.80,
+    10: 0.02,
+    11: 0.0003,
+    12: 0.03,
+    13: 0.02,
+    14: 0.002,
+    15: 0.002,
+    16: 0.002,
+    17: 0.005,
+    18: 0.005,
+    19: 0.04,
+    21: 0.002,
+}
+#: The share of withdrawn records whose department is none of the 19 (at least one), and their names.
+ORPHAN_SHARE = 0.005
+ORPHAN_DEPARTMENTS = ("American Paintings and Sculpture", "Twentieth Century Art")
+
+
 class SyntheticCatalog:
     """A deterministic catalog of ``n`` objects drawn from ``seed``.
 
     Args:
         n: how many objects the listing holds (sparse ids below 900,000).
-        seed: every record and image is a pure function of (seed, objectID).
+        seed: every record and image is a pure function of (seed, mix, objectID).
+        mix: ``"real"`` (the real collection's proportions) or ``"dense"`` (many paintings; the
+            records and images of the catalog before the mixes existed, bit for bit).
 
     Raises:
-        ValueError: if ``n`` is not between 1 and 899,999.
+        ValueError: if ``n`` is not between 1 and 899,999, or the mix is unknown.
     """
 
-    def __init__(self, n: int, seed: int = 0) -> None:
+    def __init__(self, n: int, seed: int = 0, mix: str = "real") -> None:
         if not 1 <= n < MAX_ID:
             raise ValueError(f"--objects must be between 1 and {MAX_ID - 1}, got {n}")
+        if mix not in MIXES:
+            raise ValueError(f"unknown mix {mix!r}; use one of {', '.join(MIXES)}")
         self.n = n
         self.seed = seed
+        self.mix = mix
         rng = np.random.default_rng(seed)
         self.ids = np.sort(rng.choice(np.arange(1, MAX_ID, dtype=np.int64), n, replace=False))
-        dept_ids = np.array(list(_DEPT_WEIGHTS), dtype=np.int64)
-        weights = np.array(list(_DEPT_WEIGHTS.values()))
+        shares = MIXES[mix].departments
+        dept_ids = np.array(list(shares), dtype=np.int64)
+        weights = np.array(list(shares.values()))
         self.departments = rng.choice(dept_ids, n, p=weights / weights.sum())
         # Recent updates are more common than old ones, as in the real listing.
         days = (rng.beta(2.0, 1.0, n) * _SPAN_DAYS).astype(np.int64)
@@ -252,6 +349,10 @@ class SyntheticCatalog:
             keep &= self.updated >= (since - _EPOCH.date()).days * 86_400
         return self.ids[keep].tolist()
 
+    def csv_ids(self, until: dt.date) -> np.ndarray:
+        """The listed ids last updated before ``until``, in id order (the rows of the Open Access CSV)."""
+        return self.ids[self.updated < (until - _EPOCH.date()).days * 86_400]
+
     def record_bytes(self, object_id: int) -> bytes | None:
         """Return the API's JSON body for an id, or None if the id is not in the catalog."""
         record = self.record(object_id)
@@ -264,7 +365,7 @@ class SyntheticCatalog:
         i = self._index(object_id)
         if i is None:
             return None
-        record, _ = _generate(self.seed, object_id, int(self.departments[i]), int(self.updated[i]))
+        record, _ = _generate(self.seed, self.mix, object_id, int(self.departments[i]), int(self.updated[i]))
         return record
 
     def image(self, path: str) -> ImageSpec | None:
@@ -279,27 +380,60 @@ class SyntheticCatalog:
         i = self._index(object_id)
         if i is None:
             return None
-        _, images = _generate(self.seed, object_id, int(self.departments[i]), int(self.updated[i]))
+        _, images = _generate(self.seed, self.mix, object_id, int(self.departments[i]), int(self.updated[i]))
         return images.get(path)
 
     @cached_property
-    def all_records(self) -> list[dict]:
-        """Every record, generated once; only the search endpoint needs them all."""
-        return [self.record(int(i)) for i in self.ids]
+    def withdrawn(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The search index's records that the listing does not hold: (ids sorted, departments
+        (0: none of the 19), update times). About 6.6 % more records than the listing, as the
+        real index (536,265 vs 502,886), most of them prints and drawings; drawn from their own
+        seed, so the listed objects do not change."""
+        rng = np.random.default_rng([self.seed, 21])
+        unlisted = np.setdiff1d(np.arange(1, MAX_ID, dtype=np.int64), self.ids, assume_unique=True)
+        n = min(len(unlisted), round(self.n * WITHDRAWN_SHARE))
+        ids = np.sort(rng.choice(unlisted, n, replace=False))
+        dept_ids = np.array(list(_WITHDRAWN_WEIGHTS), dtype=np.int64)
+        weights = np.array(list(_WITHDRAWN_WEIGHTS.values()))
+        departments = rng.choice(dept_ids, n, p=weights / weights.sum())
+        # a few records of departments that are none of the 19 (a split by department misses them)
+        orphans = rng.choice(n, min(n, max(1, round(n * ORPHAN_SHARE))), replace=False) if n else []
+        departments[orphans] = 0
+        updated = (rng.beta(2.0, 1.0, n) * _SPAN_DAYS).astype(np.int64) * 86_400 + rng.integers(0, 86_400, n)
+        return ids, departments, updated
+
+    def is_withdrawn(self, object_id: int) -> bool:
+        """Whether an id is a withdrawn record of the search index (its lookup: ``Not a valid object``)."""
+        ids = self.withdrawn[0]
+        i = int(np.searchsorted(ids, object_id))
+        return i < len(ids) and ids[i] == object_id
+
+    def search_records(self) -> Iterator[dict]:
+        """Every record of the search index, one at a time: the listed ones, then the withdrawn."""
+        for i in self.ids:
+            yield self.record(int(i))
+        for object_id, dept, updated in zip(*self.withdrawn, strict=True):
+            profile = int(dept) or 9
+            record, _ = _generate(self.seed, self.mix, int(object_id), profile, int(updated))
+            if not dept:
+                record = dict(record, department=ORPHAN_DEPARTMENTS[int(object_id) % len(ORPHAN_DEPARTMENTS)])
+            yield record
 
     def has_museum_image(self, record: dict) -> bool:
         """Whether the museum holds an image, public or not (what search's ``hasImages`` sees)."""
-        return record["isPublicDomain"] or random.Random(record["objectID"] ^ self.seed).random() < 0.4
+        closed = MIXES[self.mix].closed_images
+        return record["isPublicDomain"] or random.Random(record["objectID"] ^ self.seed).random() < closed
 
 
 @lru_cache(maxsize=8192)
-def _generate(seed: int, object_id: int, dept: int, updated: int) -> tuple[dict, dict]:
+def _generate(seed: int, mix: str, object_id: int, dept: int, updated: int) -> tuple[dict, dict]:
     """Draw one record and its image specs, keyed by image-host path."""
     rnd = random.Random(seed * 1_000_003 + object_id)
-    profile = _PROFILES[dept](rnd)
+    proportions = MIXES[mix]
+    profile = _PROFILES[dept](rnd, proportions)
     when = _EPOCH + dt.timedelta(seconds=updated)
     painting = profile.pop("painting", False)
-    public = rnd.random() < (0.85 if painting else 0.2) * (0.1 if dept == 21 else 1.0)
+    public = rnd.random() < (proportions.painting_public if painting else 0.2) * (0.1 if dept == 21 else 1.0)
     style = profile.pop("style")
 
     record: dict = dict.fromkeys(FIELDS, "")
@@ -447,8 +581,8 @@ def _fill_physical(record: dict, rnd: random.Random) -> None:
 # plus the artwork style and whether it is a painting.
 
 
-def _asian(rnd: random.Random) -> dict:
-    if rnd.random() < 0.45:
+def _asian(rnd: random.Random, mix: Mix) -> dict:
+    if rnd.random() < mix.asian_painting:
         roll = rnd.random()
         if roll < 0.4:
             culture, fmt, style = "China", rnd.choice(_CHINA_FORMATS), "china"
@@ -494,9 +628,9 @@ def _asian(rnd: random.Random) -> dict:
     )
 
 
-def _american(rnd: random.Random) -> dict:
+def _american(rnd: random.Random, mix: Mix) -> dict:
     base = dict(culture="American", country=rnd.choice(("United States", "")), artistNationality="American")
-    if rnd.random() < 0.35:
+    if rnd.random() < mix.american_painting:
         return dict(
             base,
             painting=True,
@@ -526,7 +660,7 @@ def _american(rnd: random.Random) -> dict:
     )
 
 
-def _european_paintings(rnd: random.Random) -> dict:
+def _european_paintings(rnd: random.Random, mix: Mix) -> dict:
     nationality = rnd.choice(_NATIONALITIES + ("American",) * (1 if rnd.random() < 0.15 else 0))
     return dict(
         painting=True,
@@ -540,8 +674,8 @@ def _european_paintings(rnd: random.Random) -> dict:
     )
 
 
-def _islamic(rnd: random.Random) -> dict:
-    if rnd.random() < 0.3:  # Indian court paintings: culture "", country "India", "Codices"
+def _islamic(rnd: random.Random, mix: Mix) -> dict:
+    if rnd.random() < mix.islamic_painting:  # Indian court paintings: culture "", country "India", "Codices"
         return dict(
             painting=True,
             style="india",
@@ -573,11 +707,12 @@ def _islamic(rnd: random.Random) -> dict:
     )
 
 
-def _generic(classes: tuple[tuple[str, str, str], ...], cultures: tuple[str, ...], tail: float = 0.15):
-    """A profile for departments of non-paintings: (classification, objectName, style) choices."""
+def _generic(classes: tuple[tuple[str, str, str], ...] | None, cultures: tuple[str, ...], tail: float = 0.15):
+    """A profile for departments of non-paintings: (classification, objectName, style) choices
+    (None: the mix's ``modern_classes``)."""
 
-    def profile(rnd: random.Random) -> dict:
-        cls, name, style = rnd.choice(classes)
+    def profile(rnd: random.Random, mix: Mix) -> dict:
+        cls, name, style = rnd.choice(classes or mix.modern_classes)
         if rnd.random() < tail:
             cls = LONG_TAIL_CLASSIFICATIONS[
                 min(int(rnd.paretovariate(0.6)) - 1, len(LONG_TAIL_CLASSIFICATIONS) - 1)
@@ -702,5 +837,5 @@ _PROFILES = {
         ("American", "Italian", "Japanese"),
     ),
     19: _generic((("Photographs", "Photograph", "photograph"),), ("", "American", "French"), tail=0.0),
-    21: _generic((("Paintings", "Painting", "european"), ("Sculpture", "Sculpture", "sculpture")), ("",)),
+    21: _generic(None, ("",)),
 }
