@@ -329,13 +329,15 @@ def test_search_url_needs_an_api_ending_in_v1():
 
 
 @pytest.mark.slow
-def test_a_query_over_the_window_is_split_by_department_and_read_completely(start_met, tmp_path):
+def test_a_query_over_the_window_is_split_and_read_completely(start_met, tmp_path):
+    # The emulator's index holds a few withdrawn records of no current department (as the real one
+    # may): the department split falls short of the total, so the client must take another split.
     met = start_met(objects=12_000, seed=6)
     result = ids_cli(met.url, tmp_path / "data", "--search", "isHighlight=false")
     assert result.exit_code == 0, result.output
     dataset = Dataset(str(tmp_path / "data"))
     (record,) = read_listing_meta(dataset)["search"]["queries"]
-    assert record["total"] > 10_000 and record["split_by"] == "departmentId"
+    assert record["total"] > 10_000 and record["split_by"] in ("hasImages", "isOnView", "isHighlight")
     assert sum(s["total"] for s in record["split"]) == record["total"]
     assert len(read_listing(dataset)) == record["total"]
 
