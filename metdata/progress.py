@@ -35,7 +35,7 @@ class Progress:
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
-        elif time.monotonic() - self._last >= self.every:
+        elif self.done < self.total and time.monotonic() - self._last >= self.every:  # the end logs at exit
             self._last = time.monotonic()
             log.info("%s: %d/%d %s", self.label, self.done, self.total, note)
 

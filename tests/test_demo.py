@@ -18,13 +18,14 @@ from metdata.cli.demo import Pipeline, emulator_config, run_command
 from metdata.dataset import Dataset
 from metdata.emulator import MetEmulator
 from metdata.emulator.faults import PERMANENT
+from metdata.ingest import read_listing
 
 OBJECTS = 600  # about 60 paintings of the four cultures
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_demo_runs_end_to_end(tmp_path, where, request, monkeypatch):
-    """ids → ingest → retry → images → retry → explore → train → evaluate → predict, as printed;
+    """ids --target → ingest → retry → images → retry → explore → train → evaluate → predict, as printed;
     with ``--data s3://...`` the same against moto's S3 (credentials and endpoint from the env)."""
     args = ["demo", "--workdir", str(tmp_path), "--objects", str(OBJECTS), "--size", "32", "--epochs", "3"]
     root = tmp_path / "data"
@@ -40,7 +41,9 @@ def test_demo_runs_end_to_end(tmp_path, where, request, monkeypatch):
     assert result.exit_code == 0, result.output
     dataset.fs.invalidate_cache()
     table = pads.dataset(dataset.path("objects"), filesystem=dataset.fs, format="parquet").to_table()
-    assert table.num_rows == OBJECTS == len(set(table["objectID"].to_pylist()))
+    candidates = read_listing(dataset)  # the target's candidates, through the search: not every object
+    assert sorted(table["objectID"].to_pylist()) == candidates and 0 < len(candidates) < OBJECTS / 2
+    assert f"candidates:          {len(candidates)} of the collection's {OBJECTS} objects" in result.output
     assert (tmp_path / "report" / "report.html").stat().st_size > 10_000
     group = dataset.open_zarr("images.zarr")
     assert group["images"].shape[1:] == (32, 32, 3) and group["valid"][:].sum() > 30
@@ -89,7 +92,7 @@ def test_chaos_run_then_rerun_equals_a_clean_run(tmp_path, fault_rate):
     from distributed import Client, LocalCluster
 
     clean_root, chaos_root = tmp_path / "clean", tmp_path / "chaos"
-    common = {"rate": 28.0, "size": 32, "epochs": 2, "chunk": 8}
+    common = {"rate": 28.0, "size": 32, "epochs": 2, "chunk": 8, "search": False}  # the whole listing
     with MetEmulator(emulator_config(OBJECTS, ",".join(PERMANENT), fault_rate)) as met:
         clean = Pipeline(met.url, str(clean_root), tmp_path, **common)
         for args in clean.acquire():

@@ -3,8 +3,11 @@
 Runs the same commands a user would, as subprocesses, with the emulator's bot protection and a
 light fault mix on so that the recovery paths show::
 
-    ids → ingest → ingest --retry-failed → images → images --retry-failed → explore
+    ids --target → ingest → ingest --retry-failed → images → images --retry-failed → explore
         → train → evaluate → predict (one held-out painting, downloaded by its URL)
+
+It follows the path ``metdata plan`` recommends for a target: the target's candidates through the
+search (``ids --target``), so that ``ingest`` looks up those and not the whole collection.
 
 then prints where everything is and what came out.
 """
@@ -30,6 +33,7 @@ from metdata.cli.options import FiniteFloat
 from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import KINDS, parse_kinds
+from metdata.ingest import read_listing_meta
 from metdata.layout import RUNS
 
 #: A light, realistic fault mix: what a long crawl of the real service meets.
@@ -70,6 +74,8 @@ class Pipeline:
         epochs: training epochs.
         cluster: the ``--cluster`` of the Dask stages.
         chunk: images per Zarr chunk (and per task).
+        search: take the target's candidates through the search (``ids --target``, the recommended
+            path); False takes the whole listing (``ids``: the full crawl).
     """
 
     api: str
@@ -80,6 +86,7 @@ class Pipeline:
     epochs: int = 15
     cluster: str = "local"
     chunk: int = 64
+    search: bool = True
 
     @property
     def run_url(self) -> str:
@@ -91,8 +98,9 @@ class Pipeline:
         return ["--api", self.api, "--data", self.root, "--rate", str(self.rate), "--cluster", self.cluster]
 
     def ids(self) -> list[str]:
-        """``metdata ids``."""
-        return ["ids", "--api", self.api, "--data", self.root, "--rate", str(self.rate)]
+        """``metdata ids --target`` (the target's candidates), or ``metdata ids`` (every id)."""
+        target = ["--target", TARGET] if self.search else []
+        return ["ids", "--api", self.api, "--data", self.root, "--rate", str(self.rate), *target]
 
     def ingest(self, *extra: str) -> list[str]:
         """``metdata ingest`` (with ``extra`` flags, e.g. ``--retry-failed``)."""
@@ -241,7 +249,7 @@ def demo(
         painting = held_out_painting(dataset, steps.run_url)
         prediction = json.loads(run_command(steps.predict(painting["primaryImageSmall"]), capture=True))[0]
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
-    summarize(dataset, steps, image_runs, painting, prediction, counters, time.monotonic() - started)
+    summarize(dataset, steps, objects, image_runs, painting, prediction, counters, time.monotonic() - started)
     if keep_serving:
         click.echo(click.style("$ metdata " + shlex.join(steps.serve()), bold=True))
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the server, and the demo with it
@@ -249,7 +257,14 @@ def demo(
 
 
 def summarize(
-    dataset: Dataset, steps: Pipeline, image_runs: list, painting: dict, prediction: dict, counters: dict, took: float
+    dataset: Dataset,
+    steps: Pipeline,
+    objects: int,
+    image_runs: list,
+    painting: dict,
+    prediction: dict,
+    counters: dict,
+    took: float,
 ) -> None:
     """Print where everything is and what came out."""
     runs = [dataset.read_json(name) for name in dataset.data_files(RUNS, suffix=".json")]
@@ -263,6 +278,12 @@ def summarize(
     best = prediction["top"][0]
     click.echo("")
     click.echo(click.style(f"Summary ({took / 60:.1f} min)", bold=True))
+    search = read_listing_meta(dataset).get("search")
+    if search:
+        click.echo(
+            f"  candidates:          {table.num_rows} of the collection's {objects} objects looked up "
+            f"({search['requests']} search requests for {len(search['queries'])} queries of {search['target']})"
+        )
     click.echo(f"  objects by status:   {dict(sorted(statuses.items()))}  ({table.num_rows} rows)")
     click.echo(f"  images by status:    {images['slots_by_status']}  ({images['selected']} selected)")
     click.echo(f"  emulator saw:        {json.dumps(counters)}")
