@@ -72,7 +72,8 @@ def truncated(data: bytes, fmt: str) -> bool:
     (True, False)
     """
     if fmt == "png":
-        return data.rfind(b"IEND", 33) < 0
+        end = data.rfind(b"IEND", 33)
+        return end < 0 or len(data) < end + 8  # the chunk type, then its CRC
     scan = _scan_start(data)
     return scan < 0 or data.find(b"\xff\xd9", scan) < 0  # 0xFF in the scan is stuffed (FF 00): EOI is unique
 
