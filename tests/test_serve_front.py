@@ -116,3 +116,32 @@ def test_a_cut_image_is_truncated_and_a_whole_one_is_not(fmt):
         with pytest.raises(imaging.BadImage, match="ends before its end"):
             imaging.decode(cut)
     assert not imaging.truncated(whole + b"\0" * 16, kind)  # padding after the end is not a cut
+
+
+def test_an_answer_leaves_the_thread_before_the_client_reads_it():
+    """30 parts (a2wsgi queues 10): the app's thread is done before the first byte goes to the client."""
+    import threading
+
+    done = threading.Event()
+
+    def parts(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield from (b"x" * 1000 for _ in range(30))
+        done.set()
+
+    front = Front(parts, lambda path: (200, {}), 100, 1.0, 1)
+    seen = []
+
+    async def slow_client(message):  # the client reads nothing until the app's thread has finished
+        if not seen:
+            seen.append(await asyncio.to_thread(done.wait, 10))
+        seen.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/big", "query_string": b"", "headers": [], "root_path": ""}
+    scope |= {"http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5)}
+    asyncio.run(asyncio.wait_for(front(scope, receive, slow_client), 30))
+    assert seen[0] is True  # the thread finished without waiting for the client
+    assert seen[1]["status"] == 200 and seen[2]["body"] == b"x" * 30_000

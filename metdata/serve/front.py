@@ -4,7 +4,8 @@ Runs on the worker's event loop (uvicorn, under gunicorn): ``DeadlineH11Protocol
 request head a whole deadline (not a per-byte one) and caps the connections of a worker;
 ``Front`` answers ``/healthz`` and ``/readyz`` on the loop itself, reads a whole body under a size
 cap and a body deadline, and only then hands the complete request to the Flask app's threads
-(the ones that run the model), through a2wsgi.
+(the ones that run the model), through a2wsgi; their answer is taken whole from the thread, and
+written at the client's pace by the loop.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class Front:
                         break
         except TimeoutError:
             return await _answer(send, 408, f"the request body did not arrive within {self.body_deadline:g} s")
-        await self.wsgi(scope, _replay(bytes(body), receive), send)
+        await self.wsgi(scope, _replay(bytes(body), receive), _whole_response(send))
         return None
 
 
@@ -142,6 +143,31 @@ async def _answer(send, status: int, error: str) -> None:
     start, body = _json(status, {"error": error}, close=True)
     await send(start)
     await send(body)
+
+
+def _whole_response(send):
+    """An ASGI ``send`` that holds a response until its last part, then sends it whole.
+
+    a2wsgi's thread waits while its queue of response parts is full, and the queue drains only as
+    fast as the client reads: a client that never reads a large answer (a script bundle) would
+    hold a model thread. Held here, the parts leave the thread at once; the socket's writing, at
+    the client's pace, is the loop's.
+    """
+    start: dict | None = None
+    parts: list[bytes] = []
+
+    async def held(message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+            return
+        parts.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        await send(start)
+        await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+
+    return held
 
 
 def _replay(body: bytes, receive):
