@@ -566,6 +566,21 @@ def test_slow_and_idle_clients_do_not_starve_health_or_predict(server, store):  
     assert all(got.startswith(b"HTTP/1.1 408") for a in abusers if a.kind == "body" for got in a.answers)
 
 
+def test_health_answers_while_every_model_thread_is_busy(server, image_host):
+    """6 URL predictions each held 3 s by a trickling image host (the server has 4 threads): the
+    probes are answered on the event loop, not queued behind them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = {"url": f"http://{image_host.netloc}/trickle.png"}
+    with ThreadPoolExecutor(6) as pool:
+        busy = [pool.submit(requests.post, f"{server.url}/api/predict", json=slow, timeout=60) for _ in range(6)]
+        time.sleep(1)  # every thread in a download that lasts 3 s (--fetch-timeout)
+        assert not all(f.done() for f in busy)
+        for path in ("/healthz", "/readyz"):
+            assert requests.get(f"{server.url}{path}", timeout=2).status_code == 200
+        assert [f.result().status_code for f in busy] == [408] * 6  # and they did take the threads
+
+
 @pytest.mark.slow
 def test_a_trickled_head_is_cut_at_the_header_timeout_in_total(server):
     """A byte every 0.5 s keeps no per-byte timeout from firing: the deadline is on the whole head."""
