@@ -45,7 +45,11 @@ def toy(environ, start_response):
 def serve(name: str, port: int) -> None:
     """Run ``toy`` under server ``name`` on 127.0.0.1:port (in this process, until killed)."""
     if name == "waitress":
+        import logging
+
         import waitress
+
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N", per request
 
         waitress.serve(toy, host="127.0.0.1", port=port, threads=4, channel_timeout=10, _quiet=True)
     elif name == "hypercorn":
