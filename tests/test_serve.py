@@ -581,6 +581,42 @@ def test_health_answers_while_every_model_thread_is_busy(server, image_host):
         assert [f.result().status_code for f in busy] == [408] * 6  # and they did take the threads
 
 
+def test_two_workers_hold_under_slow_clients(trained, store):  # noqa: F811
+    """`--workers 2`: each worker has its own loop and deadlines; 20 trickling heads, 5 half bodies
+    and 20 idle connections, held 15 s, stall neither the probes nor the predictions."""
+    two = start_server("--model", trained, "--checkpoint", "last", "--workers", "2", "--header-timeout", "3")
+    try:
+        for _ in range(600):  # both workers loaded: many /readyz in a row answer 200 (bounded)
+            if all(requests.get(f"{two.url}/readyz", timeout=10).status_code == 200 for _ in range(8)):
+                break
+            time.sleep(0.5)
+        jpeg = _jpeg(store)
+        abusers, stop = _attack(two, heads=20, bodies=5, idle=20)
+        answers = []
+        try:
+            time.sleep(1)
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                started = time.monotonic()
+                try:
+                    codes = (
+                        requests.get(f"{two.url}/healthz", timeout=2).status_code,
+                        requests.post(f"{two.url}/api/predict", files={"file": ("p.jpg", jpeg)}, timeout=2).status_code,
+                    )
+                except requests.RequestException as exc:
+                    codes = (type(exc).__name__,)
+                answers.append((codes, time.monotonic() - started))
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for a in abusers:
+                a.join(10)
+        assert answers and [a for a in answers if a[0] != (200, 200) or a[1] > 4] == []
+        assert sum(a.cuts for a in abusers if a.kind == "head") >= 20  # every trickler cut at 3 s at least once
+    finally:
+        two.stop()
+
+
 @pytest.mark.slow
 def test_a_trickled_head_is_cut_at_the_header_timeout_in_total(server):
     """A byte every 0.5 s keeps no per-byte timeout from firing: the deadline is on the whole head."""
