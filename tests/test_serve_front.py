@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import cv2
 import numpy as np
@@ -145,3 +146,80 @@ def test_an_answer_leaves_the_thread_before_the_client_reads_it():
     asyncio.run(asyncio.wait_for(front(scope, receive, slow_client), 30))
     assert seen[0] is True  # the thread finished without waiting for the client
     assert seen[1]["status"] == 200 and seen[2]["body"] == b"x" * 30_000
+
+
+@pytest.fixture
+def deadline_server():
+    """A real uvicorn server on 127.0.0.1 with ``DeadlineH11Protocol`` (a 1 s head deadline, 8
+    connections at most) over a trivial ASGI app; yields its address."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from metdata.serve.front import DeadlineH11Protocol
+
+    protocol = type("P", (DeadlineH11Protocol,), {"head_deadline": 1.0, "max_connections": 8})
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="error", timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(100):  # bounded: the loop is up within a few seconds
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def _closed_after(sock, trickle: bytes = b"", limit: float = 10.0) -> float | None:
+    """Seconds until the server closes ``sock`` (sending ``trickle`` a byte per 0.25 s meanwhile)."""
+    started = time.monotonic()
+    sock.settimeout(0.25)
+    pending = iter(trickle)
+    while time.monotonic() - started < limit:
+        byte = next(pending, None)
+        try:
+            if byte is not None:
+                sock.sendall(bytes([byte]))
+            if sock.recv(1) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    return None
+
+
+def test_a_head_has_a_whole_deadline_and_a_worker_a_connection_cap(deadline_server):
+    import socket
+
+    trickle = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100  # a byte every 0.25 s: never idle 1 s
+    with socket.create_connection(deadline_server) as slow, socket.create_connection(deadline_server) as idle:
+        cut_slow = _closed_after(slow, trickle)
+        cut_idle = _closed_after(idle)
+    assert cut_slow is not None and 0.8 <= cut_slow <= 5, cut_slow  # the whole head's deadline, not per byte
+    assert cut_idle is not None and cut_idle <= 5, cut_idle
+    held = [socket.create_connection(deadline_server) for _ in range(8)]
+    try:
+        with socket.create_connection(deadline_server, timeout=5) as ninth:
+            ninth.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b"".join(iter(lambda: ninth.recv(4096), b""))
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    with socket.create_connection(deadline_server, timeout=5) as quick:  # a whole head in time is answered
+        quick.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert quick.recv(4096).startswith(b"HTTP/1.1 200")
+        assert _closed_after(quick) is not None  # and the next head on it has its own deadline

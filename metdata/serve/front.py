@@ -36,15 +36,22 @@ class DeadlineH11Protocol(H11Protocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._head_timer = None
-        if len(self.connections) > self.max_connections:
-            body = b'{"error": "too many connections to this server; retry in a moment"}'
+        self._refused = len(self.connections) > self.max_connections
+        if self._refused:  # answered at once; what the client sends is read and dropped for a second, so
+            body = b'{"error": "too many connections to this server; retry in a moment"}'  # no reset loses it
             transport.write(
                 b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
                 b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n%s" % (len(body), body)
             )
-            transport.close()
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._head_timer = self.loop.call_later(1.0, transport.close)
             return
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
