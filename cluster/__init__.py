@@ -25,6 +25,12 @@ from metdata.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# "Port 8787 is already in use ... Hosting the HTTP server on port N instead": distributed warns through
+# ``warnings.warn`` from the scheduler (run in this process's event-loop thread), so the filter must be
+# process-wide; a bare ``warnings.catch_warnings()`` only saved and restored the filters, filtering
+# nothing. The dashboard address is logged by ``local_client`` instead.
+warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
+
 #: What must match between client, scheduler and workers: Dask's own wire packages, and what
 #: metdata's tasks (and the scheduler's pacer plugin) unpickle and run. Python is compared by
 #: major.minor only.
@@ -195,7 +201,6 @@ def connect(
         n = workers or os.cpu_count() or 1
         with (
             dask.config.set(dask_settings()),
-            warnings.catch_warnings(),  # "Port 8787 is already in use": the log line below names the port taken
             LocalCluster(
                 n_workers=n,
                 threads_per_worker=threads_per_worker,

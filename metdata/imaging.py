@@ -61,6 +61,43 @@ def sniff(data: bytes) -> tuple[str, int, int] | None:
     return None
 
 
+def truncated(data: bytes, fmt: str) -> bool:
+    """Whether a JPEG or PNG ends before its end: no EOI marker after the JPEG's scan, no PNG IEND chunk.
+
+    A cut file decodes (OpenCV fills the missing rows with grey), so the decoder cannot be the judge;
+    this is the one rule the images stage (``bad_image``) and ``metdata serve`` (400) share.
+
+    >>> png = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00\\x00\\x00\\rIHDR" + bytes(17)
+    >>> truncated(png, "png"), truncated(png + b"\\x00\\x00\\x00\\x00IEND\\xaeB`\\x82", "png")
+    (True, False)
+    """
+    if fmt == "png":
+        end = data.rfind(b"IEND", 33)
+        return end < 0 or len(data) < end + 8  # the chunk type, then its CRC
+    scan = _scan_start(data)
+    return scan < 0 or data.find(b"\xff\xd9", scan) < 0  # 0xFF in the scan is stuffed (FF 00): EOI is unique
+
+
+def _scan_start(data: bytes) -> int:
+    """The offset of a JPEG's first SOS segment (where the compressed scan starts), or -1."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return -1
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if marker == 0xDA:
+            return i + 2 + length
+        i += 2 + length
+    return -1
+
+
 def reduction(width: int, height: int, target: int) -> int:
     """The JPEG decoding scale (1, 2, 4 or 8) that keeps the shorter side at least ``target``.
 
@@ -86,6 +123,8 @@ def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
     header = sniff(data)
     if header is not None and header[1] * header[2] > MAX_PIXELS:
         raise TooLarge(f"{header[1]}x{header[2]} pixels is over the {MAX_PIXELS:,} pixel cap")
+    if header is not None and truncated(data, header[0]):
+        raise BadImage(f"the {header[0].upper()} ends before its end ({len(data):,} bytes: a cut or partial file)")
     flag = cv2.IMREAD_COLOR  # any depth or channel count in, 8-bit BGR out
     if header is not None and header[0] == "jpeg":
         flag = _REDUCED.get(reduction(header[1], header[2], target), flag)

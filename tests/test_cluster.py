@@ -260,3 +260,28 @@ def test_tfconfig_module_prints_or_execs():
         text=True,
     )
     assert broken.returncode == 2 and "JOB_COMPLETION_INDEX 1 is outside 0..0" in broken.stderr
+
+
+@pytest.mark.slow
+def test_a_taken_dashboard_port_prints_no_dask_warning():
+    """Dask warns "Port 8787 is already in use" (``warnings.warn`` in its scheduler) when the port is
+    taken: a command must not print it (the log line names the dashboard's address instead)."""
+    import socket
+
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(("127.0.0.1", 8787))
+        holder.listen(1)
+    except OSError:  # taken already (another run): the case under test all the same
+        holder.close()
+        holder = None
+    code = "from metdata.cluster import connect\nwith connect('local', workers=1) as c:\n    print(c.dashboard_link)"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=REPO)
+    finally:
+        if holder is not None:
+            holder.close()
+    assert out.returncode == 0, out.stderr
+    assert ":8787/" not in out.stdout  # the port was taken: Dask moved its dashboard
+    assert "already in use" not in out.stderr + out.stdout, out.stderr

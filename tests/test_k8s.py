@@ -384,3 +384,38 @@ def test_serve_routes_in_the_manifests_exist_in_the_server():
         assert serve[probe]["httpGet"]["path"] in routes
     client = app.test_client()
     assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 503
+
+
+def test_serve_replicas_keep_one_pod_through_a_voluntary_disruption():
+    docs = render("overlays/serve")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (budget,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]  # a drain can still proceed
+
+
+def test_the_probe_paths_are_answered_on_the_event_loop():
+    """The front answers the probes itself (never queued behind the model's threads)."""
+    pytest.importorskip("a2wsgi")
+    import asyncio
+
+    from metdata.serve.front import Front
+
+    (deployment,) = [d for d in render("overlays/serve") if d["kind"] == "Deployment"]
+    (serve,) = deployment["spec"]["template"]["spec"]["containers"]
+    seen = []
+
+    def never(environ, start_response):  # the threads' app: must not be reached by a probe
+        raise AssertionError(environ["PATH_INFO"])
+
+    front = Front(never, lambda path: (seen.append(path) or 200, {"status": "live"}), 100, 1.0, 1)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        sent = []
+
+        async def send(message, sent=sent):
+            sent.append(message)
+
+        path = serve[probe]["httpGet"]["path"]
+        asyncio.run(front({"type": "http", "path": path, "method": "GET", "headers": []}, None, send))
+        assert sent[0]["status"] == 200 and seen[-1] == path

@@ -28,6 +28,7 @@ from metdata import evaluation, prediction
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 MAX_UPLOAD_MB = 0.25
+HEAD_S, BODY_S = 5, 8  # the test server's --header-timeout and --body-timeout
 TAB = "//div[contains(concat(' ', @class, ' '), ' tab ') and normalize-space()='{}']"  # a dcc.Tab by its label
 
 
@@ -176,6 +177,10 @@ def server(trained, store, image_host):  # noqa: F811
         image_host.netloc,
         "--fetch-timeout",
         "3",
+        "--header-timeout",
+        str(HEAD_S),
+        "--body-timeout",
+        str(BODY_S),
     )
     yield server
     server.stop()
@@ -194,7 +199,7 @@ def test_readyz_healthz_and_predict_match_the_cli(server, trained, store, tmp_pa
     body = answer.json()
     assert set(body) == {"classes", "probabilities", "top", "model"}
     assert body["classes"] == json.loads((Path(trained) / "run.json").read_text())["classes"]
-    assert body["model"]["run"] == trained and body["model"]["size"] == 32
+    assert body["model"]["run"] == Path(trained).name and body["model"]["size"] == 32  # its name, not its path
 
     path = tmp_path / "p.png"
     path.write_bytes(png)
@@ -451,3 +456,267 @@ def test_a_worker_whose_model_cannot_load_is_not_live(tmp_path):
     live, ready = client.get("/healthz"), client.get("/readyz")
     assert live.status_code == 503 and "run.json" in live.get_json()["error"]
     assert ready.status_code == 503
+
+
+# --- hostile and slow clients (issue 22) ------------------------------------------------------------
+
+
+def _address(server) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+class Abuser(threading.Thread):
+    """One hostile connection, opened again whenever the server closes it, until ``stop`` is set.
+
+    ``kind``: ``head`` trickles a request head a byte a second and never ends it; ``body`` sends a
+    whole head declaring a 100 kB body, 10 bytes of it, then nothing; ``idle`` connects and says
+    nothing. ``cuts`` counts the connections the server closed; ``answers`` the first bytes of any
+    answer it gave them.
+    """
+
+    def __init__(self, address: tuple[str, int], kind: str, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.address, self.kind, self.stop = address, kind, stop
+        self.cuts, self.answers, self.open = 0, [], False
+
+    def run(self) -> None:
+        import socket
+
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection(self.address, timeout=5) as sock:
+                    sock.settimeout(1.0)
+                    self.open = True
+                    self._hold(sock)
+            except OSError:  # refused or reset: try again, as an attacker would
+                time.sleep(0.2)
+            finally:
+                self.open = False
+
+    def _hold(self, sock) -> None:
+        if self.kind == "body":
+            sock.sendall(
+                b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 100000\r\n\r\n--b\r\nxxxx"
+            )
+        trickle = iter(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000)
+        while not self.stop.is_set():
+            if self.kind == "head":
+                sock.sendall(bytes([next(trickle)]))
+            try:
+                got = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                got = b""
+            if got:  # an answer (a 408 for a body too slow): the server closes after it
+                self.answers.append(got[:12])
+            self.cuts += 1  # closed by the server
+            return
+
+
+def _attack(server, heads: int, bodies: int, idle: int) -> tuple[list[Abuser], threading.Event]:
+    stop = threading.Event()
+    kinds = ["head"] * heads + ["body"] * bodies + ["idle"] * idle
+    abusers = [Abuser(_address(server), kind, stop) for kind in kinds]
+    for a in abusers:
+        a.start()
+    return abusers, stop
+
+
+def _jpeg(store) -> bytes:  # noqa: F811
+    pixels = zarr.open_group(str(Path(store.url) / "images.zarr"), mode="r")["images"][0]
+    return cv2.imencode(".jpg", np.ascontiguousarray(pixels[:, :, ::-1]))[1].tobytes()
+
+
+@pytest.mark.slow
+def test_slow_and_idle_clients_do_not_starve_health_or_predict(server, store):  # noqa: F811
+    """30 trickling heads, 10 half bodies and 30 idle connections held for 40 s: every /healthz and
+    every POST /api/predict of a normal JPEG answers 200 within 2 s, and the server cuts the
+    hostile connections at its deadlines (so they must connect again)."""
+    jpeg = _jpeg(store)
+    abusers, stop = _attack(server, heads=30, bodies=10, idle=30)
+    answers, held = [], []
+    try:
+        time.sleep(2)  # all of them connected
+        end = time.monotonic() + 40
+        while time.monotonic() < end:
+            held.append(sum(a.open for a in abusers))
+            for call in (
+                lambda: requests.get(f"{server.url}/healthz", timeout=2),
+                lambda: requests.post(f"{server.url}/api/predict", files={"file": ("p.jpg", jpeg)}, timeout=2),
+            ):
+                started = time.monotonic()
+                try:
+                    status = call().status_code
+                except requests.RequestException as exc:  # a timeout over 2 s: the failure asked about
+                    status = type(exc).__name__
+                answers.append((status, time.monotonic() - started))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for a in abusers:
+            a.join(10)
+    assert len(answers) > 20
+    assert [a for a in answers if a[0] != 200 or a[1] > 2] == []
+    assert max(held) >= 60, f"the attack held at most {max(held)} connections"  # the attack was real
+    by_kind = {k: sum(a.cuts for a in abusers if a.kind == k) for k in ("head", "body", "idle")}
+    assert all(n > 0 for n in by_kind.values()), by_kind  # every kind was cut at a deadline, then came back
+    assert all(got.startswith(b"HTTP/1.1 408") for a in abusers if a.kind == "body" for got in a.answers)
+
+
+def test_health_answers_while_every_model_thread_is_busy(server, image_host):
+    """6 URL predictions each held 3 s by a trickling image host (the server has 4 threads): the
+    probes are answered on the event loop, not queued behind them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = {"url": f"http://{image_host.netloc}/trickle.png"}
+    with ThreadPoolExecutor(6) as pool:
+        busy = [pool.submit(requests.post, f"{server.url}/api/predict", json=slow, timeout=60) for _ in range(6)]
+        time.sleep(1)  # every thread in a download that lasts 3 s (--fetch-timeout)
+        assert not all(f.done() for f in busy)
+        for path in ("/healthz", "/readyz"):
+            assert requests.get(f"{server.url}{path}", timeout=2).status_code == 200
+        assert [f.result().status_code for f in busy] == [408] * 6  # and they did take the threads
+
+
+def test_two_workers_hold_under_slow_clients(trained, store):  # noqa: F811
+    """`--workers 2`: each worker has its own loop and deadlines; 20 trickling heads, 5 half bodies
+    and 20 idle connections, held 15 s, stall neither the probes nor the predictions."""
+    two = start_server("--model", trained, "--checkpoint", "last", "--workers", "2", "--header-timeout", "3")
+    try:
+        for _ in range(600):  # both workers loaded: many /readyz in a row answer 200 (bounded)
+            if all(requests.get(f"{two.url}/readyz", timeout=10).status_code == 200 for _ in range(8)):
+                break
+            time.sleep(0.5)
+        jpeg = _jpeg(store)
+        abusers, stop = _attack(two, heads=20, bodies=5, idle=20)
+        answers = []
+        try:
+            time.sleep(1)
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                started = time.monotonic()
+                try:
+                    codes = (
+                        requests.get(f"{two.url}/healthz", timeout=2).status_code,
+                        requests.post(f"{two.url}/api/predict", files={"file": ("p.jpg", jpeg)}, timeout=2).status_code,
+                    )
+                except requests.RequestException as exc:
+                    codes = (type(exc).__name__,)
+                answers.append((codes, time.monotonic() - started))
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for a in abusers:
+                a.join(10)
+        assert answers and [a for a in answers if a[0] != (200, 200) or a[1] > 4] == []
+        assert sum(a.cuts for a in abusers if a.kind == "head") >= 20  # every trickler cut at 3 s at least once
+    finally:
+        two.stop()
+
+
+@pytest.mark.slow
+def test_a_trickled_head_is_cut_at_the_header_timeout_in_total(server):
+    """A byte every 0.5 s keeps no per-byte timeout from firing: the deadline is on the whole head."""
+    import socket
+
+    started = time.monotonic()
+    with socket.create_connection(_address(server), timeout=5) as sock:
+        sock.settimeout(0.5)
+        closed = None
+        for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 200:  # 100 s of bytes at most
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(1) == b"":
+                    closed = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = time.monotonic() - started
+                break
+    assert closed is not None, "the server never closed a trickled head"
+    assert HEAD_S - 1 <= closed <= HEAD_S + 15, closed  # generous: cut at its deadline, not per byte
+
+
+def test_deep_and_huge_json_wrong_method_and_unknown_route_are_json_4xx(server):
+    api = f"{server.url}/api/predict"
+    deep = "[" * 100_000 + "]" * 100_000
+    for url in (api, f"{server.url}/_dash-update-component"):
+        answer = requests.post(url, data=deep, headers={"Content-Type": "application/json"}, timeout=60)
+        assert answer.status_code == 400 and "nested too deeply" in answer.json()["error"], (url, answer.text)
+    big = json.dumps({"url": "http://x/" + "a" * (600 << 10)})  # read whole, over the API's cap
+    answer = requests.post(api, data=big, headers={"Content-Type": "application/json"}, timeout=60)
+    assert answer.status_code == 413 and "byte cap" in answer.json()["error"]
+    import socket
+
+    with socket.create_connection(_address(server), timeout=30) as sock:  # declared over every cap: never read
+        sock.sendall(b"POST /_dash-update-component HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        sock.sendall(b"Content-Length: 50000000\r\n\r\n")
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))  # "connection: close" ends it
+        head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and "byte cap" in json.loads(body)["error"], head
+    for method in ("GET", "PUT", "DELETE"):
+        answer = requests.request(method, api, timeout=30)
+        assert answer.status_code == 405 and answer.headers["Allow"] == "POST", (method, answer.text)
+        assert "POST" in answer.json()["error"]
+    assert "POST" in requests.options(api, timeout=30).headers["Allow"]
+    unknown = requests.get(f"{server.url}/api/nothing", timeout=30)
+    assert unknown.status_code == 404 and "error" in unknown.json()
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+
+def test_no_answer_holds_a_server_path(server, trained, store, image_host):  # noqa: F811
+    api = f"{server.url}/api/predict"
+    answers = [
+        requests.get(f"{server.url}/readyz", timeout=10),
+        requests.get(f"{server.url}/healthz", timeout=10),
+        requests.post(api, files={"file": ("p.png", painting_png(store))}, timeout=60),
+        requests.post(api, files={"file": ("a.jpg", b"not a jpeg")}, timeout=60),
+        requests.post(api, json={"url": f"http://{image_host.netloc}/page.html"}, timeout=60),
+        requests.get(api, timeout=30),
+    ]
+    for answer in answers:
+        for secret in (trained, str(Path(trained).parent), store.url, str(REPO)):
+            assert secret not in answer.text, (answer.url, answer.text)
+    assert answers[0].json()["model"]["run"] == Path(trained).name
+
+
+def _cut_jpeg() -> bytes:
+    """A real 6000x6000 JPEG cut after 1,200 bytes: its header declares the whole size."""
+    ramp = np.tile(np.arange(6000, dtype=np.uint16)[None, :] % 256, (6000, 1)).astype(np.uint8)
+    data = cv2.imencode(".jpg", ramp, [cv2.IMWRITE_JPEG_QUALITY, 50])[1].tobytes()
+    return data[:1200]
+
+
+def test_a_cut_image_is_one_rule_for_the_api_and_the_images_stage(server):
+    from metdata import imaging
+    from metdata.images import Fetched, ImageOptions, process
+
+    cut = _cut_jpeg()
+    assert imaging.sniff(cut) == ("jpeg", 6000, 6000)
+    assert imaging.truncated(cut, "jpeg")
+    answer = requests.post(f"{server.url}/api/predict", files={"file": ("cut.jpg", cut)}, timeout=60)
+    assert answer.status_code == 400 and "ends before its end" in answer.json()["error"], answer.text
+    stage = process(Fetched("ok", data=cut), ImageOptions())
+    assert stage.status == "bad_image" and "ends before its end" in stage.error
+    whole = cv2.imencode(".jpg", np.zeros((40, 60, 3), np.uint8))[1].tobytes()
+    assert not imaging.truncated(whole, "jpeg") and process(Fetched("ok", data=whole), ImageOptions()).status == "ok"
+
+
+@needs_chromium
+def test_dashboard_first_screen_shows_a_validation_painting(server, browser, trained):
+    """Before any click: a painting of the validation split, its true culture and the model's guess."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    _wait(browser, lambda d: (d.find_element(By.ID, "painting").get_attribute("src") or "").startswith("data:image"))
+    assert browser.find_element(By.ID, "truth").text
+    assert browser.find_element(By.ID, "guess").text
+    browser.find_element(By.XPATH, TAB.format("About this model")).click()
+    about = _wait(browser, lambda d: "Best validation accuracy" in d.find_element(By.ID, "about").text and d)
+    assert Path(trained).name in about.find_element(By.ID, "about").text
+    assert trained not in about.page_source
+    assert _severe(browser) == []

@@ -38,17 +38,53 @@ from metdata.cli.options import FiniteFloat, fail_cleanly, storage_option
     show_default=True,
     help="Seconds to download an image URL, whole.",
 )
+@click.option(
+    "--header-timeout",
+    type=FiniteFloat(0.5, 300),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send a whole request head (not per byte).",
+)
+@click.option(
+    "--body-timeout",
+    type=FiniteFloat(0.5, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client has to send a whole request body.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(8, 100_000),
+    default=500,
+    show_default=True,
+    help="Open connections per worker; more are answered 503.",
+)
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @storage_option
 def serve(
-    run_url, data, host, port, workers, threads, max_upload_mb, allow_host, fetch_timeout, checkpoint, storage_options
+    run_url,
+    data,
+    host,
+    port,
+    workers,
+    threads,
+    max_upload_mb,
+    allow_host,
+    fetch_timeout,
+    header_timeout,
+    body_timeout,
+    max_connections,
+    checkpoint,
+    storage_options,
 ) -> None:
     """Serve RUN's model: a dashboard to try it in a browser, and POST /api/predict.
 
     Prints its URL first; GET /healthz is live at once, GET /readyz once the model is loaded.
+    Requests are read whole on each worker's event loop (a slow client holds a socket, not one of
+    the --threads that run the model), under --header-timeout and --body-timeout.
     """
     from metdata import prediction
-    from metdata.serve.server import run
+    from metdata.serve.server import Limits, run
     from metdata.serve.state import ServeConfig
 
     config = ServeConfig(
@@ -61,4 +97,5 @@ def serve(
         allowed_hosts=frozenset({prediction.MET_IMAGE_HOST, *(h.strip().lower() for h in allow_host)}),
     )
     fail_cleanly(prediction.read_settings, run_url, storage_options, config.checkpoint)  # before any fork
-    run(config, host=host, port=port, workers=workers, threads=threads)
+    limits = Limits(head_deadline=header_timeout, body_deadline=body_timeout, max_connections=max_connections)
+    run(config, host=host, port=port, workers=workers, threads=threads, limits=limits)

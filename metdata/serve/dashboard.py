@@ -200,6 +200,7 @@ def layout(meta: dict, has_data: bool, max_bytes: int) -> html.Div:
                 ],
             ),
             dcc.Store(id="shown"),
+            dcc.Store(id="first"),  # set once the validation paintings are scored: the first screen's painting
             dcc.Interval(id="poll", interval=1000),
         ],
     )
@@ -256,15 +257,19 @@ def register(app: Dash, worker: Worker) -> None:
         Input("score-url", "n_clicks"),
         Input("url", "n_submit"),
         Input("random", "n_clicks"),
+        Input("first", "data"),
         State("url", "value"),
         State("upload", "filename"),
+        State("shown", "data"),
         prevent_initial_call=True,
     )
-    def score(contents, _url_clicks, _url_submit, _random_clicks, url, filename):
+    def score(contents, _url_clicks, _url_submit, _random_clicks, _first, url, filename, shown):
+        if ctx.triggered_id == "first" and shown:  # the page already shows a painting
+            return no_update, no_update, no_update, no_update
         if not worker.ready.is_set():
             return no_update, no_update, no_update, worker.error or "The model is still loading; try again in a moment."
         try:
-            if ctx.triggered_id == "random":
+            if ctx.triggered_id in ("random", "first"):
                 pixels, probabilities, row = _random_painting(worker, rng)
             else:
                 if ctx.triggered_id == "upload":
@@ -297,21 +302,22 @@ def register(app: Dash, worker: Worker) -> None:
         Output("confusion-status", "children"),
         Output("about", "children"),
         Output("poll", "disabled"),
+        Output("first", "data"),
         Input("poll", "n_intervals"),
     )
     def poll(_n):
         if worker.error:
-            return f"The model could not be loaded: {worker.error}", no_update, "", no_update, True
+            return f"The model could not be loaded: {worker.error}", no_update, "", no_update, True, no_update
         if not worker.ready.is_set():
-            return "Loading the model…", no_update, "", no_update, False
+            return "Loading the model…", no_update, "", no_update, False, no_update
         if not worker.validation_done.is_set():
-            return "", no_update, "Scoring the validation paintings…", _about(worker), False
+            return "", no_update, "Scoring the validation paintings…", _about(worker), False, no_update
         if worker.validation is None:
-            return "", empty("No validation paintings"), worker.validation_error, _about(worker), True
+            return "", empty("No validation paintings"), worker.validation_error, _about(worker), True, no_update
         v = worker.validation
         accuracy = np.trace(v.matrix) / max(1, v.matrix.sum())
         note = f"{len(v.rows)} validation paintings, accuracy {accuracy:.1%}. Click a cell to see its paintings."
-        return "", confusion_figure(v.matrix, worker.predictor.classes), note, _about(worker), True
+        return "", confusion_figure(v.matrix, worker.predictor.classes), note, _about(worker), True, 1
 
     @app.callback(Output("cell", "children"), Input("confusion", "clickData"), prevent_initial_call=True)
     def cell(click):
@@ -372,9 +378,9 @@ def _about(worker: Worker) -> list:
         ("Epochs", f"{meta.get('epochs_run', len(p.history))} of {meta.get('epochs', '?')}"),
         ("Best validation accuracy", f"{best:.1%}" if isinstance(best, float) else "unknown"),
         ("Model", f"{meta.get('model')} on {p.size}x{p.size} px ({p.resize}), checkpoint {p.checkpoint}"),
-        ("Dataset", f"{meta.get('data', 'unknown')} (store {meta.get('store', 'images.zarr')})"),
+        ("Dataset", f"{_name(meta.get('data'))} (store {meta.get('store', 'images.zarr')})"),
         ("Trained", facts["trained"] or "unknown"),
-        ("Run folder", p.url),
+        ("Run", worker.config.run_name),
     ]
     table = html.Table([html.Tr([html.Td(html.B(k)), html.Td(v)]) for k, v in rows], className="facts")
     curves = (
@@ -383,6 +389,11 @@ def _about(worker: Worker) -> list:
         else html.Div("No history.json", className="hint")
     )
     return [html.H3("About this model"), table, curves]
+
+
+def _name(url) -> str:
+    """A location as the page shows it: its last part, never the server's path."""
+    return str(url).rstrip("/").rsplit("/", 1)[-1] or "unknown" if url else "unknown"
 
 
 def create_dash(worker: Worker, meta: dict, has_data: bool, server) -> Dash:

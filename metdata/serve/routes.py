@@ -1,7 +1,9 @@
 """The JSON routes of the server: ``POST /api/predict``, ``GET /healthz``, ``GET /readyz``.
 
-Every failure is a JSON ``{"error": ...}`` with a 4xx status (503 while the model loads);
-request bodies are capped by Flask's ``MAX_CONTENT_LENGTH`` before they are read.
+Every failure is a JSON ``{"error": ...}`` with a 4xx status (503 while the model loads), naming
+the run by its name, never by its path on the server; request bodies are capped by Flask's
+``MAX_CONTENT_LENGTH`` before they are read. In the server, ``front`` answers ``/healthz`` and
+``/readyz`` with ``health`` on its event loop; the Flask routes here answer the same.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def image_bytes(worker: Worker) -> bytes:
             raise ImageRejected(f"the file is over the {config.max_bytes:,} byte cap", 413)
         return data
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError as exc:  # json's C parser refuses deep nesting this way, not as a ValueError
+            raise ImageRejected("the JSON body is nested too deeply", 400) from exc
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url:
             raise ImageRejected('the JSON body must be {"url": "https://images.metmuseum.org/..."}', 400)
@@ -46,22 +51,45 @@ def image_bytes(worker: Worker) -> bytes:
     )
 
 
+def health(worker: Worker, path: str) -> tuple[int, dict]:
+    """The answer to ``GET /healthz`` (live unless the model failed to load) or ``GET /readyz``
+    (ready once the model has answered its warm-up prediction): (status, JSON payload). Never blocks."""
+    if path == "/healthz":
+        if worker.error:  # a worker whose model cannot load is not alive: let the orchestrator restart it
+            return 503, {"status": "failed", "error": worker.error}
+        return 200, {"status": "live"}
+    if worker.ready.is_set():
+        return 200, {"status": "ready", "model": worker.about()}
+    if worker.error:
+        return 503, {"status": "failed", "error": worker.error}
+    return 503, {"status": "loading"}
+
+
 def add_routes(app: Flask, worker: Worker) -> None:
     """Register the JSON routes and JSON error pages for ``/api/`` on the Flask app."""
 
     @app.get("/healthz")
     def healthz():
-        if worker.error:  # a worker whose model cannot load is not alive: let the orchestrator restart it
-            return jsonify(status="failed", error=worker.error), 503
-        return jsonify(status="live")
+        status, payload = health(worker, "/healthz")
+        return jsonify(payload), status
 
     @app.get("/readyz")
     def readyz():
-        if worker.ready.is_set():
-            return jsonify(status="ready", model=worker.predictor.about())
-        if worker.error:
-            return jsonify(status="failed", error=worker.error), 503
-        return jsonify(status="loading"), 503
+        status, payload = health(worker, "/readyz")
+        return jsonify(payload), status
+
+    @app.route("/api/predict", methods=["GET", "PUT", "PATCH", "DELETE"])
+    def predict_other_methods():  # without it, Dash's catch-all page would answer GET with the dashboard
+        answer = jsonify(error=f"{request.method} is not allowed here: POST an image to /api/predict")
+        return answer, 405, {"Allow": "POST"}
+
+    @app.route("/api/<path:_rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def api_unknown(_rest):
+        return jsonify(error=f"no such API route {request.path!r}: the API is POST /api/predict"), 404
+
+    @app.errorhandler(RecursionError)
+    def too_deep(_exc):  # a JSON body nested 100,000 deep, to any route (Dash's callbacks too)
+        return jsonify(error="the JSON body is nested too deeply"), 400
 
     @app.post("/api/predict")
     def predict():
@@ -81,4 +109,5 @@ def add_routes(app: Flask, worker: Worker) -> None:
         message = exc.description
         if exc.code == 413:
             message = f"the request is over the {worker.config.max_bytes:,} byte cap (--max-upload-mb)"
-        return jsonify(error=message), exc.code
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]  # Allow, for a 405
+        return jsonify(error=message), exc.code, headers

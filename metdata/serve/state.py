@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -47,6 +48,19 @@ class ServeConfig:
     allowed_hosts: frozenset[str] = frozenset({prediction.MET_IMAGE_HOST})
     fetch_deadline: float = 20.0
     top: int = 3
+
+    @property
+    def run_name(self) -> str:
+        """The run as an answer names it: its folder's name, never its path on the server."""
+        return self.run.rstrip("/").rsplit("/", 1)[-1] or "run"
+
+    def public(self, text: str) -> str:
+        """``text`` with the run's and the dataset's locations replaced by their names."""
+        urls = {u.rstrip("/") for u in (self.run, self.data) if u}
+        urls |= {os.path.abspath(u) for u in urls if "://" not in u}  # a local path as a message may spell it
+        for url in sorted(urls, key=len, reverse=True):
+            text = text.replace(url, url.rsplit("/", 1)[-1] or "run")
+        return text
 
     @property
     def limits(self) -> fetch.Policy:
@@ -188,7 +202,7 @@ class Worker:
             self.predictor = predictor
             self.ready.set()
         except Exception as exc:  # any failure must show on /healthz, or the worker says "loading" forever
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = config.public(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, (UserError, OSError, ValueError)):
                 log.error("cannot load %s: %s", config.run, self.error)
             else:
@@ -201,7 +215,7 @@ class Worker:
             try:
                 self.validation = load_validation(predictor, Dataset(config.data, config.storage_options), self.score)
             except Exception as exc:  # the dashboard must stop waiting for them, whatever happened
-                self.validation_error = f"{exc}"
+                self.validation_error = config.public(f"{exc}")
                 if isinstance(exc, (UserError, OSError, ValueError, KeyError)):
                     log.error("no validation paintings: %s", exc)
                 else:
@@ -224,8 +238,12 @@ class Worker:
         with self._lock:
             return self.predictor.gradcam(pixels, class_index)
 
+    def about(self) -> dict:
+        """The model part of an answer: the run named by its name, not by its path on the server."""
+        return {**self.predictor.about(), "run": self.config.run_name}
+
     def answer(self, pixels: np.ndarray) -> dict:
         """The API's answer for one prepared image: classes, probabilities, top, model."""
         p = self.score(pixels[None])[0]
         ranked = prediction.ranked(self.predictor.classes, p, self.config.top)
-        return {"classes": self.predictor.classes, **ranked, "model": self.predictor.about()}
+        return {"classes": self.predictor.classes, **ranked, "model": self.about()}

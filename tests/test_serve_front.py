@@ -1,0 +1,225 @@
+"""The pure parts of `metdata serve`'s front (fast tier): the body cap and deadline, the replayed
+body, health on the loop, run names and the cut-image rule. The real sockets are in test_serve.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from metdata import imaging
+from metdata.serve.front import Front
+from metdata.serve.state import ServeConfig
+
+
+def echo(environ, start_response):
+    """A real WSGI app: answers the body it was given, and counts its calls."""
+    echo.calls += 1
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+echo.calls = 0
+
+
+def call(front: Front, method: str, path: str, chunks: list[bytes | float], headers=()) -> tuple[int, bytes, dict]:
+    """One request through ``front``; a float in ``chunks`` is a pause (seconds) of the client."""
+    sent: list[dict] = []
+    pending = list(chunks)
+
+    async def receive():
+        while pending and isinstance(pending[0], float):
+            await asyncio.sleep(pending.pop(0))
+        if not pending:
+            await asyncio.sleep(3600)  # the client says nothing more
+        chunk = pending.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5),
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+    }
+    asyncio.run(asyncio.wait_for(front(scope, receive, send), 30))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body, {k.decode(): v.decode() for k, v in start["headers"]}
+
+
+def make_front(max_body: int = 100, deadline: float = 0.5) -> Front:
+    return Front(echo, lambda path: (200, {"status": "live", "path": path}), max_body, deadline, 2)
+
+
+def test_a_whole_body_is_read_then_given_to_the_app():
+    status, body, _ = call(make_front(), "POST", "/api/predict", [b"abc", 0.05, b"def", b"g"])
+    assert status == 200 and body == b"abcdefg"
+
+
+def test_a_declared_body_over_the_cap_is_refused_unread():
+    before = echo.calls
+    status, body, headers = call(make_front(), "POST", "/x", [], headers=[("content-length", "101")])
+    assert status == 413 and "100 byte cap" in json.loads(body)["error"] and headers["connection"] == "close"
+    status, body, _ = call(make_front(), "POST", "/x", [b"a" * 60, b"a" * 60])  # chunked: counted as it comes
+    assert status == 413
+    assert echo.calls == before  # the app never saw either
+
+
+def test_a_body_slower_than_its_deadline_is_408_in_total_not_per_chunk():
+    before = echo.calls
+    trickle = [b"a", 0.2] * 10  # each pause under the deadline, the whole over it
+    status, body, headers = call(make_front(deadline=0.5), "POST", "/api/predict", trickle)
+    assert status == 408 and "0.5 s" in json.loads(body)["error"] and headers["connection"] == "close"
+    assert echo.calls == before
+
+
+def test_health_is_answered_without_the_app():
+    before = echo.calls
+    for path in ("/healthz", "/readyz"):
+        status, body, _ = call(make_front(), "GET", path, [])
+        assert status == 200 and json.loads(body)["path"] == path
+    status, body, _ = call(make_front(), "HEAD", "/healthz", [])
+    assert status == 200 and body == b""
+    assert echo.calls == before
+
+
+def test_answers_name_the_run_not_its_path():
+    config = ServeConfig(run="/srv/secret/runs/painting-culture/", data="s3://bucket/data")
+    assert config.run_name == "painting-culture"
+    text = config.public("OSError: /srv/secret/runs/painting-culture/run.json and s3://bucket/data/images.zarr")
+    assert text == "OSError: painting-culture/run.json and data/images.zarr"
+
+
+@pytest.mark.parametrize("fmt", [".jpg", ".png"])
+def test_a_cut_image_is_truncated_and_a_whole_one_is_not(fmt):
+    rng = np.random.default_rng(0)
+    whole = cv2.imencode(fmt, rng.integers(0, 255, (64, 80, 3), np.uint8))[1].tobytes()
+    kind = imaging.sniff(whole)[0]
+    assert not imaging.truncated(whole, kind)
+    assert imaging.decode(whole)[0].shape == (64, 80, 3)
+    for cut in (whole[: len(whole) // 2], whole[:-2]):
+        assert imaging.truncated(cut, kind)
+        with pytest.raises(imaging.BadImage, match="ends before its end"):
+            imaging.decode(cut)
+    assert not imaging.truncated(whole + b"\0" * 16, kind)  # padding after the end is not a cut
+
+
+def test_an_answer_leaves_the_thread_before_the_client_reads_it():
+    """30 parts (a2wsgi queues 10): the app's thread is done before the first byte goes to the client."""
+    import threading
+
+    done = threading.Event()
+
+    def parts(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield from (b"x" * 1000 for _ in range(30))
+        done.set()
+
+    front = Front(parts, lambda path: (200, {}), 100, 1.0, 1)
+    seen = []
+
+    async def slow_client(message):  # the client reads nothing until the app's thread has finished
+        if not seen:
+            seen.append(await asyncio.to_thread(done.wait, 10))
+        seen.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/big", "query_string": b"", "headers": [], "root_path": ""}
+    scope |= {"http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5)}
+    asyncio.run(asyncio.wait_for(front(scope, receive, slow_client), 30))
+    assert seen[0] is True  # the thread finished without waiting for the client
+    assert seen[1]["status"] == 200 and seen[2]["body"] == b"x" * 30_000
+
+
+@pytest.fixture
+def deadline_server():
+    """A real uvicorn server on 127.0.0.1 with ``DeadlineH11Protocol`` (a 1 s head deadline, 8
+    connections at most) over a trivial ASGI app; yields its address."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from metdata.serve.front import DeadlineH11Protocol
+
+    protocol = type("P", (DeadlineH11Protocol,), {"head_deadline": 1.0, "max_connections": 8})
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="error", timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(100):  # bounded: the loop is up within a few seconds
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield sock.getsockname()
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def _closed_after(sock, trickle: bytes = b"", limit: float = 10.0) -> float | None:
+    """Seconds until the server closes ``sock`` (sending ``trickle`` a byte per 0.25 s meanwhile)."""
+    started = time.monotonic()
+    sock.settimeout(0.25)
+    pending = iter(trickle)
+    while time.monotonic() - started < limit:
+        byte = next(pending, None)
+        try:
+            if byte is not None:
+                sock.sendall(bytes([byte]))
+            if sock.recv(1) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    return None
+
+
+def test_a_head_has_a_whole_deadline_and_a_worker_a_connection_cap(deadline_server):
+    import socket
+
+    trickle = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100  # a byte every 0.25 s: never idle 1 s
+    with socket.create_connection(deadline_server) as slow, socket.create_connection(deadline_server) as idle:
+        cut_slow = _closed_after(slow, trickle)
+        cut_idle = _closed_after(idle)
+    assert cut_slow is not None and 0.8 <= cut_slow <= 5, cut_slow  # the whole head's deadline, not per byte
+    assert cut_idle is not None and cut_idle <= 5, cut_idle
+    held = [socket.create_connection(deadline_server) for _ in range(8)]
+    try:
+        with socket.create_connection(deadline_server, timeout=5) as ninth:
+            ninth.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b"".join(iter(lambda: ninth.recv(4096), b""))
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    with socket.create_connection(deadline_server, timeout=5) as quick:  # a whole head in time is answered
+        quick.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert quick.recv(4096).startswith(b"HTTP/1.1 200")
+        assert _closed_after(quick) is not None  # and the next head on it has its own deadline
