@@ -131,6 +131,29 @@ class Dataset:
                 self.fs.rm_file(tmp)
             raise
 
+    def move(self, source: str, final: str) -> None:
+        """Give a whole file of the root its final name: a rename locally, a copy then a delete on
+        S3 (the copy appears whole: a reader sees the file complete or not at all)."""
+        if self.local:
+            os.replace(self.path(source), self.path(final))
+        else:
+            self.fs.copy(self.path(source), self.path(final))
+            self.fs.rm_file(self.path(source))
+
+    def remove(self, relative: str) -> None:
+        """Delete a file of the root if it is there."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(relative))
+
+    def hidden_files(self, folder: str) -> list[str]:
+        """The names (not paths) of the files of a folder that start with ``.`` (fresh, as ``exists``)."""
+        self.fs.invalidate_cache(self.path(folder))
+        try:
+            names = self.fs.ls(self.path(folder), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(n.rsplit("/", 1)[-1] for n in names if n.rsplit("/", 1)[-1].startswith("."))
+
     def remove_stale_tmp(self, folder: str = "", older_than: float = STALE_TMP_S, depth: int = 2) -> int:
         """Delete the hidden temporary files that killed writes left in a folder and its subfolders:
         only names ``write_bytes`` and the lock make (``.NAME.<32 hex>.tmp``), never another tool's.

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from metdata.api import RETRYABLE
 from metdata.dataset import Dataset, DatasetError
-from metdata.layout import LISTING, LISTING_META, OBJECTS, object_shard
+from metdata.layout import CSV_STAGED, LISTING, LISTING_META, OBJECTS, csv_staged_shard, object_shard
 from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
 from metdata.records import SCHEMA, rows_to_table
 
@@ -195,22 +195,31 @@ def read_listing(dataset: Dataset) -> list[int]:
         ) from exc
 
 
-def write_csv_shards(dataset: Dataset, batches: Iterable[list[dict]], shard_size: int) -> list[int]:
-    """Write MetObjects.csv rows (status ``csv``) of every id that has no row yet, in new shards of
-    ``shard_size`` sorted ids; returns the ids written. Rows already looked up through the API are
-    richer (image URLs, measurements) and are kept."""
-    index = read_index(dataset)
+def write_csv_shards(dataset: Dataset, batches: Iterable[list[dict]], shard_size: int, load: str) -> list[int]:
+    """Stage MetObjects.csv rows (status ``csv``) of every id that has no row yet, in shards of
+    ``shard_size`` sorted ids, under hidden names of this ``load`` (``layout.csv_staged_shard``);
+    returns the ids staged. Rows already looked up through the API are richer (image URLs,
+    measurements) and are kept; an id twice in the file keeps its first row.
+
+    Nothing is published here: ``publish_csv_shards`` does that once the whole file is read and
+    checked, ``discard_csv_shards`` removes the staged files of a load that failed.
+    """
+    seen = set(read_index(dataset))
     added: list[int] = []
     pending: list[dict] = []
 
     def flush(rows: list[dict]) -> None:
-        dataset.write_table(shard_name(rows[0]["objectID"]), rows_to_table(rows))
+        dataset.write_table(csv_staged_shard(rows[0]["objectID"], load), rows_to_table(rows))
 
     for batch in batches:
-        fresh = [r for r in batch if r["objectID"] is not None and r["objectID"] not in index]
-        for row in fresh:
-            index[row["objectID"]] = ("", "csv")
-            added.append(row["objectID"])
+        fresh = []
+        for row in batch:
+            object_id = row["objectID"]
+            if object_id is None or object_id <= 0 or object_id in seen:
+                continue
+            seen.add(object_id)
+            fresh.append(row)
+            added.append(object_id)
         pending = sorted(pending + fresh, key=lambda r: r["objectID"])
         while len(pending) >= shard_size:
             flush(pending[:shard_size])
@@ -218,6 +227,44 @@ def write_csv_shards(dataset: Dataset, batches: Iterable[list[dict]], shard_size
     if pending:
         flush(pending)
     return added
+
+
+def staged_csv_shards(dataset: Dataset, load: str | None = None) -> list[tuple[str, int]]:
+    """The staged CSV shards of one load (``None``: of every load) as (relative path, first id)."""
+    found = []
+    for name in dataset.hidden_files(OBJECTS):
+        match = CSV_STAGED.fullmatch(name)
+        if match and (load is None or match.group(2) == load):
+            found.append((f"{OBJECTS}/{name}", int(match.group(1))))
+    return found
+
+
+def publish_csv_shards(dataset: Dataset, load: str) -> int:
+    """Give a finished load's staged shards their final names (``layout.object_shard``); returns how many.
+
+    Raises:
+        DatasetError: a shard of that name exists already (another tool's file: the load's own ids
+            have no row, so no metdata shard starts at one of them); nothing of the load is published.
+    """
+    staged = staged_csv_shards(dataset, load)
+    taken = [object_shard(first) for _, first in staged if dataset.exists(object_shard(first))]
+    if taken:
+        raise DatasetError(
+            f"{dataset.url_of(taken[0])} exists but holds none of the ids a CSV shard of that name would: "
+            f"another tool's file? Move it out of {OBJECTS}/ and rerun"
+        )
+    for name, first in staged:
+        dataset.move(name, object_shard(first))
+    return len(staged)
+
+
+def discard_csv_shards(dataset: Dataset, load: str | None = None) -> int:
+    """Delete the staged shards of a load that failed (``None``: of every load, e.g. killed ones);
+    returns how many."""
+    staged = staged_csv_shards(dataset, load)
+    for name, _ in staged:
+        dataset.remove(name)
+    return len(staged)
 
 
 def summary(
