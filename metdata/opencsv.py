@@ -239,7 +239,7 @@ def _http(url: str, max_bytes: int) -> Iterator[_Stream]:
 def _check_size(url: str, size: int | None, max_bytes: int) -> None:
     if size is not None and size > max_bytes:
         raise CsvError(
-            f"{url} has {size:,} bytes, more than the bound of {max_bytes:,}: not MetObjects.csv (318 MB)? "
+            f"{url} has {size:,} bytes, more than the bound of {max_bytes:,} bytes: not MetObjects.csv (318 MB)? "
             "If it is the file, load it anyway with a higher --csv-max-mb"
         )
 
@@ -302,6 +302,10 @@ class CsvReader:
         """
         stream = self._stream
         names = stream.header()
+        if not stream._pending:  # pyarrow calls a file with no rows "empty": say what it is
+            stream._pending = stream._pull(READ_SIZE)
+        if not stream._pending:
+            raise CsvError(f"{stream.url} has a header but no rows: not MetObjects.csv; {_hint(stream.url)}")
         rows = 0
         convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False)
         read_options = pacsv.ReadOptions(column_names=names, block_size=READ_SIZE, use_threads=False)

@@ -72,8 +72,7 @@ def ids(api, data, department_ids, metadata_date, storage_options, **tuning) -> 
     "from_csv",
     metavar="PATH_OR_URL",
     help="Load metadata from the Open Access MetObjects.csv instead of looking it up: a path, an http(s):// "
-    "or s3:// URL, read as a stream. The museum's file (metmuseum/openaccess on GitHub, dated 2023-06-17, "
-    "318 MB): https://media.githubusercontent.com/media/metmuseum/openaccess/master/MetObjects.csv",
+    "or s3:// URL, read as a stream (the museum's URL is below).",
 )
 @click.option("--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for an s3:// --from-csv.")
 @click.option(
@@ -106,6 +105,12 @@ def ingest(
     """Look every listed object up and write it to Parquet shards under ROOT/objects/.
 
     Resumable: finished shards are skipped, so rerunning the same command continues.
+
+    \b
+    --from-csv: the Open Access MetObjects.csv is a file of the metmuseum/openaccess GitHub
+    repository (stored with Git LFS; the file dates from 2023-06-17, 318 MB). Its raw download:
+    https://media.githubusercontent.com/media/metmuseum/openaccess/master/MetObjects.csv
+    (https://github.com/metmuseum/openaccess/raw/master/MetObjects.csv redirects there)
     """
     from metdata.cluster import connect
     from metdata.dataset import Dataset
