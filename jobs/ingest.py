@@ -211,7 +211,7 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
     dataset.check_writable()
     if left := ingest.discard_csv_shards(dataset):  # we hold the lease: these are killed loads' leftovers
         log.info("removed %d shards staged by an earlier CSV load that did not finish", left)
-    listed: set[int] = set(ingest.read_listing(dataset)) if dataset.exists(ingest.LISTING) else set()
+    ingest.merged_listing(dataset, [])  # a foreign listing fails here, before the file is read
     load = uuid.uuid4().hex
     try:
         with open_csv(options.from_csv, options.csv_storage_options, options.csv_max_bytes) as reader:
@@ -222,7 +222,7 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
         ingest.discard_csv_shards(dataset, load)
         raise
     record = {**source.as_dict(), "new_rows": len(added), "loaded_at": dt.datetime.now(dt.UTC).isoformat()}
-    ingest.write_listing(dataset, sorted(listed | set(added)), {"from_csv": options.from_csv})
+    ingest.write_listing(dataset, ingest.merged_listing(dataset, added), {"from_csv": options.from_csv})
     dataset.write_json(CSV_SOURCE, record)
     log.info(
         "%s: %d rows, %d bytes, sha256 %s; %d new rows",

@@ -211,10 +211,11 @@ class Dataset:
     def read_json(self, relative: str) -> object:
         return json.loads(self.read_bytes(relative))
 
-    def write_table(self, relative: str, table: pa.Table) -> None:
-        """Write a Parquet file atomically (zstd, row groups of the whole shard)."""
+    def write_table(self, relative: str, table: pa.Table, dictionary: bool = True) -> None:
+        """Write a Parquet file atomically (zstd, row groups of the whole shard); ``dictionary=False``
+        for columns of distinct values (an id listing), where a dictionary only costs memory."""
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(table, buffer, compression="zstd", use_dictionary=dictionary)
         self.write_bytes(relative, buffer.getvalue())
 
     def read_table(self, relative: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:

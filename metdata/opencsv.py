@@ -37,8 +37,12 @@ MET_OBJECTS_CSV_REPO = "https://github.com/metmuseum/openaccess/blob/master/MetO
 MET_OBJECTS_CSV_URL = "https://media.githubusercontent.com/media/metmuseum/openaccess/master/MetObjects.csv"
 #: The size bound of a CSV source (``--csv-max-mb`` raises it).
 MAX_CSV_BYTES = 2 << 30
-#: Bytes per read from the source, and per block of the CSV parser: small, so memory stays flat.
+#: Bytes per read from the source.
 READ_SIZE = 1 << 20
+#: Bytes per block of pyarrow's streaming CSV reader. It reads up to 32 blocks ahead on a thread
+#: of its own (its background queue), so this bounds that read-ahead to ~4 MB; a row must fit in
+#: a block (MetObjects.csv's longest are a few KB).
+PARSE_BLOCK = 128 << 10
 #: The header line must fit in this many bytes (the real one is ~700).
 MAX_HEADER_BYTES = 1 << 16
 #: Seconds to connect to an http(s) source, and to wait for each read.
@@ -308,7 +312,7 @@ class CsvReader:
             raise CsvError(f"{stream.url} has a header but no rows: not MetObjects.csv; {_hint(stream.url)}")
         rows = 0
         convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False)
-        read_options = pacsv.ReadOptions(column_names=names, block_size=READ_SIZE, use_threads=False)
+        read_options = pacsv.ReadOptions(column_names=names, block_size=PARSE_BLOCK, use_threads=False)
         parse = pacsv.ParseOptions(newlines_in_values=True)
         try:
             reader = pacsv.open_csv(stream, read_options=read_options, parse_options=parse, convert_options=convert)
@@ -319,8 +323,10 @@ class CsvReader:
                     yield mapped[i : i + self._batch_rows]
         except pa.ArrowInvalid as exc:
             problem = str(exc).splitlines()[0][:300]
+            if "straddl" in problem:  # pyarrow's words for a row longer than a block
+                problem = f"a row longer than {PARSE_BLOCK // 1024} KB, or a quote never closed"
             raise CsvError(
-                f"{stream.url} is not a whole MetObjects.csv after row {rows:,} ({problem}): a cut or damaged file; "
+                f"{stream.url} is not a whole MetObjects.csv ({problem}): a cut or damaged file; "
                 "load it again (or download it and pass its path)"
             ) from exc
         if not stream.ended:  # pyarrow stops at the end it sees: make the stream check its own
