@@ -334,3 +334,49 @@ def test_a_large_csv_by_url_streams_in_bounded_memory(tmp_path, csv_host):
     assert summary["rows"] == rows
     print(f"file {size / 2**20:.0f} MB, {rows} rows; peak RSS growth {growth / 2**20:.0f} MB")
     assert growth < 0.5 * size and growth < 200 << 20, f"RSS grew {growth / 2**20:.0f} MB for {size / 2**20:.0f} MB"
+
+
+@pytest.mark.slow
+def test_csv_rows_are_looked_up_once_by_the_images_stage_and_never_by_ingest(
+    start_met, dask_client, tmp_path, csv_host
+):
+    """After --from-csv, ``ingest`` looks up only the ids without a CSV row; the images stage looks
+    up the CSV rows it selects, each once, and none it does not select; a rerun looks up nothing."""
+    from urllib.parse import urlsplit
+
+    from metdata.images import ImageOptions
+    from metdata.jobs import images as job
+    from metdata.jobs.ingest import run, take_listing
+    from metdata.lookup import LookupOptions
+    from metdata.pacing import PaceConfig
+
+    met = start_met(objects=120)
+    fast = PaceConfig(rate=300, cooldown=0.5)
+    lookup = LookupOptions(api=met.url, timeout=2.0, backoff=0.05, max_in_flight=8)
+    dataset = Dataset(str(tmp_path))
+    listed = take_listing(dataset, lookup, fast)
+    csv_ids = listed[::2]  # half the catalog comes from the CSV
+    url = csv_host.serve("/MetObjects.csv", csv_bytes(rows_for(csv_ids, **{"Is Public Domain": "True"})))
+    options = IngestOptions(lookup=lookup, pace=fast, shard_size=25)
+    load_csv(dataset, IngestOptions(from_csv=url, shard_size=25))
+
+    def lookups() -> dict[int, int]:
+        return {i: met._attempts[f"/public/collection/v1/objects/{i}"] for i in listed}
+
+    summary = run(dask_client, dataset, options)
+    assert summary["this_run"]["ids_looked_up"] == len(listed) - len(csv_ids)
+    after_ingest = lookups()
+    assert {i for i, n in after_ingest.items() if n} == set(listed) - set(csv_ids)
+    assert max(after_ingest.values()) == 1
+    assert run(dask_client, dataset, options)["this_run"]["ids_looked_up"] == 0  # a rerun: nothing again
+
+    chosen = csv_ids[: len(csv_ids) // 3]
+    where = f"status = 'csv' AND objectID <= {chosen[-1]}"
+    images = ImageOptions(
+        lookup=lookup, size=32, chunk=16, allowed_hosts=frozenset({"images.metmuseum.org", urlsplit(met.url).netloc})
+    )
+    for _ in range(2):  # the second run finds every chunk done
+        job.run(dask_client, dataset, images, fast, job.plan(dataset, images, where=where))
+        by_images = {i: n - after_ingest[i] for i, n in lookups().items()}
+        assert {i for i, n in by_images.items() if n} == set(chosen)
+        assert max(by_images.values()) == 1
