@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from metdata.errors import DatasetError
 from metdata.layout import (  # noqa: F401 -- the layout's names, where older code asks for them
+    CSV_STAGED,
     LISTING,
     LISTING_META,
     LOCKS,
@@ -158,7 +159,9 @@ class Dataset:
         """Delete the hidden temporary files that killed writes left in a folder and its subfolders:
         only names ``write_bytes`` and the lock make (``.NAME.<32 hex>.tmp``), never another tool's.
 
-        Only files older than ``older_than`` seconds go, so a write in progress is never touched;
+        Only files older than ``older_than`` seconds go, so a write in progress is never touched (a CSV
+        load's staged shards never: a slow download may stage for hours; the next load, under the
+        ingest lease, deletes a killed one's);
         Zarr stores (``*.zarr``) are not searched. Returns how many were deleted (0 on S3, where a
         write is one PUT and leaves no temporary file).
         """
@@ -174,7 +177,9 @@ class Dataset:
             name = entry["name"].rsplit("/", 1)[-1]
             if entry["type"] == "directory" and depth > 0 and not name.endswith(".zarr"):
                 removed += self.remove_stale_tmp(f"{folder}/{name}".lstrip("/"), older_than, depth - 1)
-            elif _OUR_TMP.fullmatch(name) and (entry.get("mtime") or cutoff) < cutoff:
+            elif (
+                _OUR_TMP.fullmatch(name) and not CSV_STAGED.fullmatch(name) and (entry.get("mtime") or cutoff) < cutoff
+            ):
                 self.fs.rm_file(entry["name"])
                 removed += 1
         return removed

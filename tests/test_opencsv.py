@@ -7,7 +7,9 @@ import csv
 import hashlib
 import io
 import json
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -217,6 +219,10 @@ def test_staged_shards_of_a_failed_or_killed_load_are_removed(tmp_path):
     staged = ingest.staged_csv_shards(dataset, load)
     assert [first for _, first in staged] == [1, 11, 21]  # written while reading, all hidden
     assert dataset.data_files("objects") == []
+    for name, _ in staged:  # two hours old: a slow load's, still staging; the stale-file sweep keeps them
+        os.utime(dataset.path(name), (time.time() - 7200, time.time() - 7200))
+    dataset.check_writable()
+    assert ingest.staged_csv_shards(dataset, load) == staged
     # a killed load's leftovers go at the next load (it holds the lease), and are never published
     summary = load_csv(dataset, IngestOptions(from_csv=str(SAMPLE)))
     assert summary["rows"] == 10 and ingest.staged_csv_shards(dataset) == []
