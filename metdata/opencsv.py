@@ -70,8 +70,8 @@ class CsvSource:
         return {"url": self.url, "bytes": self.bytes, "sha256": self.sha256, "rows": self.rows}
 
 
-def _hint(url: str) -> str:
-    return f"give the path or the URL of MetObjects.csv (the museum's: {MET_OBJECTS_CSV_URL}); {url!r} was given"
+#: The fix, in every message about a source that is not the file.
+HINT = f"give the path or the URL of MetObjects.csv (the museum's: {MET_OBJECTS_CSV_URL})"
 
 
 class _Stream(io.RawIOBase):
@@ -135,18 +135,16 @@ class _Stream(io.RawIOBase):
                 break
             data += chunk
         if not data:
-            raise CsvError(f"{self.url} is empty: not MetObjects.csv; {_hint(self.url)}")
+            raise CsvError(f"{self.url} is empty: not MetObjects.csv; {HINT}")
         end = data.find(b"\n")
         if end < 0:
             what = "one line with no rows" if self.ended else f"no line break in its first {len(data):,} bytes"
-            raise CsvError(f"{self.url} is not a CSV ({what}): not MetObjects.csv; {_hint(self.url)}")
+            raise CsvError(f"{self.url} is not a CSV ({what}): not MetObjects.csv; {HINT}")
         line, self._pending = data[: end + 1], data[end + 1 :]
         try:
             text = codecs.decode(line, "utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise CsvError(
-                f"{self.url} is not UTF-8 text ({exc.reason}): not MetObjects.csv; {_hint(self.url)}"
-            ) from exc
+            raise CsvError(f"{self.url} is not UTF-8 text ({exc.reason}): not MetObjects.csv; {HINT}") from exc
         names = [name.strip() for name in next(csv.reader([text.rstrip("\r\n")]), [])]
         twice = sorted({n for n in names if names.count(n) > 1})
         missing = [c for c in CSV_REQUIRED if c not in names]
@@ -154,11 +152,22 @@ class _Stream(io.RawIOBase):
             head = text[:80].strip()
             raise CsvError(
                 f"{self.url} is not MetObjects.csv: missing columns {', '.join(missing)} "
-                f"(its first line starts {head!r}); {_hint(self.url)}"
+                f"(its first line starts {head!r}); {HINT}"
             )
         if twice:
             raise CsvError(f"{self.url} is not MetObjects.csv: columns named twice ({', '.join(twice)})")
         return names
+
+    def at_end(self) -> bool:
+        """Whether nothing follows what was served (reads a block ahead to know)."""
+        if not self._pending:
+            self._pending = self._pull(READ_SIZE)
+        return not self._pending
+
+    def drain(self) -> None:
+        """Read to the end (hashing, counting and checking it) without serving the bytes."""
+        while self._pull(READ_SIZE):
+            pass
 
     def readinto(self, buffer) -> int:
         data = self._pending or self._pull(min(len(buffer), READ_SIZE))
@@ -170,7 +179,7 @@ class _Stream(io.RawIOBase):
 def _refuse_content_type(url: str, content_type: str) -> None:
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind.startswith(_NOT_CSV):
-        raise CsvError(f"{url} answered {kind}, not a CSV: is it the file's raw download URL? {_hint(url)}")
+        raise CsvError(f"{url} answered {kind}, not a CSV (a web page rather than the file's raw download?): {HINT}")
 
 
 @contextmanager
@@ -213,7 +222,7 @@ def _http(url: str, max_bytes: int) -> Iterator[_Stream]:
         else:
             raise CsvError(f"{start} redirects more than {MAX_REDIRECTS} times; give the file's final URL")
         if response.status_code == 404:
-            raise CsvError(f"{url} answered HTTP 404 (no such file): check the URL; {_hint(start)}")
+            raise CsvError(f"{url} answered HTTP 404 (no such file): check the URL; {HINT}")
         if response.status_code != 200:
             raise CsvError(
                 f"{url} answered HTTP {response.status_code}, not the file: try again later, or download it "
@@ -261,9 +270,9 @@ def _fsspec(url: str, storage_options: dict, max_bytes: int) -> Iterator[_Stream
         _check_size(url, info.get("size"), max_bytes)
         handle = fs.open(path, "rb", block_size=4 * READ_SIZE, cache_type="readahead")
     except FileNotFoundError as exc:
-        raise CsvError(f"no such file: {url}; {_hint(url)}") from exc
+        raise CsvError(f"no such file: {url}; {HINT}") from exc
     except IsADirectoryError as exc:
-        raise CsvError(f"{url} is a folder, not a file; {_hint(url)}") from exc
+        raise CsvError(f"{url} is a folder, not a file; {HINT}") from exc
     except (OSError, ValueError, TypeError, ImportError) as exc:  # s3fs: permissions, bad options, no bucket
         raise CsvError(
             f"cannot open {url} ({type(exc).__name__}: {str(exc)[:200]}); check the URL and --csv-storage-options"
@@ -306,10 +315,8 @@ class CsvReader:
         """
         stream = self._stream
         names = stream.header()
-        if not stream._pending:  # pyarrow calls a file with no rows "empty": say what it is
-            stream._pending = stream._pull(READ_SIZE)
-        if not stream._pending:
-            raise CsvError(f"{stream.url} has a header but no rows: not MetObjects.csv; {_hint(stream.url)}")
+        if stream.at_end():  # pyarrow calls a file with no rows "empty": say what it is
+            raise CsvError(f"{stream.url} has a header but no rows: not MetObjects.csv; {HINT}")
         rows = 0
         convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False)
         read_options = pacsv.ReadOptions(column_names=names, block_size=PARSE_BLOCK, use_threads=False)
@@ -329,11 +336,9 @@ class CsvReader:
                 f"{stream.url} is not a whole MetObjects.csv ({problem}): a cut or damaged file; "
                 "load it again (or download it and pass its path)"
             ) from exc
-        if not stream.ended:  # pyarrow stops at the end it sees: make the stream check its own
-            while stream._pull(READ_SIZE):
-                pass
-        if rows == 0:
-            raise CsvError(f"{stream.url} has a header but no rows: not MetObjects.csv; {_hint(stream.url)}")
+        stream.drain()  # pyarrow stops at the end it sees: the stream checks its own
+        if rows == 0:  # blank lines only
+            raise CsvError(f"{stream.url} has a header but no rows: not MetObjects.csv; {HINT}")
         self.source = CsvSource(stream.url, stream.count, stream.sha256.hexdigest(), rows)
 
 

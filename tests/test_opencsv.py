@@ -147,6 +147,7 @@ def test_bad_sources_are_refused_and_leave_the_root_as_it_was(tmp_path, csv_host
         "image bytes said to be a CSV": (csv_host.serve("/img.csv", png), "not UTF-8"),
         "an empty body": (csv_host.serve("/empty.csv", b""), "is empty"),
         "a header and no rows": (csv_host.serve("/header.csv", csv_bytes([])), "no rows"),
+        "a header and blank lines": (csv_host.serve("/blank.csv", csv_bytes([]) + b"\r\n\r\n"), "no rows"),
         "a 404": (csv_host.base + "/nowhere/MetObjects.csv", "HTTP 404"),
         "an HTTP 500": (csv_host.serve("/broken", b"oops", status=500, content_type="text/plain"), "HTTP 500"),
         "a cut connection": (csv_host.serve("/cut.csv", good, cut_after=len(good) // 2), "broke off"),
