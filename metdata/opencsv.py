@@ -145,6 +145,8 @@ class _Stream(io.RawIOBase):
             text = codecs.decode(line, "utf-8-sig")
         except UnicodeDecodeError as exc:
             raise CsvError(f"{self.url} is not UTF-8 text ({exc.reason}): not MetObjects.csv; {HINT}") from exc
+        if text.startswith("version https://git-lfs"):  # raw.githubusercontent.com serves LFS files so
+            raise CsvError(f"{self.url} is a Git LFS pointer, not the file itself; {HINT}")
         names = [name.strip() for name in next(csv.reader([text.rstrip("\r\n")]), [])]
         twice = sorted({n for n in names if names.count(n) > 1})
         missing = [c for c in CSV_REQUIRED if c not in names]

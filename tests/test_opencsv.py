@@ -146,6 +146,10 @@ def test_bad_sources_are_refused_and_leave_the_root_as_it_was(tmp_path, csv_host
         "an image": (csv_host.serve("/img", png, content_type="image/png"), "answered image/png"),
         "image bytes said to be a CSV": (csv_host.serve("/img.csv", png), "not UTF-8"),
         "an empty body": (csv_host.serve("/empty.csv", b""), "is empty"),
+        "a Git LFS pointer": (
+            csv_host.serve("/lfs.csv", b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n"),
+            "Git LFS pointer",
+        ),
         "a header and no rows": (csv_host.serve("/header.csv", csv_bytes([])), "no rows"),
         "a header and blank lines": (csv_host.serve("/blank.csv", csv_bytes([]) + b"\r\n\r\n"), "no rows"),
         "a 404": (csv_host.base + "/nowhere/MetObjects.csv", "HTTP 404"),
