@@ -115,6 +115,19 @@ def test_hostile_header_encodings_load_the_same_rows(tmp_path, csv_host):
         assert Dataset(str(root)).read_table("objects/part-0000005.parquet").to_pylist() == want, name
 
 
+def test_an_id_twice_in_the_file_keeps_its_first_row_and_bad_ids_none(tmp_path):
+    rows = rows_for([5, 6, 5, 7, 0], Title="first")
+    rows[2][HEADER.index("Title")] = "second"
+    rows[3][ID] = "not-an-id"
+    path = tmp_path / "twice.csv"
+    path.write_bytes(csv_bytes(rows))
+    summary = load_csv(Dataset(str(tmp_path / "root")), IngestOptions(from_csv=str(path)))
+    assert summary["this_run"]["csv"]["rows"] == 5 and summary["this_run"]["csv"]["new_rows"] == 2
+    table = Dataset(str(tmp_path / "root")).read_table("objects/part-0000005.parquet")
+    assert table["objectID"].to_pylist() == [5, 6] and table["title"].to_pylist() == ["first", "first"]
+    assert Dataset(str(tmp_path / "root")).read_table("ids/listing.parquet")["objectID"].to_pylist() == [5, 6]
+
+
 def _loaded_root(tmp_path: Path) -> Dataset:
     """A root with a listing and CSV shards already: a bad load must leave it exactly so."""
     dataset = Dataset(str(tmp_path / "root"))
