@@ -23,6 +23,7 @@ from metdata.layout import CSV_SOURCE, OBJECTS, SUMMARY, lock_file
 from metdata.lookup import LookupOptions, fetch_listing
 from metdata.opencsv import MAX_CSV_BYTES, open_csv
 from metdata.pacing import LocalPacer, PaceConfig
+from metdata.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,11 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
     ingest.merged_listing(dataset, [])  # a foreign listing fails here, before the file is read
     load = uuid.uuid4().hex
     try:
-        with open_csv(options.from_csv, options.csv_storage_options, options.csv_max_bytes) as reader:
+        with (
+            open_csv(options.from_csv, options.csv_storage_options, options.csv_max_bytes) as reader,
+            Progress(reader.size or 0, "CSV bytes read") as progress,
+        ):
+            reader.report_bytes(progress.update)
             added = ingest.write_csv_shards(dataset, reader.batches(), options.shard_size, load)
         source = reader.source
         ingest.publish_csv_shards(dataset, load)

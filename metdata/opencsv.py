@@ -87,6 +87,7 @@ class _Stream(io.RawIOBase):
         self._pending = b""
         self._last = b""
         self.ended = False
+        self.on_bytes: Callable[[int], None] | None = None  # progress: called with each chunk's size
 
     def readable(self) -> bool:
         return True
@@ -107,6 +108,8 @@ class _Stream(io.RawIOBase):
             )
         self.sha256.update(chunk)
         self._last = chunk[-1:]
+        if self.on_bytes is not None:
+            self.on_bytes(len(chunk))
         return chunk
 
     def _check_end(self) -> None:
@@ -307,6 +310,15 @@ class CsvReader:
     def __init__(self, stream: _Stream, batch_rows: int) -> None:
         self._stream, self._batch_rows = stream, batch_rows
         self.source: CsvSource | None = None
+
+    @property
+    def size(self) -> int | None:
+        """The source's size in bytes if it announced one (a file, an object, a Content-Length)."""
+        return self._stream.length
+
+    def report_bytes(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback`` with the size of every chunk read (a progress bar's ``update``)."""
+        self._stream.on_bytes = callback
 
     def batches(self) -> Iterator[list[dict]]:
         """Schema rows (status ``csv``), a batch at a time; every column is read as text (ids like

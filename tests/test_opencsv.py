@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -274,7 +275,7 @@ def test_cli_names_the_public_url_and_prints_the_source(tmp_path, csv_host):
     url = csv_host.serve("/MetObjects.csv", SAMPLE.read_bytes())
     result = runner.invoke(main, ["ingest", "--data", str(tmp_path / "a"), "--from-csv", url])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)["this_run"]["csv"]
+    printed = json.loads(result.stdout)["this_run"]["csv"]
     assert printed["sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest() and printed["url"] == url
     for args, message in (
         (["--from-csv", csv_host.serve("/p", b"<html></html>", content_type="text/html")], "answered text/html"),
@@ -356,7 +357,9 @@ def test_a_large_csv_by_url_streams_in_bounded_memory(tmp_path, csv_host):
     record = summary["this_run"]["csv"]
     assert record["bytes"] == size and record["sha256"] == digest.hexdigest() and record["rows"] == rows
     assert summary["rows"] == rows
-    print(f"file {size / 2**20:.0f} MB, {rows} rows; peak RSS growth {growth / 2**20:.0f} MB")
+    logging.getLogger(__name__).info(
+        "file %.0f MB, %d rows: peak RSS growth %.0f MB", size / 2**20, rows, growth / 2**20
+    )
     assert growth < 0.5 * size and growth < 200 << 20, f"RSS grew {growth / 2**20:.0f} MB for {size / 2**20:.0f} MB"
 
 
