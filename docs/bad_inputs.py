@@ -85,6 +85,9 @@ def main() -> None:
         )
         (work / "victim").mkdir()
         (work / "victim" / "keep.txt").write_text("not metdata's")
+        sample = Path(__file__).resolve().parents[1] / "tests" / "data" / "MetObjects-sample.csv"
+        cut_csv = work / "MetObjects-cut.csv"
+        cut_csv.write_bytes(sample.read_bytes()[:-200])  # the download stopped mid-row
         where_file = "objectID = (SELECT column0 FROM read_csv('/etc/passwd', header=false, sep=':') LIMIT 1)"
         cases = [
             ("bad API URL", ["ids", "--api", "collectionapi.metmuseum.org", "--data", data]),
@@ -117,6 +120,15 @@ def main() -> None:
                 "--where with a second statement",
                 ["images", "--api", api, "--data", data, "--where", "1=1; COPY (SELECT 'x') TO 'out.csv'", *fast],
             ),
+            (
+                "--from-csv a URL that answers JSON",
+                ["ingest", "--data", str(work / "c1"), "--from-csv", api + "/departments"],
+            ),
+            (
+                "--from-csv a URL that answers 404",
+                ["ingest", "--data", str(work / "c2"), "--from-csv", api + "/nowhere.csv"],
+            ),
+            ("--from-csv a CSV cut mid-file", ["ingest", "--data", str(work / "c3"), "--from-csv", str(cut_csv)]),
             ("--rate nan", ["ingest", "--api", api, "--data", data, "--rate", "nan"]),
             ("--timeout inf", ["ingest", "--api", api, "--data", data, "--timeout", "inf"]),
             ("--cooldown nan", ["ingest", "--api", api, "--data", data, "--cooldown", "nan"]),
@@ -152,6 +164,9 @@ def main() -> None:
             print(f"{name}: exit {result.returncode}: {message}", flush=True)
         assert (work / "victim" / "keep.txt").exists() and (work / "data" / "objects").is_dir(), "a store name escaped"
         assert not Path("out.csv").exists(), "--where wrote a file"
+        assert not any((work / c).exists() and any((work / c).rglob("*")) for c in ("c1", "c2", "c3")), (
+            "a bad CSV wrote"
+        )
     moto.stop()
     OUT.write_text(
         "# Bad inputs and what metdata says\n\n"

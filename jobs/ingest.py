@@ -6,8 +6,10 @@ Wiring only: which shards to (re)write comes from ``metdata.ingest``, each shard
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,10 +19,11 @@ from metdata import ingest, layout, lock
 from metdata.dataset import Dataset
 from metdata.errors import UserError
 from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
-from metdata.layout import OBJECTS, SUMMARY, lock_file
+from metdata.layout import CSV_SOURCE, OBJECTS, SUMMARY, lock_file
 from metdata.lookup import LookupOptions, fetch_listing
-from metdata.opencsv import read_rows
+from metdata.opencsv import MAX_CSV_BYTES, open_csv
 from metdata.pacing import LocalPacer, PaceConfig
+from metdata.progress import Progress
 from metdata.search import search_all, search_url, snapshot_record
 from metdata.searchquery import Query
 
@@ -40,6 +43,7 @@ class IngestOptions:
     csv_storage_options: dict = field(default_factory=dict)
     #: with ``since``: refresh only this target's candidates (the listing ``metdata ids --target`` took)
     target: str | None = None
+    csv_max_bytes: int = MAX_CSV_BYTES
 
 
 class ShardsFailed(UserError):
@@ -239,21 +243,49 @@ def _save_summary(dataset: Dataset, summary: dict, failures: list[str]) -> None:
 
 @exclusive
 def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
-    """Load MetObjects.csv rows (status ``csv``) for every id that has no row yet.
+    """Load MetObjects.csv rows (status ``csv``) for every id that has no row yet; all or nothing.
 
-    One sequential pass over one file: no cluster needed. Rows already looked up through the
-    API are richer (image URLs, measurements) and are kept.
+    One streaming pass over one file (local, http(s) or s3): no cluster needed. The shards are
+    staged under hidden names and published only once the whole file is read and checked, then
+    the listing and the source's record (``layout.CSV_SOURCE``: URL, bytes, sha256, rows) are
+    written; on any failure the staged shards are deleted and the root is as it was. Rows already
+    looked up through the API are richer (image URLs, measurements) and are kept.
 
     Raises:
-        DatasetError, CsvError: a bad root, or a file that is not MetObjects.csv.
+        DatasetError, CsvError: a bad root, or a source that is missing, unreachable, too large,
+            not MetObjects.csv, or cut.
     """
     started = time.monotonic()
     dataset.check_writable()
-    listed: set[int] = set(ingest.read_listing(dataset)) if dataset.exists(ingest.LISTING) else set()
-    rows = read_rows(options.from_csv, options.csv_storage_options)
-    added = ingest.write_csv_shards(dataset, rows, options.shard_size)
-    ingest.write_listing(dataset, sorted(listed | set(added)), {"from_csv": options.from_csv})
+    if left := ingest.discard_csv_shards(dataset):  # we hold the lease: these are killed loads' leftovers
+        log.info("removed %d shards staged by an earlier CSV load that did not finish", left)
+    ingest.listing_with(dataset, [])  # a foreign listing fails here, before the file is read
+    load = uuid.uuid4().hex
+    try:
+        with (
+            open_csv(options.from_csv, options.csv_storage_options, options.csv_max_bytes) as reader,
+            Progress(reader.size or 0, "CSV bytes read") as progress,
+        ):
+            reader.report_bytes(progress.update)
+            added = ingest.write_csv_shards(dataset, reader.batches(), options.shard_size, load)
+        source = reader.source
+        ingest.publish_csv_shards(dataset, load)
+    except BaseException:  # a bad file, an interrupt, a full disk: nothing of this load stays
+        ingest.discard_csv_shards(dataset, load)
+        raise
+    record = {**source.as_dict(), "new_rows": len(added), "loaded_at": dt.datetime.now(dt.UTC).isoformat()}
+    ingest.write_listing(dataset, ingest.listing_with(dataset, added), {"from_csv": options.from_csv})
+    dataset.write_json(CSV_SOURCE, record)
+    log.info(
+        "%s: %d rows, %d bytes, sha256 %s; %d new rows",
+        source.url,
+        source.rows,
+        source.bytes,
+        source.sha256,
+        len(added),
+    )
     written = Counter({"csv": len(added)}) if added else Counter()
     summary = _summary(dataset, options, written, 0, time.monotonic() - started, {}, [])
+    summary["this_run"]["csv"] = record
     _save_summary(dataset, summary, [])
     return summary

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from metdata.errors import DatasetError
 from metdata.layout import (  # noqa: F401 -- the layout's names, where older code asks for them
+    CSV_STAGED,
     LISTING,
     LISTING_META,
     LOCKS,
@@ -131,11 +132,36 @@ class Dataset:
                 self.fs.rm_file(tmp)
             raise
 
+    def move(self, source: str, final: str) -> None:
+        """Give a whole file of the root its final name: a rename locally, a copy then a delete on
+        S3 (the copy appears whole: a reader sees the file complete or not at all)."""
+        if self.local:
+            os.replace(self.path(source), self.path(final))
+        else:
+            self.fs.copy(self.path(source), self.path(final))
+            self.fs.rm_file(self.path(source))
+
+    def remove(self, relative: str) -> None:
+        """Delete a file of the root if it is there."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(relative))
+
+    def hidden_files(self, folder: str) -> list[str]:
+        """The names (not paths) of the files of a folder that start with ``.`` (fresh, as ``exists``)."""
+        self.fs.invalidate_cache(self.path(folder))
+        try:
+            names = self.fs.ls(self.path(folder), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(n.rsplit("/", 1)[-1] for n in names if n.rsplit("/", 1)[-1].startswith("."))
+
     def remove_stale_tmp(self, folder: str = "", older_than: float = STALE_TMP_S, depth: int = 2) -> int:
         """Delete the hidden temporary files that killed writes left in a folder and its subfolders:
         only names ``write_bytes`` and the lock make (``.NAME.<32 hex>.tmp``), never another tool's.
 
-        Only files older than ``older_than`` seconds go, so a write in progress is never touched;
+        Only files older than ``older_than`` seconds go, so a write in progress is never touched (a CSV
+        load's staged shards never: a slow download may stage for hours; the next load, under the
+        ingest lease, deletes a killed one's);
         Zarr stores (``*.zarr``) are not searched. Returns how many were deleted (0 on S3, where a
         write is one PUT and leaves no temporary file).
         """
@@ -151,7 +177,9 @@ class Dataset:
             name = entry["name"].rsplit("/", 1)[-1]
             if entry["type"] == "directory" and depth > 0 and not name.endswith(".zarr"):
                 removed += self.remove_stale_tmp(f"{folder}/{name}".lstrip("/"), older_than, depth - 1)
-            elif _OUR_TMP.fullmatch(name) and (entry.get("mtime") or cutoff) < cutoff:
+            elif (
+                _OUR_TMP.fullmatch(name) and not CSV_STAGED.fullmatch(name) and (entry.get("mtime") or cutoff) < cutoff
+            ):
                 self.fs.rm_file(entry["name"])
                 removed += 1
         return removed
@@ -188,10 +216,11 @@ class Dataset:
     def read_json(self, relative: str) -> object:
         return json.loads(self.read_bytes(relative))
 
-    def write_table(self, relative: str, table: pa.Table) -> None:
-        """Write a Parquet file atomically (zstd, row groups of the whole shard)."""
+    def write_table(self, relative: str, table: pa.Table, dictionary: bool = True) -> None:
+        """Write a Parquet file atomically (zstd, row groups of the whole shard); ``dictionary=False``
+        for columns of distinct values (an id listing), where a dictionary only costs memory."""
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(table, buffer, compression="zstd", use_dictionary=dictionary)
         self.write_bytes(relative, buffer.getvalue())
 
     def read_table(self, relative: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:

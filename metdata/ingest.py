@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from metdata.api import RETRYABLE
 from metdata.dataset import Dataset, DatasetError
-from metdata.layout import LISTING, LISTING_META, OBJECTS, object_shard
-from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
+from metdata.layout import CSV_STAGED, LISTING, LISTING_META, OBJECTS, csv_staged_shard, object_shard
+from metdata.lookup import MAX_OBJECT_ID, UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
 from metdata.records import SCHEMA, rows_to_table
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,14 @@ def keep_one(holders: list[tuple[str, str]]) -> tuple[str, str]:
     return min(holders, key=lambda h: (h[1] in RETRYABLE, h[0]))
 
 
+def row_ids(dataset: Dataset) -> set[int]:
+    """Every id that has a row (cheaper than ``read_index`` when the shard and status do not matter)."""
+    ids: set[int] = set()
+    for name in dataset.data_files(OBJECTS):
+        ids.update(dataset.read_table(name, columns=["objectID"], schema=SCHEMA)["objectID"].to_pylist())
+    return ids
+
+
 def index_and_duplicates(dataset: Dataset) -> tuple[dict[int, tuple[str, str]], dict[str, set[int]]]:
     """The index (as ``read_index``) and, per shard, the ids whose row there loses to another
     shard's row of the same id. Shards never overlap when written under the ingest lease; two
@@ -131,6 +140,23 @@ def index_and_duplicates(dataset: Dataset) -> tuple[dict[int, tuple[str, str]], 
             if name != index[object_id][0]:
                 losers.setdefault(name, set()).add(object_id)
     return index, losers
+
+
+def status_counts(dataset: Dataset) -> Counter:
+    """Rows by status over the whole table, one per id as ``read_index`` keeps them, counted in
+    Arrow and NumPy: ~16 bytes a row where the index's Python dict takes ~100, so that a summary
+    after a CSV load of 480,000 rows costs a few MB (overlapping shards fall back to the index)."""
+    counts: Counter[str] = Counter()
+    ids = []
+    for name in dataset.data_files(OBJECTS):
+        table = dataset.read_table(name, columns=["objectID", "status"], schema=SCHEMA)
+        for entry in pc.value_counts(table["status"]).to_pylist():
+            counts[entry["values"]] += entry["counts"]
+        ids.append(table["objectID"].combine_chunks())
+    every = np.sort(np.concatenate([a.to_numpy(zero_copy_only=False) for a in ids])) if ids else np.array([])
+    if (every[1:] == every[:-1]).any():
+        return Counter(status for _, status in read_index(dataset).values())  # overlaps: keep_one decides
+    return counts
 
 
 def drop_rows(dataset: Dataset, name: str, ids: set[int]) -> None:
@@ -170,10 +196,12 @@ def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: 
     }
 
 
-def write_listing(dataset: Dataset, ids: list[int], filters: dict, search: dict | None = None) -> None:
+def write_listing(dataset: Dataset, ids: list[int] | np.ndarray, filters: dict, search: dict | None = None) -> None:
     """Snapshot the id listing (and how it was taken: ``filters``, and ``search``, the queries of
-    ``metdata ids --target/--search`` with their totals and splits) into the dataset."""
-    dataset.write_table(LISTING, pa.table({"objectID": pa.array(sorted(ids), pa.int64())}))
+    ``metdata ids --target/--search`` with their totals and splits) into the dataset (``ids``: a
+    list, or a NumPy array of distinct ids)."""
+    ids = np.sort(ids) if isinstance(ids, np.ndarray) else sorted(ids)
+    dataset.write_table(LISTING, pa.table({"objectID": pa.array(ids, pa.int64())}), dictionary=False)
     meta = {"total": len(ids), "filters": filters, "taken_at": dt.datetime.now(dt.UTC).isoformat()}
     if search is not None:
         meta["search"] = search
@@ -249,6 +277,27 @@ def refresh_ids(updated: list[int], candidates: list[int] | None) -> list[int]:
     return sorted(set(updated) & set(candidates)) if candidates is not None else sorted(updated)
 
 
+def listing_with(dataset: Dataset, added: list[int]) -> np.ndarray:
+    """The listing's ids and ``added``, each once and sorted, as a NumPy array (8 bytes an id,
+    where a Python set takes ~60 and Arrow's hash table ~170)."""
+    old = read_listing_array(dataset).to_numpy() if dataset.exists(LISTING) else np.array([], np.int64)
+    return np.unique(np.concatenate([old, np.fromiter(added, np.int64, len(added))]))
+
+
+def read_listing_array(dataset: Dataset) -> pa.Array:
+    """The snapshotted ids as an Arrow array, checked as ``read_listing`` checks them.
+
+    Raises:
+        DatasetError: the listing file is not one ``metdata ids`` wrote (bad ids or columns).
+    """
+    table = dataset.read_table(LISTING, columns=["objectID"], schema=pa.schema([("objectID", pa.int64())]))
+    ids = table["objectID"].combine_chunks()
+    bounds = pc.min_max(ids).as_py()
+    if ids.null_count or (len(ids) and not 1 <= bounds["min"] <= bounds["max"] <= MAX_OBJECT_ID):
+        read_listing(dataset)  # raises with the message of the id at fault
+    return ids
+
+
 def read_listing(dataset: Dataset) -> list[int]:
     """The snapshotted ids.
 
@@ -265,29 +314,79 @@ def read_listing(dataset: Dataset) -> list[int]:
         ) from exc
 
 
-def write_csv_shards(dataset: Dataset, batches: Iterable[list[dict]], shard_size: int) -> list[int]:
-    """Write MetObjects.csv rows (status ``csv``) of every id that has no row yet, in new shards of
-    ``shard_size`` sorted ids; returns the ids written. Rows already looked up through the API are
-    richer (image URLs, measurements) and are kept."""
-    index = read_index(dataset)
-    added: list[int] = []
-    pending: list[dict] = []
+def write_csv_shards(dataset: Dataset, batches: Iterable[list[dict]], shard_size: int, load: str) -> list[int]:
+    """Stage MetObjects.csv rows (status ``csv``) of every id that has no row yet, in shards of
+    ``shard_size`` sorted ids, under hidden names of this ``load`` (``layout.csv_staged_shard``);
+    returns the ids staged. Rows already looked up through the API are richer (image URLs,
+    measurements) and are kept; an id twice in the file keeps its first row.
 
-    def flush(rows: list[dict]) -> None:
-        dataset.write_table(shard_name(rows[0]["objectID"]), rows_to_table(rows))
+    Nothing is published here: ``publish_csv_shards`` does that once the whole file is read and
+    checked, ``discard_csv_shards`` removes the staged files of a load that failed.
+    """
+    seen = row_ids(dataset)
+    added: list[int] = []
+    pending: list[pa.Table] = []  # Arrow, not dicts: a shard's rows in flight take ~7x less memory
+    held = 0
 
     for batch in batches:
-        fresh = [r for r in batch if r["objectID"] is not None and r["objectID"] not in index]
-        for row in fresh:
-            index[row["objectID"]] = ("", "csv")
-            added.append(row["objectID"])
-        pending = sorted(pending + fresh, key=lambda r: r["objectID"])
-        while len(pending) >= shard_size:
-            flush(pending[:shard_size])
-            pending = pending[shard_size:]
-    if pending:
-        flush(pending)
+        fresh = []
+        for row in batch:
+            object_id = row["objectID"]
+            if object_id is None or not 1 <= object_id <= MAX_OBJECT_ID or object_id in seen:
+                continue
+            seen.add(object_id)
+            fresh.append(row)
+            added.append(object_id)
+        if fresh:
+            pending.append(rows_to_table(fresh))
+            held += len(fresh)
+        while held >= shard_size:
+            rows = pa.concat_tables(pending).sort_by("objectID")
+            shard, rest = rows.slice(0, shard_size), rows.slice(shard_size)
+            dataset.write_table(csv_staged_shard(shard["objectID"][0].as_py(), load), shard)
+            pending, held = [rest], rest.num_rows
+    if held:
+        rows = pa.concat_tables(pending).sort_by("objectID")
+        dataset.write_table(csv_staged_shard(rows["objectID"][0].as_py(), load), rows)
     return added
+
+
+def staged_csv_shards(dataset: Dataset, load: str | None = None) -> list[tuple[str, int]]:
+    """The staged CSV shards of one load (``None``: of every load) as (relative path, first id)."""
+    found = []
+    for name in dataset.hidden_files(OBJECTS):
+        match = CSV_STAGED.fullmatch(name)
+        if match and (load is None or match.group(2) == load):
+            found.append((f"{OBJECTS}/{name}", int(match.group(1))))
+    return found
+
+
+def publish_csv_shards(dataset: Dataset, load: str) -> int:
+    """Give a finished load's staged shards their final names (``layout.object_shard``); returns how many.
+
+    Raises:
+        DatasetError: a shard of that name exists already (another tool's file: the load's own ids
+            have no row, so no metdata shard starts at one of them); nothing of the load is published.
+    """
+    staged = staged_csv_shards(dataset, load)
+    taken = [object_shard(first) for _, first in staged if dataset.exists(object_shard(first))]
+    if taken:
+        raise DatasetError(
+            f"{dataset.url_of(taken[0])} exists but holds none of the ids a CSV shard of that name would: "
+            f"another tool's file? Move it out of {OBJECTS}/ and rerun"
+        )
+    for name, first in staged:
+        dataset.move(name, object_shard(first))
+    return len(staged)
+
+
+def discard_csv_shards(dataset: Dataset, load: str | None = None) -> int:
+    """Delete the staged shards of a load that failed (``None``: of every load, e.g. killed ones);
+    returns how many."""
+    staged = staged_csv_shards(dataset, load)
+    for name, _ in staged:
+        dataset.remove(name)
+    return len(staged)
 
 
 def summary(
@@ -303,7 +402,7 @@ def summary(
     """An ingestion run's summary: rows by status over the whole table, then this run's ids by
     status, requests, blocks (``pacer``: the pacer's figures per host), duration and rate
     achieved against the configured ``rate``, and its failed shard tasks."""
-    table_statuses = Counter(status for _, status in read_index(dataset).values())
+    table_statuses = status_counts(dataset)
     return {
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "dataset": dataset.url,

@@ -4,9 +4,11 @@ Under a root::
 
     ids/listing.parquet        the id listing snapshot (objectID), taken by ``metdata ids``
     ids/_listing.json          when and with which filters it was taken; a search's queries, totals, splits
+    ids/_csv.json              the MetObjects.csv last loaded: its URL, bytes, sha256 and rows
     objects/part-NNNNNNN.parquet  one shard per task's ids, named after its first id
     objects/_summary.json      the last ingestion run's summary
     objects/_runs/ingest-<UTC time>.json  every run's summary
+    objects/.csv-part-NNNNNNN.parquet.<run>.tmp  a CSV load's shards, staged until the whole file is read
     images.zarr/               Zarr v3 group: images (N, S, S, 3) uint8 RGB, object_id, valid
     images/part-NNNNNN.parquet one status shard per Zarr chunk (written last: the done mark)
     images/_summary.json       the last images run's summary
@@ -24,6 +26,7 @@ from metdata.errors import DatasetError
 
 LISTING = "ids/listing.parquet"
 LISTING_META = "ids/_listing.json"
+CSV_SOURCE = "ids/_csv.json"
 OBJECTS = "objects"
 SUMMARY = "objects/_summary.json"
 RUNS = "objects/_runs"
@@ -55,6 +58,20 @@ def object_shard(first_id: int) -> str:
     'objects/part-0045734.parquet'
     """
     return f"{OBJECTS}/part-{first_id:07d}.parquet"
+
+
+#: A shard a CSV load staged (hidden: no reader takes it for data), with its first id and the load's id.
+CSV_STAGED = re.compile(r"\.csv-part-(\d{7})\.parquet\.([0-9a-f]{32})\.tmp")
+
+
+def csv_staged_shard(first_id: int, load: str) -> str:
+    """Where a CSV load (``load``: 32 hex digits) stages the shard that starts at ``first_id``; it
+    becomes ``object_shard(first_id)`` once the whole file is read and checked.
+
+    >>> csv_staged_shard(45734, "0" * 32)
+    'objects/.csv-part-0045734.parquet.00000000000000000000000000000000.tmp'
+    """
+    return f"{OBJECTS}/.csv-part-{first_id:07d}.parquet.{load}.tmp"
 
 
 def ingest_run_summary(stamp: str) -> str:

@@ -25,10 +25,11 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from metdata.api import DEFAULT_API
+from metdata.opencsv import MET_OBJECTS_CSV_URL
 from metdata.searchquery import PAGE, WINDOW, Query, page_requests
 
 #: The documented Open Access CSV (Git LFS, metmuseum/openaccess), used when no --from-csv is given.
-CSV_URL = "https://media.githubusercontent.com/media/metmuseum/openaccess/master/MetObjects.csv"
+CSV_URL = MET_OBJECTS_CSV_URL
 #: The 2023 file: ~318 MB for 484,215 rows (the facts file).
 CSV_BYTES, CSV_ROWS = 318_000_000, 484_215
 BYTES_PER_CSV_ROW = CSV_BYTES / CSV_ROWS

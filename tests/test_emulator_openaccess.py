@@ -5,7 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 from metdata.emulator.openaccess import COLUMNS
-from metdata.opencsv import read_rows
+from metdata.opencsv import open_csv
+
+
+def read_rows(url: str) -> tuple[list[dict], object]:
+    """Every row of a MetObjects.csv, read by metdata's own streaming reader; and its source record."""
+    with open_csv(url) as reader:
+        rows = [r for batch in reader.batches() for r in batch]
+    return rows, reader.source
 
 
 def download(http, url: str, path) -> bytes:
@@ -25,7 +32,9 @@ def test_csv_has_the_real_columns_and_the_listing_as_of_its_date(start_met, http
     assert body.startswith(b"\xef\xbb\xbfObject Number,Is Highlight,Is Timeline Work,Is Public Domain,Object ID,")
     header = body[3:].split(b"\r\n", 1)[0].decode().split(",")
     assert len(COLUMNS) == 54 and header == list(COLUMNS)
-    rows = [r for batch in read_rows(str(tmp_path / "MetObjects.csv")) for r in batch]
+    rows, source = read_rows(met.csv_url)  # by URL: streamed (chunked, no Content-Length), not downloaded first
+    assert (source.bytes, source.rows) == (len(body), len(rows))
+    assert rows == read_rows(str(tmp_path / "MetObjects.csv"))[0]
     ids = [r["objectID"] for r in rows]
     listed = http.get(f"{met.url}/objects").json()["objectIDs"]
     newer = http.get(f"{met.url}/objects", params={"metadataDate": "2026-08-26"}).json()["objectIDs"]
@@ -49,7 +58,7 @@ def test_csv_has_the_real_columns_and_the_listing_as_of_its_date(start_met, http
 def test_csv_date_chooses_its_rows(start_met, http, tmp_path):
     early = start_met(objects=500, seed=4, csv_date=dt.date(2022, 1, 1))
     body = download(http, early.csv_url, tmp_path / "early.csv")
-    rows = [r for batch in read_rows(str(tmp_path / "early.csv")) for r in batch]
+    rows, _ = read_rows(str(tmp_path / "early.csv"))
     assert rows and all(r["metadataDate"] < "2022-01-01" for r in rows)
     assert len(rows) < 500 and body.count(b"\r\n") > len(rows)  # a header line, and dimensions on two lines
     head = http.head(early.csv_url)

@@ -130,9 +130,17 @@ def ids(api, data, department_ids, metadata_date, target, searches, add, storage
     "--from-csv",
     "from_csv",
     metavar="PATH_OR_URL",
-    help="Load metadata from the Open Access MetObjects.csv instead of looking it up.",
+    help="Load metadata from the Open Access MetObjects.csv instead of looking it up: a path, an http(s):// "
+    "or s3:// URL, read as a stream (the museum's URL is below).",
 )
-@click.option("--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for --from-csv.")
+@click.option("--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for an s3:// --from-csv.")
+@click.option(
+    "--csv-max-mb",
+    type=click.IntRange(1),
+    default=2048,
+    show_default=True,
+    help="Refuse a --from-csv source larger than this (the museum's file is 318 MB).",
+)
 @storage_option
 @click.option(
     "--workers",
@@ -149,6 +157,7 @@ def ingest(
     target,
     from_csv,
     csv_storage_options,
+    csv_max_mb,
     storage_options,
     workers,
     **tuning,
@@ -156,6 +165,12 @@ def ingest(
     """Look every listed object up and write it to Parquet shards under ROOT/objects/.
 
     Resumable: finished shards are skipped, so rerunning the same command continues.
+
+    \b
+    --from-csv: the Open Access MetObjects.csv is a file of the metmuseum/openaccess GitHub
+    repository (stored with Git LFS; the file dates from 2023-06-17, 318 MB). Its raw download:
+    https://media.githubusercontent.com/media/metmuseum/openaccess/master/MetObjects.csv
+    (https://github.com/metmuseum/openaccess/raw/master/MetObjects.csv redirects there)
     """
     from metdata.cluster import connect
     from metdata.dataset import Dataset
@@ -179,6 +194,7 @@ def ingest(
         since=since,
         from_csv=from_csv,
         csv_storage_options=csv_storage_options,
+        csv_max_bytes=csv_max_mb << 20,
     )
 
     dataset = Dataset(data, storage_options)
