@@ -115,3 +115,29 @@ def test_search_then_ingest_selects_what_the_full_crawl_selects_for_a_fraction_o
     assert got <= wanted and len(wanted) > 100
     assert recall >= 0.98
     assert lookups <= most_lookups
+
+
+def test_the_emulators_csv_by_url_then_the_search_looks_up_only_the_candidates_it_lacks(
+    start_met, dask_client, tmp_path
+):
+    """The recommended path, CSV + search: the Open Access CSV by URL (the emulator's, as of a date
+    that leaves out its newest objects), ``ids --target --add``, then ingest looks up only the
+    candidates the CSV lacks, each once."""
+    from metdata.jobs.ingest import load_csv
+
+    met = start_met(objects=3000, seed=22, **DENSE)
+    root = tmp_path / "data"
+    dataset = Dataset(str(root))
+    loaded = load_csv(dataset, IngestOptions(from_csv=met.csv_url))
+    in_csv = set(read_listing(dataset))
+    assert loaded["this_run"]["csv"]["rows"] == len(in_csv) > 0
+    assert stats(met).get("api", {}).get("requests", 0) == 0  # the CSV is not the API host's budget
+    assert ids_cli(met.url, root, "--target", "painting-culture", "--add").exit_code == 0
+    candidates = set(read_listing(dataset)) - in_csv  # what the search found that the CSV has not
+    assert candidates  # the CSV leaves out the newest objects
+    before = stats(met)["api"]["requests"]
+    summary = run(dask_client, dataset, options(met))
+    assert summary["this_run"]["ids_looked_up"] == len(candidates)
+    assert stats(met)["api"]["requests"] - before == len(candidates)  # each once, no faults here
+    rows = objects_table(dataset, ["objectID", "status"]).to_pylist()
+    assert {r["objectID"] for r in rows if r["status"] != "csv"} == candidates
