@@ -21,6 +21,7 @@ past the window.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -28,11 +29,16 @@ from metdata.api import DEFAULT_API
 from metdata.opencsv import MET_OBJECTS_CSV_URL
 from metdata.searchquery import PAGE, WINDOW, Query, page_requests
 
+log = logging.getLogger(__name__)
+
 #: The documented Open Access CSV (Git LFS, metmuseum/openaccess), used when no --from-csv is given.
 CSV_URL = MET_OBJECTS_CSV_URL
 #: The 2023 file: ~318 MB for 484,215 rows (the facts file).
 CSV_BYTES, CSV_ROWS = 318_000_000, 484_215
 BYTES_PER_CSV_ROW = CSV_BYTES / CSV_ROWS
+#: The 2023 file's rows over the listing of October 2026 (502,886): its share of a listing, when the
+#: CSV's size is not known (none given, or a server that does not state it).
+CSV_SHARE = CSV_ROWS / 502_886
 #: Of the painting hits with hasImages=true, the share that are public domain (6,162 of 14,488,
 #: measured live in October 2026): the images a target's candidates may give at most.
 PUBLIC_SHARE = 6_162 / 14_488
@@ -97,15 +103,15 @@ def price(
 
     >>> costs = price(Facts("t", 500_000, (("medium=Paintings", 10_000),)), data="D")
     >>> [(c.path, c.api_requests, round(c.hours, 1)) for c in costs]  # doctest: +NORMALIZE_WHITESPACE
-    [('full', 500001, 140.1), ('csv', 4119, 1.1), ('csv+listing', 19905, 5.6),
-     ('search', 10021, 4.0), ('csv+search', 4456, 1.3)]
+    [('full', 500001, 140.1), ('csv', 4095, 1.1), ('csv+listing', 22660, 6.3),
+     ('search', 10021, 4.0), ('csv+search', 4487, 1.3)]
     """
     candidates = sum(total for _, total in facts.queries)
     searched = bool(facts.queries)
     if not searched and facts.with_images is not None:
         candidates = facts.with_images
     images = round(candidates * PUBLIC_SHARE)
-    csv_rows = round((facts.csv_bytes or CSV_BYTES) / BYTES_PER_CSV_ROW)
+    csv_rows = round(facts.csv_bytes / BYTES_PER_CSV_ROW) if facts.csv_bytes else round(facts.listed * CSV_SHARE)
     share = min(1.0, csv_rows / facts.listed) if facts.listed else 1.0
     pages = sum(search_requests(total) for _, total in facts.queries)
     target, api_flag = facts.target, f" --api {api}" if api and api != DEFAULT_API else ""
@@ -114,8 +120,13 @@ def price(
     csv_cmd = f"metdata ingest --from-csv {facts.csv_url} {where}"
     est_images = f"images ≈ candidates × {PUBLIC_SHARE:.2f} (the public-domain share of painting hits, measured live)"
     est_csv = (
-        f"CSV rows ≈ {csv_rows:,} ({'its size' if facts.csv_bytes else 'the documented 2023 file'} / "
-        f"{BYTES_PER_CSV_ROW:.0f} bytes a row); candidates in it ≈ {share:.1%} (its rows / the listing)"
+        f"CSV rows ≈ {csv_rows:,} "
+        + (
+            f"(its size / {BYTES_PER_CSV_ROW:.0f} bytes a row)"
+            if facts.csv_bytes
+            else f"(the listing × {CSV_SHARE:.3f}, the 2023 file's share of the 2026 listing)"
+        )
+        + f"; candidates in it ≈ {share:.1%} (its rows / the listing)"
     )
     costs = [
         PathCost(
@@ -274,7 +285,7 @@ def gather(target, options, pacer, csv_url: str | None = None, csv_storage_optio
     )
 
 
-def _csv_size(url: str, storage_options: dict) -> int:
+def _csv_size(url: str, storage_options: dict) -> int | None:
     import fsspec
 
     from metdata.opencsv import CsvError
@@ -284,8 +295,9 @@ def _csv_size(url: str, storage_options: dict) -> int:
         size = fs.info(path).get("size")
     except (OSError, ValueError, ImportError) as exc:
         raise CsvError(f"cannot read the size of the CSV {url} ({type(exc).__name__}: {exc}): check the URL") from exc
-    if not isinstance(size, int) or size <= 0:
-        raise CsvError(f"the CSV {url} has no known size: give a path or a URL whose server states it")
+    if not isinstance(size, int) or size <= 0:  # a stream without Content-Length: priced as the 2023 file
+        log.warning("the CSV %s does not state its size: its rows are estimated from the listing", url)
+        return None
     return size
 
 
