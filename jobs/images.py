@@ -19,7 +19,7 @@ from metdata.dataset import Dataset, DatasetError
 from metdata.errors import UserError
 from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata.layout import lock_file
-from metdata.pacing import PaceConfig
+from metdata.pacing import PaceConfig, check_rate
 from metdata.selection import objects_table, select
 from metdata.targets import resolve
 
@@ -114,6 +114,16 @@ def _kept_sources(dataset: Dataset, options: images.ImageOptions, source_store: 
     return [where.get(i, f"{images.KEPT}{source}") for i in ids]
 
 
+def check_pace(planned: Plan, options: images.ImageOptions, pace: PaceConfig) -> None:
+    """Refuse a rate the hosts this run will reach do not allow (``pacing.check_rate``): the image
+    hosts of its URLs, and the API's when some URLs are looked up first.
+
+    Raises:
+        RateRefused: an unlimited rate or one above 80/s for the Met's hosts.
+    """
+    check_rate(pace.rate, images.hosts_reached(planned.tasks, options))
+
+
 @exclusive
 def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, pace: PaceConfig, planned: Plan) -> dict:
     """Run the planned chunk tasks within the image host's budget; write and return a summary.
@@ -127,6 +137,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
     busy = 0.0
     failures: list[str] = []
     if planned.tasks:
+        check_pace(planned, options, pace)
         pacer = install_pacer(client, pace)
         for result in run_tasks(
             client,

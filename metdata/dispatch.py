@@ -9,8 +9,10 @@ attempt function each, possibly several times:
   what the pacer's rate and the answers' latency make them (Little's law: rate x latency), not a
   fixed number of threads: a slow answer holds one thread while the next slots go to others.
 - **A bound, not a size.** ``in_flight_limit``: at most rate x timeout requests (every answer
-  hanging to the timeout still leaves the rate whole), at most ``MAX_IN_FLIGHT`` per task.
-  Threads are started only when no idle one is free, so a fast host uses a few.
+  hanging to the timeout still leaves the rate whole), at most ``MAX_IN_FLIGHT`` per task; with
+  no rate limit, ``UNLIMITED_IN_FLIGHT`` unless ``--max-in-flight`` says otherwise, and then the
+  host's answers are the pace (backpressure). Threads are started only when no idle one is free,
+  so a fast host uses a few.
 - **Retries go back to the queue.** A ``transient`` outcome waits its backoff (exponential with
   jitter, at most 60 s) in a heap, holding no thread and no slot; a ``blocked`` one is reported to
   the pacer (every worker pauses), drops this task's held slots, and goes back to the ready queue:
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from metdata.fetch import RETRYABLE, Outcome
+from metdata.pacing import HORIZON
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,12 @@ V = TypeVar("V")
 
 #: The most requests one task keeps in flight, whatever rate x timeout says (threads are cheap, not free).
 MAX_IN_FLIGHT = 256
+
+#: Requests one task keeps in flight when the rate is unlimited and ``--max-in-flight`` is not given.
+UNLIMITED_IN_FLIGHT = 32
+
+#: With no rate limit, a task takes this many slots per round trip to the pacer (they go stale after ``HORIZON``).
+UNLIMITED_GRANT = 64
 
 #: A transient failure's backoff never exceeds this (s).
 MAX_BACKOFF = 60.0
@@ -56,14 +65,18 @@ class SlotSource(Protocol):
 
     def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
     def blocked(self, host: str) -> None: ...
+    def throttled(self, host: str) -> None: ...
 
 
 def in_flight_limit(rate: float, timeout: float, cap: int = MAX_IN_FLIGHT) -> int:
-    """The most requests in flight one task may need: every answer hanging ``timeout`` s at ``rate``/s.
+    """The most requests in flight one task may need: every answer hanging ``timeout`` s at ``rate``/s;
+    with no limit (``rate`` 0), ``UNLIMITED_IN_FLIGHT``.
 
-    >>> in_flight_limit(80, 30), in_flight_limit(1.2, 30), in_flight_limit(0.05, 2)
-    (256, 36, 2)
+    >>> in_flight_limit(80, 30), in_flight_limit(1.2, 30), in_flight_limit(0.05, 2), in_flight_limit(0, 30)
+    (256, 36, 2, 32)
     """
+    if rate == 0:
+        return min(cap, UNLIMITED_IN_FLIGHT)
     return max(2, min(cap, math.ceil(rate * timeout)))
 
 
@@ -83,7 +96,9 @@ class Slots:
 
     ``take`` asks the pacer for up to ``want`` slots at once (one round trip for several
     requests); the pacer grants only slots within its horizon, so what a task holds is never more
-    than about a second of budget, and a block stops every worker within that second.
+    than about a second of budget, and a block stops every worker within that second. With no
+    rate limit (the pacer's ``config.rate`` 0) it asks for ``UNLIMITED_GRANT`` at a time and drops
+    what it still holds after ``HORIZON`` s, so a block elsewhere still stops it within that.
     """
 
     pacer: SlotSource
@@ -93,13 +108,21 @@ class Slots:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     grants: int = 0  # round trips to the pacer that granted slots (for the summary)
 
+    @property
+    def unlimited(self) -> bool:
+        config = getattr(self.pacer, "config", None)
+        return config is not None and config.rate == 0
+
     def next(self, host: str, want: int = 1) -> tuple[float | None, float]:
         """(the time of this host's next held slot, or None; when to ask again if none was granted)."""
+        unlimited = self.unlimited
         with self._lock:
             held = self._held.setdefault(host, deque())
+            if held and unlimited and held[0] < self.clock() - HORIZON:
+                held.clear()  # stale: a block may have come meanwhile
             if held:
                 return held[0], 0.0
-        waits, retry = self.pacer.grant(host, max(1, want))
+        waits, retry = self.pacer.grant(host, max(1, want, UNLIMITED_GRANT if unlimited else 1))
         now = self.clock()
         with self._lock:
             if waits:
@@ -166,6 +189,8 @@ class Dispatcher:
         max_in_flight: the bound on concurrent attempts (``in_flight_limit``).
         max_attempts: attempts per item before a retryable outcome is final for this run.
         backoff: base seconds of a transient failure's backoff.
+        throttled: whether an attempt's value says the host answered 429 (too many requests): then
+            the pacer is told (``pacing.RateLimiter.throttled``: an unlimited host slows down).
     """
 
     slots: Slots
@@ -174,6 +199,7 @@ class Dispatcher:
     backoff: float
     seed: int | None = None
     figures: Figures = field(default_factory=Figures)
+    throttled: Callable[[object], bool] | None = None
 
     def run(
         self,
@@ -215,6 +241,8 @@ class Dispatcher:
                     self.slots.forget(host)
                     ready.appendleft(i)
                 else:
+                    if self.throttled is not None and self.throttled(value):
+                        self.slots.pacer.throttled(host_of(items[i]))
                     heapq.heappush(backing_off, (clock() + backoff_delay(self.backoff, tries[i], rng), i))
                 return
             results[i] = Done(status, value, tries[i], error)

@@ -145,6 +145,28 @@ def budget_key(url: str) -> str:
         return "images@"
 
 
+def hosts_reached(tasks, options: ImageOptions) -> set[str]:
+    """The hosts these chunk tasks will send requests to: their URLs' (redirects aside), and the
+    API's when some URL is looked up first (``None``).
+
+    >>> t = ChunkTask(0, 0, (1, 2), ("https://images.metmuseum.org/a.jpg", None))
+    >>> sorted(hosts_reached([t], ImageOptions()))
+    ['collectionapi.metmuseum.org', 'images.metmuseum.org']
+    """
+    hosts = set()
+    for task in tasks:
+        for i in task.redo if task.redo is not None else range(len(task.urls)):
+            url = task.urls[i]
+            if url is None:
+                hosts.add(urlsplit(options.lookup.api).netloc)
+            elif url and not url.startswith(KEPT):
+                try:
+                    hosts.add(urlsplit(url).netloc)
+                except ValueError:  # a malformed URL is refused later, without a request
+                    continue
+    return hosts
+
+
 #: Decodes at once per process: one per core (an original decodes to up to 48 MB of pixels).
 _DECODING = threading.BoundedSemaphore(os.cpu_count() or 1)
 

@@ -380,3 +380,28 @@ def test_cli_bad_input(start_met, dask_client, tmp_path):
         assert message in result.output, (args, result.output)
     after = {p.name: p.read_bytes() for p in (tmp_path / "images.zarr").rglob("*") if p.is_file()}
     assert before == after and dataset.exists("images/_summary.json")
+
+
+def test_no_rate_limit_works_against_the_emulator_and_is_refused_for_the_mets_image_host(
+    start_met, dask_client, tmp_path
+):
+    from click.testing import CliRunner
+
+    from metdata.cli import main
+    from metdata.pacing import RateRefused
+
+    met = start_met(objects=200, seed=12)
+    dataset = ingested(met, dask_client, tmp_path)
+    options = image_options(met)
+    summary = job.run(dask_client, dataset, options, PaceConfig(rate=0), job.plan(dataset, options))
+    n = summary["selected"]
+    assert n > 20 and summary["slots_by_status"] == {"ok": n} and summary["this_run"]["configured_rate"] == 0
+    point_images_at(dataset, met.base, "https://images.metmuseum.org")  # the Met's own image host now
+    other = image_options(met, store="met.zarr")
+    with pytest.raises(RateRefused, match=r"refused for images\.metmuseum\.org"):
+        job.run(dask_client, dataset, other, PaceConfig(rate=0), job.plan(dataset, other))
+    base = ["images", "--data", str(tmp_path), "--api", met.url, "--store", "met2.zarr", "--size", "16"]
+    for rate in ("0", "500"):
+        result = CliRunner().invoke(main, [*base, "--rate", rate])
+        assert result.exit_code == 1 and "is refused for images.metmuseum.org" in result.output, result.output
+    assert not dataset.data_files(other.status_folder)  # refused before any chunk was done
