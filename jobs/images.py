@@ -133,7 +133,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
     """
     started = time.monotonic()
     statuses: Counter[str] = Counter()
-    downloaded = bugs = requests = peak = 0
+    downloaded = bugs = requests = peak = follow_ups = 0
     busy = 0.0
     failures: list[str] = []
     if planned.tasks:
@@ -144,14 +144,17 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             images.run_chunk,
             planned.tasks,
             label="images",
-            size=lambda t: len(t.redo or t.object_ids),
-            name=lambda t: f"chunk {t.index}",
+            size=lambda t: len(t.redo or t.object_ids) if t.tries is None else 0,  # a follow-up's are counted
+            name=lambda t: f"chunk {t.index}" if t.tries is None else f"chunk {t.index} follow-up",
             failures=failures,
+            follow_up=images.follow_up,
+            finished=lambda result: sum(result["statuses"].values()),
             dataset=dataset,
             options=options,
             pacer=pacer,
         ):
             statuses.update(result["statuses"])
+            follow_ups += result.get("follow_up", False)
             downloaded += result["bytes"]
             bugs += result.get("errors", 0)
             requests += result.get("requests", 0)
@@ -173,6 +176,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             "achieved_rate": round(requests / duration, 3) if duration else None,
             "configured_rate": pace.rate,
             "in_flight": {"mean": round(busy / duration, 1) if duration else 0, "peak_per_task": peak},
+            "follow_up_tasks": follow_ups,
             "failed_chunk_tasks": failures,
             "unexpected_errors": report_unexpected(bugs, "images"),
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -405,3 +406,28 @@ def test_no_rate_limit_works_against_the_emulator_and_is_refused_for_the_mets_im
         result = CliRunner().invoke(main, [*base, "--rate", rate])
         assert result.exit_code == 1 and "is refused for images.metmuseum.org" in result.output, result.output
     assert not dataset.data_files(other.status_folder)  # refused before any chunk was done
+
+
+def test_slow_and_retried_images_are_handed_to_follow_up_tasks_and_every_slot_ends_once(
+    start_met, dask_client, tmp_path
+):
+    met = start_met(objects=300, seed=5, fault_rate=0.15, slow_seconds=3, faults=frozenset({"503", "drop", "slow"}))
+    clean = start_met(objects=300, seed=5)
+    dataset = ingested(clean, dask_client, tmp_path)
+    point_images_at(dataset, clean.base, met.base)
+    options = replace(
+        image_options(met, max_attempts=8, late_after=0.2),
+        lookup=replace(image_options(met).lookup, backoff=0.5, max_attempts=8),
+    )
+    summary = build(dask_client, dataset, options)
+    n = summary["selected"]
+    assert summary["this_run"]["follow_up_tasks"] > 0  # the tails went to other tasks
+    assert summary["this_run"]["images"] == n  # each slot counted once, when it ended
+    rows = pads.dataset(dataset.path("images"), filesystem=dataset.fs, format="parquet").to_table().to_pylist()
+    assert len(rows) == n and len({r["objectID"] for r in rows}) == n  # one row per slot, none lost or twice
+    assert summary["slots_by_status"] == {"ok": n}  # 8 attempts: every transient fault was outlived
+    assert max(r["attempts"] for r in rows) > 1
+    group = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
+    assert group["valid"][:].all() and all(group["images"][s].any() for s in range(n))  # follow-ups kept the rest
+    again = build(dask_client, dataset, options, retry_failed=True)
+    assert again["this_run"]["images"] == 0 and again["slots_by_status"] == {"ok": n}  # a rerun changes nothing
