@@ -31,6 +31,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--slow-seconds", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="the client's timeout")
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--late-after", type=float, help="ImageOptions.late_after (default: its default)")
     parser.add_argument("--cap", type=float, default=600.0, help="seconds at most for the run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads-per-worker", type=int, default=2)
@@ -99,6 +101,8 @@ def main() -> None:
                     lookup=LookupOptions(api=url, timeout=args.timeout),
                     allowed_hosts=frozenset({"images.metmuseum.org", urlsplit(url).netloc}),
                 )
+                if args.late_after is not None:
+                    options = replace(options, late_after=args.late_after)
                 planned = images_job.plan(dataset, options)
                 progress.times.clear()
                 pace = PaceConfig(rate=args.rate)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 import warnings
@@ -96,7 +97,8 @@ def run_tasks(
                     due.append(heapq.heappop(later)[2])
                 if due:
                     submit(due)
-                timeout = max(0.05, later[0][0] - now) if later else None
+                progress.update(0, f"({len(pending)} tasks running, {len(later)} follow-ups waiting)")
+                timeout = max(0.05, min(progress.next_line_in(), later[0][0] - now if later else math.inf))
                 if not pending:
                     time.sleep(timeout)
                     continue

@@ -94,7 +94,7 @@ class ImageOptions:
     max_bytes: int = 50 << 20
     keep_originals: bool = False
     store: str = "images.zarr"
-    late_after: float | None = 2.0
+    late_after: float | None = 1.0
 
     @property
     def status_folder(self) -> str:

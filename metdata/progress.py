@@ -50,6 +50,10 @@ class Progress:
                 self._last = time.monotonic()
                 log.info("%s: %d/%d %s", self.label, self.done, self.total, note)
 
+    def next_line_in(self) -> float:
+        """Seconds until ``update`` would log its next line (a caller waiting meanwhile can wake then)."""
+        return max(0.0, self.every - (time.monotonic() - self._last))
+
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
