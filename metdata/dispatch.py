@@ -200,6 +200,8 @@ class Dispatcher:
         backoff: base seconds of a transient failure's backoff.
         throttled: whether an attempt's value says the host answered 429 (too many requests): then
             the pacer is told (``pacing.RateLimiter.throttled``: an unlimited host slows down).
+        late_after: hand the tail on after this many seconds of only waiting (see the module
+            docstring); None: wait for every item.
     """
 
     slots: Slots
