@@ -27,6 +27,12 @@ kept. Rows: no latency; ``--latency`` (0.3 s) on every answer; the fault mix (ev
 disk per kept image: img2dataset's output folder (JPEGs re-encoded at quality 95, plus their
 JSON and the shard Parquet) and metdata's store (the ``images`` chunks plus the status shards).
 
+Both commands pay a start-up (Python imports; metdata's LocalCluster of a scheduler, nannies and
+workers) that a longer run spreads thinner. So in the first row both also run on the first
+``--small`` URLs (by objectID; metdata with ``--where "objectID <= X"``), and the marginal CPU
+per image, (CPU of all - CPU of the small run) / (images of all - of the small run), is printed
+beside: the per-image cost without the start-up.
+
     python benchmarks/images_vs_img2dataset.py [--images 4325] [--rows plain,latency,faults] \\
         [--i2d-venv /tmp/metdata-img2dataset]
 """
@@ -108,8 +114,9 @@ def run_img2dataset(command: Path, urls_file: Path, out: Path, retries: int, arg
     return r
 
 
-def run_metdata(api: str, root: Path, store: str, args) -> dict:
+def run_metdata(api: str, root: Path, store: str, args, where: str | None = None) -> dict:
     flags = ["--data", str(root), "--api", api, "--store", store, "--size", str(args.size), "--resize", "pad"]
+    flags += ["--where", where] if where else []
     flags += ["--rate", "0", "--workers", str(args.workers), "--timeout", f"{args.timeout:g}"]
     r = timed([*METDATA, "images", *flags])
     summary = json.loads(r["stdout"])
@@ -134,11 +141,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16, help="img2dataset --thread_count")
     parser.add_argument("--workers", type=int, default=2, help="metdata images --workers")
     parser.add_argument("--i2d-venv", type=Path, default=Path("/tmp/metdata-img2dataset"))
+    parser.add_argument("--small", type=int, default=128, help="URLs of the start-up run (0: none)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     command = img2dataset_command(args.i2d_venv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     results: list[tuple[str, str, dict]] = []
+    startup: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="metdata-vs-i2d-") as tmp:
         tmp = Path(tmp)
         drawn = write_replay(tmp / "replay", round(args.images / IMAGES_PER_OBJECT), 0)
@@ -149,15 +158,19 @@ def main() -> None:
             ingest = [*METDATA, "ingest", "--data", str(root), "--api", api, "--rate", "0", "--workers", "2"]
             subprocess.run(ingest, check=True, capture_output=True)
         table = pads.dataset(root / "objects", format="parquet").to_table(
-            columns=["primaryImageSmall", "isPublicDomain", "status"]
+            columns=["objectID", "primaryImageSmall", "isPublicDomain", "status"]
         )
-        urls = [
-            u
-            for u, public, status in zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
+        chosen = sorted(
+            (i, u)
+            for i, u, public, status in zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
             if u and public and status == "ok"
-        ]
+        )
+        urls = [u for _, u in chosen]
         urls_file = tmp / "urls.txt"
         urls_file.write_text("\n".join(urls) + "\n")
+        small_file = tmp / "small.txt"
+        small_file.write_text("\n".join(urls[: args.small]) + "\n")
+        small_where = f"objectID <= {chosen[args.small - 1][0]}" if args.small else None
         log.info("%d URLs (%d images drawn)", len(urls), drawn)
         scenarios = {
             "plain": ("no latency", (), [0]),
@@ -171,6 +184,11 @@ def main() -> None:
         for row in rows:
             label, flags, retries = scenarios[row]
             with fake_met(*served, *flags) as (api, _):
+                if row == rows[0] and args.small:  # the start-up runs
+                    out = tmp / "i2d-small"
+                    startup["img2dataset"] = run_img2dataset(command, small_file, out, 0, args)
+                    shutil.rmtree(out)
+                    startup["metdata"] = run_metdata(api, root, "images-small.zarr", args, small_where)
                 for n in retries:
                     out = tmp / f"i2d-{row}-{n}"
                     got = run_img2dataset(command, urls_file, out, n, args)
@@ -199,6 +217,17 @@ def main() -> None:
             f" {r['kept'] / r['wall']:8.1f} {r['cpu']:7.1f} {per:10.2f} x{per / ref['per'] if ref else 1:5.2f}"
             f" {r['bytes'] / max(1, r['kept']):9,.0f}"
         )
+    if startup:
+        first = results[0][0]
+        marginal = {}
+        for who, small in startup.items():
+            full = next(r for label, name, r in results if label == first and name.startswith(who))
+            marginal[who] = 1000 * (full["cpu"] - small["cpu"]) / max(1, full["kept"] - small["kept"])
+            print(
+                f"  {first}, start-up: {who} on {small['kept']} images: {small['wall']:.1f} s, "
+                f"CPU {small['cpu']:.1f} s; marginal CPU per image over the rest: {marginal[who]:.2f} ms"
+            )
+        print(f"  marginal CPU per image, metdata / img2dataset: x{marginal['metdata'] / marginal['img2dataset']:.2f}")
     for label, who, r in results:
         if who.startswith("metdata"):
             print(f"  {label}: metdata's statuses {r['by_status']}; its run alone (summary) {r['run_s']:.1f} s")

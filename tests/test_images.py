@@ -431,3 +431,39 @@ def test_slow_and_retried_images_are_handed_to_follow_up_tasks_and_every_slot_en
     assert group["valid"][:].all() and all(group["images"][s].any() for s in range(n))  # follow-ups kept the rest
     again = build(dask_client, dataset, options, retry_failed=True)
     assert again["this_run"]["images"] == 0 and again["slots_by_status"] == {"ok": n}  # a rerun changes nothing
+
+
+def _items_task(task: tuple[str, int, int], progress_topic: str | None = None) -> dict:
+    """A task of ``n`` items that counts them as they end; ``late`` of them are left to a follow-up."""
+    from metdata.progress import report
+
+    name, n, late = task
+    with report(progress_topic, every=0.0) as finished:
+        for _ in range(n - late):
+            finished(1)
+    return {"name": name, "ended": n - late, "late": late}
+
+
+def test_tasks_report_items_as_they_end_and_follow_ups_run_once_and_count_once(dask_client, caplog):
+    import logging
+
+    from metdata.jobs.tasks import run_tasks
+
+    failures: list[str] = []
+    seen = []
+    with caplog.at_level(logging.INFO, logger="metdata.progress"):
+        for result in run_tasks(
+            dask_client,
+            _items_task,
+            [("a", 10, 3), ("b", 5, 0)],
+            label="items",
+            size=lambda t: t[1] if t[0] in "ab" else 0,  # a follow-up's items are in its first task's size
+            name=lambda t: t[0],
+            failures=failures,
+            follow_up=lambda t, r: (0.2, (t[0] + "+", r["late"], 0)) if r["late"] else None,
+            finished=lambda r: r["ended"],
+        ):
+            seen.append(result["name"])
+    assert sorted(seen) == ["a", "a+", "b"] and not failures
+    final = [r.getMessage() for r in caplog.records if " in " in r.getMessage()]
+    assert final and final[-1].startswith("items: 15/15 in ")  # every item counted once, follow-up's included
