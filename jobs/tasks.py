@@ -8,13 +8,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from distributed import Client, wait
+from distributed import Client, as_completed
 
 from metdata.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
 from metdata.progress import Progress
@@ -62,13 +61,13 @@ def run_tasks(
     closed: set[str] = set()
     lock = threading.Lock()
     later: list[tuple[float, int, object]] = []  # (when, order, task): follow-ups not yet due
-    pending: set = set()
+    running = as_completed(loop=client.loop)
     counter = itertools.count()
 
     def submit(batch: list) -> None:
         keys = [f"{label}-{name(t)}-{time.time_ns()}-{next(counter)}".replace(" ", "-") for t in batch]
         task_of.update(zip(keys, batch, strict=True))
-        pending.update(client.map(fn, batch, key=keys, retries=1, **kwargs, **extra))
+        running.update(client.map(fn, batch, key=keys, retries=1, **kwargs, **extra))
 
     with Progress(sum(size(t) for t in tasks), label) as progress:
 
@@ -90,24 +89,18 @@ def run_tasks(
             client.subscribe_topic(topic, on_event)
         try:
             submit(list(tasks))
-            while pending or later:
+            while not running.is_empty() or later:
                 now = time.monotonic()
                 due = []
                 while later and later[0][0] <= now:
                     due.append(heapq.heappop(later)[2])
                 if due:
                     submit(due)
-                progress.update(0, f"({len(pending)} tasks running, {len(later)} follow-ups waiting)")
-                timeout = max(0.05, min(progress.next_line_in(), later[0][0] - now if later else math.inf))
-                if not pending:
-                    time.sleep(timeout)
+                progress.update(0, f"({running.count()} tasks to finish, {len(later)} follow-ups waiting)")
+                if not running.has_ready():  # as_completed itself looks every 0.1 s: so does this loop
+                    time.sleep(max(0.01, min(0.1, progress.next_line_in(), later[0][0] - now if later else 0.1)))
                     continue
-                try:
-                    done = wait(list(pending), timeout=timeout, return_when="FIRST_COMPLETED").done
-                except TimeoutError:
-                    continue
-                for future in done:
-                    pending.discard(future)
+                for future in running.next_batch(block=False):
                     task = task_of[future.key]
                     if future.status == "error":
                         settle(future.key, size(task))
@@ -120,7 +113,7 @@ def run_tasks(
                         heapq.heappush(later, (time.monotonic() + nxt[0], next(counter), nxt[1]))
                     yield result
         except KeyboardInterrupt:
-            client.cancel(list(pending))
+            client.cancel(list(running.futures))
             log.warning("interrupted: finished work is kept; rerun the same command to resume")
             raise
         finally:
