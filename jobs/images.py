@@ -19,7 +19,7 @@ from metdata.dataset import Dataset, DatasetError
 from metdata.errors import UserError
 from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata.layout import lock_file
-from metdata.pacing import PaceConfig
+from metdata.pacing import PaceConfig, check_rate
 from metdata.selection import objects_table, select
 from metdata.targets import resolve
 
@@ -114,6 +114,16 @@ def _kept_sources(dataset: Dataset, options: images.ImageOptions, source_store: 
     return [where.get(i, f"{images.KEPT}{source}") for i in ids]
 
 
+def check_pace(planned: Plan, options: images.ImageOptions, pace: PaceConfig) -> None:
+    """Refuse a rate the hosts this run will reach do not allow (``pacing.check_rate``): the image
+    hosts of its URLs, and the API's when some URLs are looked up first.
+
+    Raises:
+        RateRefused: an unlimited rate or one above 80/s for the Met's hosts.
+    """
+    check_rate(pace.rate, images.hosts_reached(planned.tasks, options))
+
+
 @exclusive
 def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, pace: PaceConfig, planned: Plan) -> dict:
     """Run the planned chunk tasks within the image host's budget; write and return a summary.
@@ -123,24 +133,28 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
     """
     started = time.monotonic()
     statuses: Counter[str] = Counter()
-    downloaded = bugs = requests = peak = 0
+    downloaded = bugs = requests = peak = follow_ups = 0
     busy = 0.0
     failures: list[str] = []
     if planned.tasks:
+        check_pace(planned, options, pace)
         pacer = install_pacer(client, pace)
         for result in run_tasks(
             client,
             images.run_chunk,
             planned.tasks,
             label="images",
-            size=lambda t: len(t.redo or t.object_ids),
-            name=lambda t: f"chunk {t.index}",
+            size=lambda t: len(t.redo or t.object_ids) if t.tries is None else 0,  # a follow-up's are counted
+            name=lambda t: f"chunk {t.index}" if t.tries is None else f"chunk {t.index} follow-up",
             failures=failures,
+            follow_up=images.follow_up,
+            finished=lambda result: sum(result["statuses"].values()),
             dataset=dataset,
             options=options,
             pacer=pacer,
         ):
             statuses.update(result["statuses"])
+            follow_ups += result.get("follow_up", False)
             downloaded += result["bytes"]
             bugs += result.get("errors", 0)
             requests += result.get("requests", 0)
@@ -162,6 +176,7 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             "achieved_rate": round(requests / duration, 3) if duration else None,
             "configured_rate": pace.rate,
             "in_flight": {"mean": round(busy / duration, 1) if duration else 0, "peak_per_task": peak},
+            "follow_up_tasks": follow_ups,
             "failed_chunk_tasks": failures,
             "unexpected_errors": report_unexpected(bugs, "images"),
         },

@@ -5,7 +5,10 @@ Shared by every job that fans tasks out under the scheduler's pacer.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +38,8 @@ def run_tasks(
     size: Callable[[object], int],
     name: Callable[[object], str],
     failures: list[str],
+    follow_up: Callable[[object, dict], tuple[float, object] | None] | None = None,
+    finished: Callable[[dict], int] | None = None,
     **kwargs,
 ) -> Iterator[dict]:
     """Run ``fn(task, **kwargs)`` for every task on the cluster; yield results as they finish.
@@ -42,23 +47,78 @@ def run_tasks(
     Progress counts ``size(task)`` units per finished task. A task that raised is recorded
     in ``failures`` (by ``name(task)``) and the rest go on. On Ctrl-C the remaining tasks are
     cancelled and KeyboardInterrupt propagates: finished work is kept.
+
+    With ``follow_up(task, result)`` -> ``(delay s, next task)`` or None, a task's leftover work
+    runs as another task, submitted when its delay has passed (no thread waits for it meanwhile).
+    With ``finished(result)`` (the units a result finished), ``fn`` also gets ``progress_topic``
+    and counts its units as they end (``progress.report``): progress moves per item, and a
+    follow-up's units are counted when they end, not twice.
     """
-    keys = [f"{label}-{name(t)}-{time.time_ns()}".replace(" ", "-") for t in tasks]
-    task_of = dict(zip(keys, tasks, strict=True))
-    futures = client.map(fn, tasks, key=keys, retries=1, **kwargs)
-    try:
-        with Progress(sum(size(t) for t in tasks), label) as progress:
-            for future in as_completed(futures):
-                task = task_of[future.key]
-                progress.update(size(task))
-                if future.status == "error":
-                    failures.append(f"{name(task)}: {future.exception()!r}")
+    topic = f"metdata-progress-{label}-{time.time_ns()}" if finished is not None else None
+    extra = {"progress_topic": topic} if topic else {}
+    task_of: dict[str, object] = {}
+    reported: dict[str, int] = {}  # units already counted per task key, from its events
+    closed: set[str] = set()
+    lock = threading.Lock()
+    later: list[tuple[float, int, object]] = []  # (when, order, task): follow-ups not yet due
+    running = as_completed(loop=client.loop)
+    counter = itertools.count()
+
+    def submit(batch: list) -> None:
+        keys = [f"{label}-{name(t)}-{time.time_ns()}-{next(counter)}".replace(" ", "-") for t in batch]
+        task_of.update(zip(keys, batch, strict=True))
+        running.update(client.map(fn, batch, key=keys, retries=1, **kwargs, **extra))
+
+    with Progress(sum(size(t) for t in tasks), label) as progress:
+
+        def on_event(event: tuple) -> None:
+            key, n = event[1]
+            with lock:
+                if key in closed or key not in task_of:
+                    return
+                reported[key] = reported.get(key, 0) + n
+            progress.update(n)
+
+        def settle(key: str, units: int) -> None:
+            with lock:
+                closed.add(key)
+                units -= reported.pop(key, 0)
+            progress.update(max(0, units))
+
+        if topic:
+            client.subscribe_topic(topic, on_event)
+        try:
+            submit(list(tasks))
+            while not running.is_empty() or later:
+                now = time.monotonic()
+                due = []
+                while later and later[0][0] <= now:
+                    due.append(heapq.heappop(later)[2])
+                if due:
+                    submit(due)
+                progress.update(0, f"({running.count()} tasks to finish, {len(later)} follow-ups waiting)")
+                if not running.has_ready():  # as_completed itself looks every 0.1 s: so does this loop
+                    time.sleep(max(0.01, min(0.1, progress.next_line_in(), later[0][0] - now if later else 0.1)))
                     continue
-                yield future.result()
-    except KeyboardInterrupt:
-        client.cancel(futures)
-        log.warning("interrupted: finished work is kept; rerun the same command to resume")
-        raise
+                for future in running.next_batch(block=False):
+                    task = task_of[future.key]
+                    if future.status == "error":
+                        settle(future.key, size(task))
+                        failures.append(f"{name(task)}: {future.exception()!r}")
+                        continue
+                    result = future.result()
+                    settle(future.key, finished(result) if finished is not None else size(task))
+                    nxt = follow_up(task, result) if follow_up is not None else None
+                    if nxt is not None:
+                        heapq.heappush(later, (time.monotonic() + nxt[0], next(counter), nxt[1]))
+                    yield result
+        except KeyboardInterrupt:
+            client.cancel(list(running.futures))
+            log.warning("interrupted: finished work is kept; rerun the same command to resume")
+            raise
+        finally:
+            if topic:
+                client.unsubscribe_topic(topic)
 
 
 def report_unexpected(count: int, what: str) -> int:

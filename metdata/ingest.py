@@ -66,8 +66,10 @@ def task_size(new_ids: int, rate: float, task_slots: int, shard_size: int) -> in
     (1000, 72)
     >>> task_size(1000, 80, 4, 1000), task_size(10, 80, 4, 1000)  # few ids: spread over the slots
     (250, 3)
+    >>> task_size(500_000, 0, 4, 1000)  # no rate limit (0): a minute of budget is more than a shard
+    1000
     """
-    by_budget = max(MIN_TASK_IDS, round(rate * TASK_SECONDS))
+    by_budget = shard_size if rate == 0 else max(MIN_TASK_IDS, round(rate * TASK_SECONDS))
     spread = -(-new_ids // max(1, task_slots))
     return max(1, min(shard_size, by_budget, spread))
 

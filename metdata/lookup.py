@@ -40,6 +40,12 @@ class Pacer(Protocol):
     def bind(self) -> Pacer: ...
     def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
     def blocked(self, host: str) -> None: ...
+    def throttled(self, host: str) -> None: ...
+
+
+def is_429(value: object) -> bool:
+    """Whether an attempt's value (an ``Answer`` or an ``images.Fetched``) is a 429 answer."""
+    return getattr(value, "error", "") == "HTTP 429"
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,9 @@ class LookupOptions:
     Attributes:
         api: the API base URL.
         max_in_flight: the most requests one task keeps in flight; 0 sizes it to the budget
-            (``dispatch.in_flight_limit``: rate x timeout, at most 256). How many are really in
-            flight is rate x latency: the bound matters only when answers hang.
+            (``dispatch.in_flight_limit``: rate x timeout, at most 256; 32 with no rate limit). How
+            many are really in flight is rate x latency: the bound matters only when answers hang,
+            or when the rate is unlimited (then it and the host's answers are the pace).
         timeout: seconds for a whole request (connect and every read) before it counts as a
             transient failure.
         max_attempts: attempts per id before a transient or blocked outcome is final for this run.
@@ -75,7 +82,7 @@ class LookupOptions:
     def dispatcher(self, pacer: Pacer, items: int) -> Dispatcher:
         """A dispatcher for ``items`` requests at the pacer's rate, with these limits."""
         limit = self.max_in_flight or in_flight_limit(pacer.config.rate, self.timeout)
-        return Dispatcher(Slots(pacer), max(1, min(limit, items)), self.max_attempts, self.backoff)
+        return Dispatcher(Slots(pacer), max(1, min(limit, items)), self.max_attempts, self.backoff, throttled=is_429)
 
 
 def paid_first(slots: Slots, key_of: Callable[[str], str]) -> Callable[[str], None]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
-from metdata.dispatch import Dispatcher, Slots, in_flight_limit
+from metdata.dispatch import UNLIMITED_IN_FLIGHT, Dispatcher, Slots, in_flight_limit
 from metdata.lookup import LookupOptions, lookup_batch
 from metdata.pacing import HORIZON, LocalPacer, PaceConfig, RateLimiter
 
@@ -183,3 +185,76 @@ def test_one_id_hanging_does_not_hold_the_lookups_of_the_others():
         server.shutdown()
     assert [r["status"] for r in rows] == ["ok"] * 30  # id 1 came back after the 29 others
     assert _HangingApi.others_done.is_set() and figures.requests == 30
+
+
+def test_unlimited_lookups_against_the_emulator_are_bounded_by_in_flight_and_take_slots_in_batches(start_met):
+    met = start_met(objects=300, seed=3)
+    options = LookupOptions(api=met.url, timeout=5.0)
+    pacer = LocalPacer(PaceConfig(rate=0))
+    ids = [int(i) for i in met.catalog.ids[:200]]
+    rows, figures = lookup_batch(ids, options, pacer)
+    assert [r["objectID"] for r in rows] == ids and {r["status"] for r in rows} == {"ok"}
+    assert figures.requests == 200 and figures.peak_in_flight <= UNLIMITED_IN_FLIGHT
+    assert figures.grants <= 200 / 8  # slots come many per round trip to the pacer, not one per request
+    assert pacer.stats()[urlsplit(met.url).netloc]["rate"] is None  # no limit, no block
+
+
+def test_a_block_with_no_limit_still_pauses_the_host_then_paces_it():
+    sent: dict[int, list[float]] = {}
+    reported: list[float] = []
+
+    class Pacer(LocalPacer):
+        def blocked(self, host: str) -> None:
+            reported.append(time.monotonic())
+            super().blocked(host)
+
+    def attempt(i: int):
+        sent.setdefault(i, []).append(time.monotonic())
+        if i == 3 and len(sent[i]) == 1:
+            return "blocked", None
+        return "ok", i
+
+    pacer = Pacer(PaceConfig(rate=0, cooldown=0.3))
+    dispatcher = Dispatcher(Slots(pacer), 4, max_attempts=3, backoff=0.01, seed=1)
+    done = dispatcher.run(list(range(40)), lambda _: "mirror", attempt)
+    assert [d.status for d in done] == ["ok"] * 40 and done[3].attempts == 2
+    assert len(reported) == 1 and sent[3][1] >= reported[0] + 0.3  # the retry waited out the cool-down
+    assert pacer.stats()["mirror"]["blocks"] == 1 and pacer.stats()["mirror"]["rate"] is not None  # finite now
+
+
+def test_a_task_hands_on_its_tail_instead_of_waiting_for_a_hanging_answer_or_a_long_backoff():
+    release = threading.Event()
+    calls: dict[int, int] = {}
+    finished: list[int] = []
+
+    def attempt(i: int):
+        calls[i] = calls.get(i, 0) + 1
+        if i == 0:
+            release.wait(NO_HANG)  # hangs until the test lets it go: the run must not wait for it
+            return "ok", i
+        if i == 1:
+            return "transient", None  # its backoff (10 s at least) is far longer than late_after
+        return "ok", i
+
+    pacer = LocalPacer(PaceConfig(rate=0))
+    dispatcher = Dispatcher(Slots(pacer), 4, max_attempts=3, backoff=20.0, seed=1, late_after=0.2)
+    done = dispatcher.run(
+        list(range(10)), lambda _: "api", attempt, tries=[0, 1, 0, 0, 0, 0, 0, 0, 0, 0], finished=finished.append
+    )
+    handed_on = not release.is_set()
+    release.set()
+    assert handed_on and done[0].late and done[0].status == "transient" and done[0].attempts == 1
+    assert done[1].late and done[1].attempts == 2 and 10 <= done[1].due <= 60  # tries carried over
+    assert [d.status for d in done[2:]] == ["ok"] * 8 and not any(d.late for d in done[2:])
+    assert sorted(finished) == list(range(2, 10))  # the late ones are not finished
+
+
+def test_an_items_last_attempt_is_waited_for_not_handed_on():
+    def attempt(i: int):
+        if i == 0:
+            time.sleep(0.6)  # longer than late_after, but it is this item's last attempt
+        return "ok", i
+
+    dispatcher = Dispatcher(Slots(LocalPacer(PaceConfig(rate=0))), 4, max_attempts=2, backoff=0.01, late_after=0.1)
+    done = dispatcher.run([0, 1, 2], lambda _: "api", attempt, tries=[1, 0, 0])
+    assert [(d.status, d.late, d.attempts) for d in done] == [("ok", False, 2), ("ok", False, 1), ("ok", False, 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -380,3 +381,89 @@ def test_cli_bad_input(start_met, dask_client, tmp_path):
         assert message in result.output, (args, result.output)
     after = {p.name: p.read_bytes() for p in (tmp_path / "images.zarr").rglob("*") if p.is_file()}
     assert before == after and dataset.exists("images/_summary.json")
+
+
+def test_no_rate_limit_works_against_the_emulator_and_is_refused_for_the_mets_image_host(
+    start_met, dask_client, tmp_path
+):
+    from click.testing import CliRunner
+
+    from metdata.cli import main
+    from metdata.pacing import RateRefused
+
+    met = start_met(objects=200, seed=12)
+    dataset = ingested(met, dask_client, tmp_path)
+    options = image_options(met)
+    summary = job.run(dask_client, dataset, options, PaceConfig(rate=0), job.plan(dataset, options))
+    n = summary["selected"]
+    assert n > 20 and summary["slots_by_status"] == {"ok": n} and summary["this_run"]["configured_rate"] == 0
+    point_images_at(dataset, met.base, "https://images.metmuseum.org")  # the Met's own image host now
+    other = image_options(met, store="met.zarr")
+    with pytest.raises(RateRefused, match=r"refused for images\.metmuseum\.org"):
+        job.run(dask_client, dataset, other, PaceConfig(rate=0), job.plan(dataset, other))
+    base = ["images", "--data", str(tmp_path), "--api", met.url, "--store", "met2.zarr", "--size", "16"]
+    for rate in ("0", "500"):
+        result = CliRunner().invoke(main, [*base, "--rate", rate])
+        assert result.exit_code == 1 and "is refused for images.metmuseum.org" in result.output, result.output
+    assert not dataset.data_files(other.status_folder)  # refused before any chunk was done
+
+
+def test_slow_and_retried_images_are_handed_to_follow_up_tasks_and_every_slot_ends_once(
+    start_met, dask_client, tmp_path
+):
+    met = start_met(objects=300, seed=5, fault_rate=0.15, slow_seconds=3, faults=frozenset({"503", "drop", "slow"}))
+    clean = start_met(objects=300, seed=5)
+    dataset = ingested(clean, dask_client, tmp_path)
+    point_images_at(dataset, clean.base, met.base)
+    options = replace(
+        image_options(met, max_attempts=8, late_after=0.2),
+        lookup=replace(image_options(met).lookup, backoff=0.5, max_attempts=8),
+    )
+    summary = build(dask_client, dataset, options)
+    n = summary["selected"]
+    assert summary["this_run"]["follow_up_tasks"] > 0  # the tails went to other tasks
+    assert summary["this_run"]["images"] == n  # each slot counted once, when it ended
+    rows = pads.dataset(dataset.path("images"), filesystem=dataset.fs, format="parquet").to_table().to_pylist()
+    assert len(rows) == n and len({r["objectID"] for r in rows}) == n  # one row per slot, none lost or twice
+    assert summary["slots_by_status"] == {"ok": n}  # 8 attempts: every transient fault was outlived
+    assert max(r["attempts"] for r in rows) > 1
+    group = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
+    assert group["valid"][:].all() and all(group["images"][s].any() for s in range(n))  # follow-ups kept the rest
+    again = build(dask_client, dataset, options, retry_failed=True)
+    assert again["this_run"]["images"] == 0 and again["slots_by_status"] == {"ok": n}  # a rerun changes nothing
+
+
+def _items_task(task: tuple[str, int, int], progress_topic: str | None = None) -> dict:
+    """A task of ``n`` items that counts them as they end; ``late`` of them are left to a follow-up."""
+    from metdata.progress import report
+
+    name, n, late = task
+    with report(progress_topic, every=0.0) as finished:
+        for _ in range(n - late):
+            finished(1)
+    return {"name": name, "ended": n - late, "late": late}
+
+
+def test_tasks_report_items_as_they_end_and_follow_ups_run_once_and_count_once(dask_client, caplog):
+    import logging
+
+    from metdata.jobs.tasks import run_tasks
+
+    failures: list[str] = []
+    seen = []
+    with caplog.at_level(logging.INFO, logger="metdata.progress"):
+        for result in run_tasks(
+            dask_client,
+            _items_task,
+            [("a", 10, 3), ("b", 5, 0)],
+            label="items",
+            size=lambda t: t[1] if t[0] in "ab" else 0,  # a follow-up's items are in its first task's size
+            name=lambda t: t[0],
+            failures=failures,
+            follow_up=lambda t, r: (0.2, (t[0] + "+", r["late"], 0)) if r["late"] else None,
+            finished=lambda r: r["ended"],
+        ):
+            seen.append(result["name"])
+    assert sorted(seen) == ["a", "a+", "b"] and not failures
+    final = [r.getMessage() for r in caplog.records if " in " in r.getMessage()]
+    assert final and final[-1].startswith("items: 15/15 in ")  # every item counted once, follow-up's included

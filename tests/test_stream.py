@@ -20,13 +20,15 @@ from click.testing import CliRunner
 from metdata import chunkio, stream
 from metdata.dataset import Dataset
 from metdata.runfolder import check_settings
+from metdata.store import image_codecs
 from metdata.training import Slots
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE, CHUNK = 8, 16
 CODECS = {
-    "lz4hc": [zarr.codecs.BloscCodec(cname="lz4hc", clevel=5, shuffle="shuffle")],  # what metdata images writes
-    "zstd": "auto",  # Zarr's default: the stores built before
+    "lz4hc-1": image_codecs(),  # what metdata images writes (Blosc-LZ4HC level 1, since issue 24)
+    "lz4hc": [zarr.codecs.BloscCodec(cname="lz4hc", clevel=5, shuffle="shuffle")],  # the stores built before it
+    "zstd": "auto",  # Zarr's default: the stores built before those
     "gzip": [zarr.codecs.GzipCodec()],  # any other codec: read through Zarr
 }
 
@@ -41,7 +43,7 @@ def pixels(slot: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_store(root: Path | str, n: int, codec: str = "lz4hc", storage: dict | None = None) -> Dataset:
+def write_store(root: Path | str, n: int, codec: str = "lz4hc-1", storage: dict | None = None) -> Dataset:
     """An images.zarr of ``n`` slots (chunks of 16, the last one partial) whose images name their slot."""
     dataset = Dataset(str(root), storage or {})
     group = zarr.open_group(store=dataset.zarr_store("images.zarr"), mode="w")

@@ -123,7 +123,7 @@ def images(
     from metdata.cluster import connect
     from metdata.dataset import Dataset
     from metdata.images import MET_IMAGE_HOST, ImageOptions
-    from metdata.jobs.images import plan, run, writing
+    from metdata.jobs.images import check_pace, plan, run, writing
     from metdata.lookup import LookupOptions
     from metdata.pacing import PaceConfig
 
@@ -149,6 +149,7 @@ def images(
             )  # bad input fails before a cluster starts
             if not planned.tasks:
                 return run(None, dataset, options, pace, planned)
+            check_pace(planned, options, pace)  # the Met's ceiling, before a cluster starts
             with connect(cluster, workers=workers) as client:
                 return run(client, dataset, options, pace, planned)
 

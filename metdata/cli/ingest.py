@@ -23,9 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def _pace_and_lookup(api, rate, adaptive, cooldown, max_in_flight, timeout, max_attempts):
-    from metdata.lookup import LookupOptions
-    from metdata.pacing import PaceConfig
+    from urllib.parse import urlsplit
 
+    from metdata.lookup import LookupOptions
+    from metdata.pacing import PaceConfig, check_rate
+
+    fail_cleanly(check_rate, rate, [urlsplit(api).netloc])  # the Met's ceiling, before anything starts
     return (
         LookupOptions(api=api, max_in_flight=max_in_flight, timeout=timeout, max_attempts=max_attempts),
         PaceConfig(rate=rate, adaptive=adaptive, cooldown=cooldown),
