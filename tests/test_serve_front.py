@@ -148,10 +148,9 @@ def test_an_answer_leaves_the_thread_before_the_client_reads_it():
     assert seen[1]["status"] == 200 and seen[2]["body"] == b"x" * 30_000
 
 
-@pytest.fixture
-def deadline_server():
-    """A real uvicorn server on 127.0.0.1 with ``DeadlineH11Protocol`` (a 1 s head deadline, 8
-    connections at most) over a trivial ASGI app; yields its address."""
+def _serve(app, **attrs):
+    """A real uvicorn server on 127.0.0.1 with ``DeadlineH11Protocol`` (``attrs`` set on it) over
+    ``app``; yields (its address, its uvicorn ``Server``)."""
     import socket
     import threading
 
@@ -159,12 +158,7 @@ def deadline_server():
 
     from metdata.serve.front import DeadlineH11Protocol
 
-    protocol = type("P", (DeadlineH11Protocol,), {"head_deadline": 1.0, "max_connections": 8})
-
-    async def app(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
+    protocol = type("P", (DeadlineH11Protocol,), attrs)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, http=protocol, lifespan="off", log_level="error", timeout_keep_alive=30)
@@ -175,10 +169,22 @@ def deadline_server():
         if server.started:
             break
         time.sleep(0.05)
-    yield sock.getsockname()
+    yield sock.getsockname(), server
     server.should_exit = True
     thread.join(10)
     sock.close()
+
+
+async def ok_app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+def deadline_server():
+    """``_serve`` with a 1 s head deadline, 8 connections at most, over a trivial ASGI app; yields its address."""
+    for address, _ in _serve(ok_app, head_deadline=1.0, max_connections=8):
+        yield address
 
 
 def _closed_after(sock, trickle: bytes = b"", limit: float = 10.0) -> float | None:
@@ -215,6 +221,10 @@ def test_a_head_has_a_whole_deadline_and_a_worker_a_connection_cap(deadline_serv
             ninth.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = b"".join(iter(lambda: ninth.recv(4096), b""))
         assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        with socket.create_connection(deadline_server, timeout=5) as probe:  # over the cap, health still answers
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b"".join(iter(lambda: probe.recv(4096), b""))  # then the connection is closed
+        assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower()
     finally:
         for s in held:
             s.close()
@@ -223,3 +233,32 @@ def test_a_head_has_a_whole_deadline_and_a_worker_a_connection_cap(deadline_serv
         quick.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert quick.recv(4096).startswith(b"HTTP/1.1 200")
         assert _closed_after(quick) is not None  # and the next head on it has its own deadline
+
+
+def test_an_answer_never_read_is_dropped_after_the_write_deadline_and_holds_no_next_one():
+    """A client pipelines 3 requests for a 4 MB answer and reads nothing: the server computes the
+    first answer only, and drops the connection (and the unsent bytes) after the write deadline."""
+    import socket
+
+    calls = []
+
+    async def big(scope, receive, send):
+        calls.append(scope["path"])
+        body = b"x" * (4 << 20)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    for address, server in _serve(big, head_deadline=5.0, write_deadline=1.0, max_connections=8):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(address)
+        try:
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            for _ in range(200):  # bounded: 20 s, the deadline is 1 s
+                if calls and not server.server_state.connections:
+                    break
+                time.sleep(0.1)
+            assert not server.server_state.connections  # dropped, its unsent answer with it
+            assert calls == ["/big"]  # the pipelined requests behind an unread answer were never run
+        finally:
+            sock.close()

@@ -53,6 +53,13 @@ from metdata.cli.options import FiniteFloat, fail_cleanly, storage_option
     help="Seconds a client has to send a whole request body.",
 )
 @click.option(
+    "--write-timeout",
+    type=FiniteFloat(0.5, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds an answer may take to be read by its client; then the connection is dropped.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(8, 100_000),
     default=500,
@@ -73,6 +80,7 @@ def serve(
     fetch_timeout,
     header_timeout,
     body_timeout,
+    write_timeout,
     max_connections,
     checkpoint,
     storage_options,
@@ -97,5 +105,10 @@ def serve(
         allowed_hosts=frozenset({prediction.MET_IMAGE_HOST, *(h.strip().lower() for h in allow_host)}),
     )
     fail_cleanly(prediction.read_settings, run_url, storage_options, config.checkpoint)  # before any fork
-    limits = Limits(head_deadline=header_timeout, body_deadline=body_timeout, max_connections=max_connections)
+    limits = Limits(
+        head_deadline=header_timeout,
+        body_deadline=body_timeout,
+        write_deadline=write_timeout,
+        max_connections=max_connections,
+    )
     run(config, host=host, port=port, workers=workers, threads=threads, limits=limits)

@@ -20,23 +20,40 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 log = logging.getLogger(__name__)
 
 
+#: the paths answered on the loop, never by the app's threads
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
 class DeadlineH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline on the request head and a connection cap.
+    """uvicorn's HTTP/1.1 protocol with deadlines on the request head and the answer's writing, and a connection cap.
 
     uvicorn only times out a connection idle after a response (``timeout_keep_alive``, cancelled
     by any byte received): a client that connects and says nothing, or trickles its head a byte a
     second, is kept for ever. Here a request head must be complete ``head_deadline`` seconds after
-    the connection opened (or after the previous response), however its bytes arrive; a
-    connection beyond ``max_connections`` of this worker is answered 503 and closed at once.
+    the connection opened (or after the previous response), however its bytes arrive.
+
+    An answer must be written out (to the kernel) within ``write_deadline`` seconds of its end, or
+    the connection is dropped with what is unsent (``transport.close`` would keep it until the
+    client reads): a client that never reads holds at most one answer for that long. While an
+    answer waits on a full write buffer, the next pipelined request is not read.
+
+    Beyond ``max_connections`` of this worker, ``HEALTH_RESERVE`` more connections are read under
+    a one-second head deadline and answered once: ``GET``/``HEAD`` ``/healthz`` and ``/readyz``
+    as usual (so a probe is not refused because clients hold the cap), anything else 503, then
+    closed. Beyond those, a connection is answered 503 and closed at once, unread.
     """
 
     head_deadline: float = 10.0
+    write_deadline: float = 30.0
     max_connections: int = 500
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._head_timer = None
-        self._refused = len(self.connections) > self.max_connections
+        self._write_timer = None
+        self._waiting_write = False
+        over = len(self.connections) - self.max_connections
+        self._refused = over > HEALTH_RESERVE
         if self._refused:  # answered at once; what the client sends is read and dropped for a second, so
             body = b'{"error": "too many connections to this server; retry in a moment"}'  # no reset loses it
             transport.write(
@@ -47,6 +64,10 @@ class DeadlineH11Protocol(H11Protocol):
                 transport.write_eof()
             self._head_timer = self.loop.call_later(1.0, transport.close)
             return
+        if over > 0:  # the health reserve: one request, a short head deadline
+            self.app = _over_cap(self.app)
+            self._head_timer = self.loop.call_later(min(1.0, self.head_deadline), self._head_expired)
+            return
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -54,13 +75,33 @@ class DeadlineH11Protocol(H11Protocol):
             super().data_received(data)
 
     def on_response_complete(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self.transport.get_write_buffer_size():  # this answer, at least, is not out yet
+            self._write_timer = self.loop.call_later(self.write_deadline, self._write_expired)
+        if self.flow.write_paused and not self.transport.is_closing():
+            if self._head_timer is not None:  # no next request is read until the buffer drains (resume_writing)
+                self._head_timer.cancel()
+                self._head_timer = None
+            self._waiting_write = True
+            return
         super().on_response_complete()
         self._arm()  # the next request's head on a kept-alive connection has its own deadline
 
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._waiting_write and not self.transport.is_closing():
+            self._waiting_write = False
+            super().on_response_complete()
+            self._arm()
+
     def connection_lost(self, exc) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        for timer in (self._head_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._write_timer = None
+        self._waiting_write = False
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -72,6 +113,43 @@ class DeadlineH11Protocol(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no whole head yet
             self.transport.close()
+
+    def _write_expired(self) -> None:
+        self._write_timer = None
+        if self.transport.get_write_buffer_size():  # the last answer is still not written: drop it and the client
+            log.debug("an answer was not read within %g s; connection dropped", self.write_deadline)
+            self.transport.abort()
+
+
+#: connections beyond ``max_connections`` read for one request (health answered, anything else 503)
+HEALTH_RESERVE = 16
+
+
+def _over_cap(app):
+    """The ASGI app of a connection over the cap: health through ``app``, anything else 503; then closed."""
+
+    async def guarded(scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] in HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
+            return await app(scope, receive, _closing(send))
+        start, body = _json(503, {"error": "too many connections to this server; retry in a moment"}, close=True)
+        start["headers"].append((b"retry-after", b"1"))
+        await send(start)
+        await send(body)
+        return None
+
+    return guarded
+
+
+def _closing(send):
+    """An ASGI ``send`` that marks its answer ``connection: close``."""
+
+    async def closing(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 def _json(status: int, payload: dict, close: bool = False) -> tuple[dict, dict]:
@@ -110,7 +188,7 @@ class Front:
             if scope["type"] == "lifespan":
                 return await self.wsgi(scope, receive, send)
             return None  # no websockets here
-        if scope["path"] in ("/healthz", "/readyz") and scope["method"] in ("GET", "HEAD"):
+        if scope["path"] in HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
             status, payload = self.health(scope["path"])
             start, body = _json(status, payload)
             await send(start)

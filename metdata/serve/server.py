@@ -36,6 +36,7 @@ class Limits:
 
     head_deadline: float = 10.0
     body_deadline: float = 30.0
+    write_deadline: float = 30.0
     max_connections: int = 500
     keepalive: float = 5.0
 
@@ -81,7 +82,11 @@ def worker_class(limits: Limits):
     protocol = type(
         "ServeProtocol",
         (DeadlineH11Protocol,),
-        {"head_deadline": limits.head_deadline, "max_connections": limits.max_connections},
+        {
+            "head_deadline": limits.head_deadline,
+            "write_deadline": limits.write_deadline,
+            "max_connections": limits.max_connections,
+        },
     )
 
     class ServeWorker(UvicornWorker):
