@@ -98,6 +98,15 @@ def test_health_is_answered_without_the_app():
     assert echo.calls == before
 
 
+@pytest.mark.parametrize("header", [("content-length", "1000000"), ("transfer-encoding", "chunked")])
+def test_health_with_a_body_is_answered_and_the_connection_closed(header):
+    """The body is never read, so the connection must not be kept for a next request (nor a trickle)."""
+    status, body, headers = call(make_front(), "GET", "/healthz", [b"a", 2.0, b"b"], headers=[header])
+    assert status == 200 and json.loads(body)["status"] == "live" and headers["connection"] == "close"
+    status, _, headers = call(make_front(), "GET", "/healthz", [], headers=[("content-length", "0")])
+    assert status == 200 and "connection" not in headers
+
+
 def test_answers_name_the_run_not_its_path():
     config = ServeConfig(run="/srv/secret/runs/painting-culture/", data="s3://bucket/data")
     assert config.run_name == "painting-culture"

@@ -190,7 +190,7 @@ class Front:
             return None  # no websockets here
         if scope["path"] in HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
             status, payload = self.health(scope["path"])
-            start, body = _json(status, payload)
+            start, body = _json(status, payload, close=_has_body(scope))  # its body unread: the connection ends
             await send(start)
             return await send(body if scope["method"] == "GET" else {**body, "body": b""})
         length = _content_length(scope)
@@ -212,6 +212,14 @@ class Front:
             return await _answer(send, 408, f"the request body did not arrive within {self.body_deadline:g} s")
         await self.wsgi(scope, _replay(bytes(body), receive), _whole_response(send))
         return None
+
+
+def _has_body(scope) -> bool:
+    """Whether a request declares a body (a non-zero length, or chunks)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
 
 
 def _content_length(scope) -> int | None:
