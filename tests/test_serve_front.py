@@ -271,3 +271,58 @@ def test_an_answer_never_read_is_dropped_after_the_write_deadline_and_holds_no_n
             assert calls == ["/big"]  # the pipelined requests behind an unread answer were never run
         finally:
             sock.close()
+
+
+def _scope(method: str, path: str, headers=()) -> dict:
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5),
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+    }
+
+
+def test_a_worker_holds_a_budget_of_body_bytes_then_answers_503():
+    """Max body 100, budget 250: two uploads that stall one byte short hold 200 (their declared
+    lengths); a third is 503 with Retry-After, unread; once the two time out, uploads pass again."""
+    front = Front(echo, lambda path: (200, {}), 100, 0.5, 2, max_buffered=250)
+    answers: list[tuple[int, dict]] = []
+
+    def client(chunks: list[bytes], stall: bool):
+        pending = list(chunks)
+
+        async def receive():
+            if not pending:
+                await asyncio.sleep(3600 if stall else 0)
+            chunk = pending.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending) or stall}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                answers.append((message["status"], {k.decode(): v.decode() for k, v in message["headers"]}))
+
+        return receive, send
+
+    async def scenario():
+        length = [("content-length", "100")]
+        stalled = [
+            asyncio.create_task(front(_scope("POST", "/x", length), *client([b"a" * 99], stall=True))) for _ in range(2)
+        ]
+        await asyncio.sleep(0.1)
+        assert front.buffered == 200
+        await front(_scope("POST", "/x", length), *client([b"b" * 100], stall=False))
+        await asyncio.gather(*stalled)
+        assert front.buffered == 0
+        await front(_scope("POST", "/x", length), *client([b"c" * 100], stall=False))
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    busy, late1, late2, ok = answers
+    assert busy[0] == 503 and busy[1]["retry-after"] and busy[1]["connection"] == "close"
+    assert late1[0] == late2[0] == 408 and ok[0] == 200

@@ -60,6 +60,12 @@ from metdata.cli.options import FiniteFloat, fail_cleanly, storage_option
     help="Seconds an answer may take to be read by its client; then the connection is dropped.",
 )
 @click.option(
+    "--max-buffered-mb",
+    type=FiniteFloat(1, 100_000),
+    default=None,
+    help="Request body MB a worker holds at once (default: 4 uploads of the largest size); more are answered 503.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(8, 100_000),
     default=500,
@@ -81,6 +87,7 @@ def serve(
     header_timeout,
     body_timeout,
     write_timeout,
+    max_buffered_mb,
     max_connections,
     checkpoint,
     storage_options,
@@ -110,5 +117,6 @@ def serve(
         body_deadline=body_timeout,
         write_deadline=write_timeout,
         max_connections=max_connections,
+        max_buffered=None if max_buffered_mb is None else int(max_buffered_mb * (1 << 20)),
     )
     run(config, host=host, port=port, workers=workers, threads=threads, limits=limits)

@@ -173,13 +173,20 @@ class Front:
         max_body: the largest body read, in bytes (a larger declared length is refused unread).
         body_deadline: seconds for a whole body to arrive, from the end of its head.
         threads: the threads that run the Flask app (and so the model).
+        max_buffered: the request body bytes this worker holds at once, read or being answered
+            (default 4 x ``max_body``; never under ``max_body``); a request that would go over it
+            is answered 503 with ``Retry-After`` (a declared length counts whole from its first byte).
     """
 
-    def __init__(self, wsgi, health, max_body: int, body_deadline: float, threads: int):
+    def __init__(
+        self, wsgi, health, max_body: int, body_deadline: float, threads: int, max_buffered: int | None = None
+    ):
         from a2wsgi import WSGIMiddleware
 
         self.health = health
         self.max_body = max_body
+        self.max_buffered = max(max_body, max_buffered if max_buffered is not None else 4 * max_body)
+        self.buffered = 0
         self.body_deadline = body_deadline
         self.wsgi = WSGIMiddleware(wsgi, workers=threads)
 
@@ -196,22 +203,36 @@ class Front:
         length = _content_length(scope)
         if length is not None and length > self.max_body:  # refused before a byte of it is read
             return await _answer(send, 413, f"the request is over the {self.max_body:,} byte cap (--max-upload-mb)")
-        body = bytearray()
+        held = 0  # this request's share of the worker's body budget, from its first byte to its answer
         try:
-            async with asyncio.timeout(self.body_deadline):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return None
-                    body += message.get("body", b"")
-                    if len(body) > self.max_body:
-                        return await _answer(send, 413, f"the request is over the {self.max_body:,} byte cap")
-                    if not message.get("more_body"):
-                        break
-        except TimeoutError:
-            return await _answer(send, 408, f"the request body did not arrive within {self.body_deadline:g} s")
-        await self.wsgi(scope, _replay(bytes(body), receive), _whole_response(send))
-        return None
+            body = bytearray()
+            try:
+                async with asyncio.timeout(self.body_deadline):
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            return None
+                        chunk = message.get("body", b"")
+                        if len(body) + len(chunk) > self.max_body:
+                            return await _answer(send, 413, f"the request is over the {self.max_body:,} byte cap")
+                        want = max(len(body) + len(chunk), length or 0) - held  # a declared length, reserved whole
+                        if want > 0:
+                            if self.buffered + want > self.max_buffered:
+                                return await _answer(send, 503, _BUSY, retry_after=True)
+                            self.buffered += want
+                            held += want
+                        body += chunk
+                        if not message.get("more_body"):
+                            break
+            except TimeoutError:
+                return await _answer(send, 408, f"the request body did not arrive within {self.body_deadline:g} s")
+            await self.wsgi(scope, _replay(bytes(body), receive), _whole_response(send))
+            return None
+        finally:
+            self.buffered -= held
+
+
+_BUSY = "this server is holding as many uploads as it can (--max-buffered-mb); retry in a moment"
 
 
 def _has_body(scope) -> bool:
@@ -232,8 +253,10 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _answer(send, status: int, error: str) -> None:
+async def _answer(send, status: int, error: str, retry_after: bool = False) -> None:
     start, body = _json(status, {"error": error}, close=True)
+    if retry_after:
+        start["headers"].append((b"retry-after", b"2"))
     await send(start)
     await send(body)
 

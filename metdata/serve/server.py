@@ -32,6 +32,7 @@ class Limits:
         body_deadline: seconds for a whole request body, from the end of its head.
         max_connections: open connections per worker process; more are answered 503 and closed.
         keepalive: seconds an idle kept-alive connection stays open after a response.
+        max_buffered: request body bytes a worker holds at once (None: 4 x the largest body); more are 503.
     """
 
     head_deadline: float = 10.0
@@ -39,6 +40,7 @@ class Limits:
     write_deadline: float = 30.0
     max_connections: int = 500
     keepalive: float = 5.0
+    max_buffered: int | None = None
 
 
 def max_body(config: ServeConfig) -> int:
@@ -70,6 +72,7 @@ def create_app(config: ServeConfig, threads: int = 4, limits: Limits = Limits())
         max_body=max_body(config),
         body_deadline=limits.body_deadline,
         threads=threads,
+        max_buffered=limits.max_buffered,
     )
 
 
