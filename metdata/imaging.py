@@ -29,8 +29,15 @@ class TooLarge(ValueError):
     """The image has more pixels than allowed."""
 
 
+#: a JPEG's frame and scan headers must start within this many bytes (libjpeg would read on; we do not)
+HEADER_LIMIT = 2 << 20
+
+
 def sniff(data: bytes) -> tuple[str, int, int] | None:
     """Return (format, width, height) from a JPEG or PNG header, or None if neither.
+
+    A JPEG's frame header (SOF) must be within its first ``HEADER_LIMIT`` bytes; the scan for it
+    costs milliseconds whatever the bytes (``bytes.find``, not a Python loop over each byte).
 
     >>> size = (640).to_bytes(4, "big") + (480).to_bytes(4, "big")
     >>> png = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00\\x00\\x00\\rIHDR" + size
@@ -44,21 +51,53 @@ def sniff(data: bytes) -> tuple[str, int, int] | None:
         return "png", width, height
     if data[:2] != b"\xff\xd8":
         return None
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
-            continue
-        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+    for marker, at in _segments(data):
+        if _is_frame(marker):
+            if at + 7 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 3 : at + 7])  # after the length and the precision
             return "jpeg", width, height
-        i += 2 + length
     return None
+
+
+def _is_frame(marker: int) -> bool:
+    """Whether a JPEG marker starts a frame header (SOF0-SOF15 but DHT, JPG and DAC)."""
+    return 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)
+
+
+def _segments(data: bytes):
+    """Yield (marker, offset of its length field) for each segment of a JPEG's header, up to and
+    including its first SOS, within ``HEADER_LIMIT`` bytes.
+
+    As libjpeg reads markers: bytes that are not a marker between two segments are skipped, so
+    are fill bytes (0xFF runs) and a stuffed zero (FF 00). Every step is ``bytes.find`` or a
+    bounded ``lstrip``: linear in the bytes, at C speed.
+    """
+    end = min(len(data), HEADER_LIMIT)
+    i = 2
+    while True:
+        j = data.find(b"\xff", i, end)
+        if j < 0:
+            return
+        k = j + 1
+        while k < end:  # fill bytes, a window at a time (a slice of the rest each time would be quadratic)
+            window = data[k : min(k + 4096, end)]
+            rest = window.lstrip(b"\xff")
+            k += len(window) - len(rest)
+            if rest:
+                break
+        if k >= end:
+            return
+        marker = data[k]
+        if marker == 0x00 or marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length: not a segment
+            i = k + 1
+            continue
+        if k + 3 > len(data):
+            return
+        yield marker, k + 1
+        if marker == 0xDA:
+            return
+        i = k + 1 + struct.unpack(">H", data[k + 1 : k + 3])[0]
 
 
 def truncated(data: bytes, fmt: str) -> bool:
@@ -79,22 +118,10 @@ def truncated(data: bytes, fmt: str) -> bool:
 
 
 def _scan_start(data: bytes) -> int:
-    """The offset of a JPEG's first SOS segment (where the compressed scan starts), or -1."""
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return -1
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+    """The offset of a JPEG's first SOS segment's data (where the compressed scan starts), or -1."""
+    for marker, at in _segments(data):
         if marker == 0xDA:
-            return i + 2 + length
-        i += 2 + length
+            return at + struct.unpack(">H", data[at : at + 2])[0]
     return -1
 
 
@@ -121,8 +148,12 @@ def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
         BadImage: not decodable.
     """
     header = sniff(data)
+    if header is None and data[:2] == b"\xff\xd8":
+        raise BadImage(f"no JPEG frame header (SOF) within the first {HEADER_LIMIT >> 20} MB: corrupt or not a JPEG")
     if header is not None and header[1] * header[2] > MAX_PIXELS:
         raise TooLarge(f"{header[1]}x{header[2]} pixels is over the {MAX_PIXELS:,} pixel cap")
+    if header is not None and header[0] == "jpeg" and _scan_start(data) < 0 and len(data) > HEADER_LIMIT:
+        raise BadImage(f"no JPEG scan (SOS) within the first {HEADER_LIMIT >> 20} MB: corrupt or padded header")
     if header is not None and truncated(data, header[0]):
         raise BadImage(f"the {header[0].upper()} ends before its end ({len(data):,} bytes: a cut or partial file)")
     flag = cv2.IMREAD_COLOR  # any depth or channel count in, 8-bit BGR out

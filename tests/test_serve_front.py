@@ -326,3 +326,23 @@ def test_a_worker_holds_a_budget_of_body_bytes_then_answers_503():
     busy, late1, late2, ok = answers
     assert busy[0] == 503 and busy[1]["retry-after"] and busy[1]["connection"] == "close"
     assert late1[0] == late2[0] == 408 and ok[0] == 200
+
+
+def test_a_jpeg_header_scan_is_linear_and_bounded():
+    """20 MB of 0xFF fill (or of junk) where a JPEG's header should be: refused in milliseconds,
+    not walked a byte at a time in Python (seconds); a whole JPEG with junk between segments still reads."""
+    whole = cv2.imencode(".jpg", np.full((40, 60, 3), 90, np.uint8))[1].tobytes()
+    scan = whole.index(b"\xff\xda")
+    fill = whole[:scan] + b"\xff" * (20 << 20) + whole[scan:]  # fill bytes before SOS are legal, 20 MB of them are not
+    started = time.monotonic()
+    assert imaging.sniff(b"\xff\xd8" + b"\xff" * (20 << 20)) is None
+    assert imaging.sniff(fill) == ("jpeg", 60, 40)
+    with pytest.raises(imaging.BadImage, match="within the first 2 MB"):
+        imaging.decode(fill)
+    with pytest.raises(imaging.BadImage, match="within the first 2 MB"):
+        imaging.decode(b"\xff\xd8" + b"\xff" * (20 << 20))
+    with pytest.raises(imaging.BadImage, match="within the first 2 MB"):
+        imaging.decode(b"\xff\xd8" + b"\xff\x00" * (10 << 20))
+    assert time.monotonic() - started < 2.0  # generous: each is milliseconds; the byte loop took seconds
+    small_fill = whole[:scan] + b"\xff" * 1000 + whole[scan:]
+    assert imaging.decode(small_fill)[0].shape == (40, 60, 3)
