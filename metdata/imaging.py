@@ -101,10 +101,13 @@ def _segments(data: bytes):
 
 
 def truncated(data: bytes, fmt: str) -> bool:
-    """Whether a JPEG or PNG ends before its end: no EOI marker after the JPEG's scan, no PNG IEND chunk.
+    """Whether a JPEG or PNG ends before its end, judged from its bytes: a PNG with no IEND chunk; a
+    JPEG with no EOI marker after its scan, or whose compressed scan is shorter than its declared
+    size needs at the least (``scan_too_short``: a cut file with an EOI appended).
 
-    A cut file decodes (OpenCV fills the missing rows with grey), so the decoder cannot be the judge;
-    this is the one rule the images stage (``bad_image``) and ``metdata serve`` (400) share.
+    A cut file decodes (OpenCV fills the missing blocks with grey), so the decoder alone cannot be
+    the judge; ``decode`` adds the one check that needs the pixels (``_cut_after_decode``). This is
+    the one rule the images stage (``bad_image``) and ``metdata serve`` (400) share.
 
     >>> png = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00\\x00\\x00\\rIHDR" + bytes(17)
     >>> truncated(png, "png"), truncated(png + b"\\x00\\x00\\x00\\x00IEND\\xaeB`\\x82", "png")
@@ -114,7 +117,74 @@ def truncated(data: bytes, fmt: str) -> bool:
         end = data.rfind(b"IEND", 33)
         return end < 0 or len(data) < end + 8  # the chunk type, then its CRC
     scan = _scan_start(data)
-    return scan < 0 or data.find(b"\xff\xd9", scan) < 0  # 0xFF in the scan is stuffed (FF 00): EOI is unique
+    return scan < 0 or data.find(b"\xff\xd9", scan) < 0 or scan_too_short(data)  # 0xFF in a scan is FF 00
+
+
+def scan_too_short(data: bytes) -> bool:
+    """Whether a Huffman-coded JPEG's compressed data (SOS to EOI) is shorter than its frame needs.
+
+    Every 8x8 block costs at least one Huffman code of at least one bit in a progressive file's
+    first scan, and two (its DC difference and an end of block) in a sequential one; the block
+    count is read from the frame header (the smallest count for the components' sampling). A
+    6000x6000 JPEG needs ~100 KB at the very least; 1,200 bytes of it with an EOI appended are a
+    cut file. Arithmetic-coded, lossless and hierarchical files are not judged here.
+    """
+    frame = _frame(data)
+    scan = _scan_start(data)
+    end = data.find(b"\xff\xd9", max(scan, 0))
+    if frame is None or scan < 0 or end < 0:
+        return False
+    marker, width, height, sampling = frame
+    bits = {0xC0: 2, 0xC1: 2, 0xC2: 1}.get(marker)
+    if bits is None or not sampling:
+        return False
+    hmax, vmax = max(h for h, _ in sampling) or 1, max(v for _, v in sampling) or 1
+    blocks = sum(_ceil(_ceil(width * h, hmax), 8) * _ceil(_ceil(height * v, vmax), 8) for h, v in sampling)
+    return (end - scan) * 8 < blocks * bits
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | None:
+    """A JPEG's frame header: (SOF marker, width, height, [(h, v) sampling of each component]), or None."""
+    for marker, at in _segments(data):
+        if _is_frame(marker):
+            count = data[at + 7] if at + 8 <= len(data) else 0
+            if at + 8 + 3 * count > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 3 : at + 7])
+            sampling = [(data[at + 9 + 3 * c] >> 4, data[at + 9 + 3 * c] & 15) for c in range(count)]
+            return marker, width, height, sampling
+    return None
+
+
+#: bytes put before a suspect JPEG's EOI to see whether its decoder had run out of data: zero bits are
+#: always valid Huffman codes (a canonical table's first code is all zeros), and continue the DC prediction
+_PROBE = bytes(4096)
+
+
+def _cut_after_decode(data: bytes, pixels: np.ndarray, flag: int) -> bool:
+    """Whether a decoded JPEG's last block is libjpeg's fill for missing data, and the data was cut.
+
+    libjpeg-turbo decodes the blocks after the end of a cut scan as all-zero coefficients: exactly
+    grey 128. A bottom-right block of exact 128 is suspect (rare in a photograph, possible in a
+    flat border); the file is then decoded again with zero bytes put before its EOI: a whole scan
+    ignores them (libjpeg skips bytes after the scan) and decodes the same, a cut one decodes them
+    into the missing blocks, which then differ.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        return False
+    side = max(1, 8 * pixels.shape[0] // max(1, (sniff(data) or ("", 0, pixels.shape[0]))[2]))
+    if not (pixels[-side:, -side:] == 128).all():
+        return False
+    scan = _scan_start(data)
+    end = data.find(b"\xff\xd9", max(scan, 0))
+    if scan < 0 or end < 0:
+        return False
+    probed = cv2.imdecode(np.frombuffer(data[:end] + _PROBE + data[end:], np.uint8), flag)
+    return probed is None or probed.shape != pixels.shape or not np.array_equal(probed, pixels)
 
 
 def _scan_start(data: bytes) -> int:
@@ -166,6 +236,8 @@ def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
     if pixels is None:
         kind = "truncated or corrupt JPEG/PNG" if header else "not an image"
         raise BadImage(f"OpenCV could not decode {len(data)} bytes ({kind}, starts {data[:12]!r})")
+    if header is not None and header[0] == "jpeg" and _cut_after_decode(data, pixels, flag):
+        raise BadImage(f"the JPEG ends before its end: its scan stops short of the {header[1]}x{header[2]} image")
     if header is not None and flag == cv2.IMREAD_COLOR and (pixels.shape[1], pixels.shape[0]) != header[1:]:
         raise BadImage("decoded size differs from the header")
     width, height = header[1:] if header else (pixels.shape[1], pixels.shape[0])

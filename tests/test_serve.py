@@ -704,6 +704,16 @@ def test_a_cut_image_is_one_rule_for_the_api_and_the_images_stage(server):
     assert stage.status == "bad_image" and "ends before its end" in stage.error
     whole = cv2.imencode(".jpg", np.zeros((40, 60, 3), np.uint8))[1].tobytes()
     assert not imaging.truncated(whole, "jpeg") and process(Fetched("ok", data=whole), ImageOptions()).status == "ok"
+    with_eoi = cut + b"\xff\xd9"  # the cut file made to look whole: judged by what its scan holds
+    answer = requests.post(f"{server.url}/api/predict", files={"file": ("cut.jpg", with_eoi)}, timeout=60)
+    assert answer.status_code == 400 and "ends before its end" in answer.json()["error"], answer.text
+    assert process(Fetched("ok", data=with_eoi), ImageOptions()).status == "bad_image"
+    detailed = cv2.imencode(".jpg", cv2.resize(np.arange(256, dtype=np.uint8)[None, :], (600, 400)))[1].tobytes()
+    dqt = detailed.index(b"\xff\xdb")
+    junk = detailed[:dqt] + b"\x12\x34\x56" + detailed[dqt:]  # junk between segments: libjpeg decodes it whole
+    answer = requests.post(f"{server.url}/api/predict", files={"file": ("junk.jpg", junk)}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert process(Fetched("ok", data=junk), ImageOptions()).status == "ok"
 
 
 @needs_chromium

@@ -346,3 +346,61 @@ def test_a_jpeg_header_scan_is_linear_and_bounded():
     assert time.monotonic() - started < 2.0  # generous: each is milliseconds; the byte loop took seconds
     small_fill = whole[:scan] + b"\xff" * 1000 + whole[scan:]
     assert imaging.decode(small_fill)[0].shape == (40, 60, 3)
+
+
+def _detailed_jpeg(**params) -> bytes:
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.integers(0, 255, (400, 600, 3), np.uint8), (9, 9), 3)
+    return cv2.imencode(".jpg", image, [*params.get("flags", [])])[1].tobytes()
+
+
+def _junk_between_segments(jpeg: bytes) -> bytes:
+    """Three junk bytes between APP0 and DQT: libjpeg warns and decodes the image whole."""
+    dqt = jpeg.index(b"\xff\xdb")
+    return jpeg[:dqt] + b"\x12\x34\x56" + jpeg[dqt:]
+
+
+def _judged(data: bytes) -> tuple[str, str]:
+    """The verdict of both paths: ``prediction.prepare_image``'s (the API's 400) and the images stage's status."""
+    from metdata import prediction
+    from metdata.images import Fetched, ImageOptions, process
+
+    try:
+        prediction.prepare_image(data, 64, "squash")
+        api = "ok"
+    except prediction.ImageRejected as exc:
+        api = f"{exc.status}"
+    return api, process(Fetched("ok", data=data), ImageOptions()).status
+
+
+def test_a_cut_jpeg_with_an_eoi_appended_is_refused_on_both_paths():
+    ramp = np.tile(np.arange(3000, dtype=np.uint16)[None, :] % 256, (3000, 1)).astype(np.uint8)
+    big = cv2.imencode(".jpg", ramp, [cv2.IMWRITE_JPEG_QUALITY, 50])[1].tobytes()
+    declared_big = big[:1200] + b"\xff\xd9"  # its scan is far shorter than 3000x3000 needs
+    assert imaging.scan_too_short(declared_big) and not imaging.scan_too_short(big)
+    whole = _detailed_jpeg()
+    for cut in (declared_big, whole[: len(whole) // 2] + b"\xff\xd9", whole[: len(whole) // 10] + b"\xff\xd9"):
+        with pytest.raises(imaging.BadImage, match="ends before its end"):
+            imaging.decode(cut)
+        assert _judged(cut) == ("400", "bad_image")
+
+
+def test_whole_jpegs_pngs_and_junk_between_segments_are_accepted_on_both_paths():
+    whole = _detailed_jpeg()
+    flat = np.full((400, 600, 3), 128, np.uint8)  # exact grey, as libjpeg fills a cut scan: not a cut
+    grey_bottom = cv2.GaussianBlur(np.random.default_rng(2).integers(0, 255, (400, 600, 3), np.uint8), (9, 9), 3)
+    grey_bottom[300:] = 128
+    accepted = {
+        "junk between segments": _junk_between_segments(whole),
+        "progressive": cv2.imencode(".jpg", grey_bottom, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes(),
+        "trailing bytes": whole + b"garbage after the end" * 10,
+        "all grey": cv2.imencode(".jpg", flat)[1].tobytes(),
+        "grey bottom": cv2.imencode(".jpg", grey_bottom)[1].tobytes(),
+        "restart markers": cv2.imencode(".jpg", flat, [cv2.IMWRITE_JPEG_RST_INTERVAL, 4])[1].tobytes(),
+        "png": cv2.imencode(".png", grey_bottom)[1].tobytes(),
+        "png, trailing bytes": cv2.imencode(".png", grey_bottom)[1].tobytes() + b"\0" * 50,
+    }
+    for name, data in accepted.items():
+        assert imaging.decode(data)[0].shape == (400, 600, 3), name
+        assert imaging.decode(data, 64)[0].shape[0] >= 64, name
+        assert _judged(data) == ("ok", "ok"), name
