@@ -404,3 +404,22 @@ def test_whole_jpegs_pngs_and_junk_between_segments_are_accepted_on_both_paths()
         assert imaging.decode(data)[0].shape == (400, 600, 3), name
         assert imaging.decode(data, 64)[0].shape[0] >= 64, name
         assert _judged(data) == ("ok", "ok"), name
+
+
+def test_health_with_another_method_is_a_json_405_and_a_huge_head_a_431():
+    status, body, headers = call(make_front(), "POST", "/healthz", [b""], headers=[("content-length", "0")])
+    assert status == 405 and "GET /healthz" in json.loads(body)["error"] and headers["allow"] == "GET, HEAD"
+    status, body, headers = call(make_front(), "GET", "/healthz", [], headers=[("x-a", "a" * (70 << 10))])
+    assert status == 431 and "64 KiB" in json.loads(body)["error"] and headers["connection"] == "close"
+
+
+def test_uvicorns_invalid_request_warning_is_a_debug_line():
+    import logging
+
+    from metdata.serve.server import _quiet_bad_requests
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not _quiet_bad_requests(record("Invalid HTTP request received."))
+    assert _quiet_bad_requests(record("Exception in ASGI application"))

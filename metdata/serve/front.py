@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: the paths answered on the loop, never by the app's threads
 HEALTH_PATHS = ("/healthz", "/readyz")
+#: the largest request head (its header lines) answered; h11 (``h11_max_incomplete_event_size``) bounds
+#: only a head still incomplete, so a whole larger head that arrives in one read is refused here (431)
+MAX_HEAD = 64 << 10
 
 
 class DeadlineH11Protocol(H11Protocol):
@@ -195,7 +198,14 @@ class Front:
             if scope["type"] == "lifespan":
                 return await self.wsgi(scope, receive, send)
             return None  # no websockets here
-        if scope["path"] in HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
+        if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > MAX_HEAD:
+            return await _answer(send, 431, f"the request's headers are over {MAX_HEAD >> 10} KiB")
+        if scope["path"] in HEALTH_PATHS and scope["method"] not in ("GET", "HEAD"):
+            start, body = _json(405, {"error": f"{scope['method']} is not allowed here: GET {scope['path']}"}, True)
+            start["headers"].append((b"allow", b"GET, HEAD"))
+            await send(start)
+            return await send(body)
+        if scope["path"] in HEALTH_PATHS:
             status, payload = self.health(scope["path"])
             start, body = _json(status, payload, close=_has_body(scope))  # its body unread: the connection ends
             await send(start)
