@@ -423,3 +423,12 @@ def test_uvicorns_invalid_request_warning_is_a_debug_line():
 
     assert not _quiet_bad_requests(record("Invalid HTTP request received."))
     assert _quiet_bad_requests(record("Exception in ASGI application"))
+
+
+def test_a_cut_png_with_an_iend_appended_is_cut_before_libpng_reads_it():
+    png = cv2.imencode(".png", np.random.default_rng(3).integers(0, 255, (300, 400, 3), np.uint8))[1].tobytes()
+    iend = png[png.rindex(b"IEND") - 4 :]
+    cut = png[: len(png) // 2] + iend  # its IDAT's length runs past the appended IEND
+    assert not imaging.truncated(png, "png") and imaging.truncated(cut, "png")
+    with pytest.raises(imaging.BadImage, match="ends before its end"):
+        imaging.decode(cut)
