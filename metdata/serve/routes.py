@@ -88,7 +88,7 @@ def add_routes(app: Flask, worker: Worker) -> None:
         if request.method == "OPTIONS":
             return "", 204, {"Allow": "POST, OPTIONS"}
         answer = jsonify(error=f"{request.method} is not allowed here: POST an image to /api/predict")
-        return answer, 405, {"Allow": "POST, OPTIONS"}
+        return answer, 405, {"Allow": "POST"}
 
     @app.route("/_dash-update-component", methods=["GET", "PUT", "PATCH", "DELETE"], provide_automatic_options=False)
     def callback_other_methods():  # Dash's catch-all page would answer GET with the dashboard
