@@ -58,6 +58,7 @@ class DeadlineH11Protocol(H11Protocol):
         over = len(self.connections) - self.max_connections
         self._refused = over > HEALTH_RESERVE
         if self._refused:  # answered at once; what the client sends is read and dropped for a second, so
+            self.connections.discard(self)  # (not counted meanwhile: a flood of refused ones must not refuse a probe)
             body = b'{"error": "too many connections to this server; retry in a moment"}'  # no reset loses it
             transport.write(
                 b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
