@@ -202,6 +202,20 @@ def _cut_after_decode(data: bytes, pixels: np.ndarray, flag: int) -> bool:
     return probed is None or probed.shape != pixels.shape or not np.array_equal(probed, pixels)
 
 
+def _without_junk(data: bytes) -> bytes:
+    """A JPEG with the bytes between its header segments dropped (junk or fill), as libjpeg skips
+    them, but without its warning on stderr; the same bytes when there are none."""
+    parts, expected, gaps = [b"\xff\xd8"], 2, False
+    for marker, at in _segments(data):
+        start = at - 2
+        gaps = gaps or start != expected
+        if marker == 0xDA:
+            return b"".join([*parts, data[start:]]) if gaps else data
+        expected = at + struct.unpack(">H", data[at : at + 2])[0]
+        parts.append(data[start:expected])
+    return data
+
+
 def _scan_start(data: bytes) -> int:
     """The offset of a JPEG's first SOS segment's data (where the compressed scan starts), or -1."""
     for marker, at in _segments(data):
@@ -241,6 +255,8 @@ def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
         raise BadImage(f"no JPEG scan (SOS) within the first {HEADER_LIMIT >> 20} MB: corrupt or padded header")
     if header is not None and truncated(data, header[0]):
         raise BadImage(f"the {header[0].upper()} ends before its end ({len(data):,} bytes: a cut or partial file)")
+    if header is not None and header[0] == "jpeg":
+        data = _without_junk(data)
     flag = cv2.IMREAD_COLOR  # any depth or channel count in, 8-bit BGR out
     if header is not None and header[0] == "jpeg":
         flag = _REDUCED.get(reduction(header[1], header[2], target), flag)

@@ -432,3 +432,15 @@ def test_a_cut_png_with_an_iend_appended_is_cut_before_libpng_reads_it():
     assert not imaging.truncated(png, "png") and imaging.truncated(cut, "png")
     with pytest.raises(imaging.BadImage, match="ends before its end"):
         imaging.decode(cut)
+
+
+def test_junk_between_segments_and_a_cut_png_decode_or_refuse_without_stderr_noise(capfd):
+    """libjpeg and libpng print to the process's stderr (OpenCV's log level does not reach them):
+    junk is dropped before the decoder sees it, a cut PNG refused before libpng reads it."""
+    whole = _detailed_jpeg()
+    png = cv2.imencode(".png", np.zeros((30, 40, 3), np.uint8))[1].tobytes()
+    capfd.readouterr()
+    assert imaging.decode(_junk_between_segments(whole))[0].shape == (400, 600, 3)
+    with pytest.raises(imaging.BadImage):
+        imaging.decode(png[: len(png) // 2] + png[png.rindex(b"IEND") - 4 :])
+    assert capfd.readouterr().err == ""
