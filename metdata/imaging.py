@@ -29,8 +29,15 @@ class TooLarge(ValueError):
     """The image has more pixels than allowed."""
 
 
+#: a JPEG's frame and scan headers must start within this many bytes (libjpeg would read on; we do not)
+HEADER_LIMIT = 2 << 20
+
+
 def sniff(data: bytes) -> tuple[str, int, int] | None:
     """Return (format, width, height) from a JPEG or PNG header, or None if neither.
+
+    A JPEG's frame header (SOF) must be within its first ``HEADER_LIMIT`` bytes; the scan for it
+    costs milliseconds whatever the bytes (``bytes.find``, not a Python loop over each byte).
 
     >>> size = (640).to_bytes(4, "big") + (480).to_bytes(4, "big")
     >>> png = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00\\x00\\x00\\rIHDR" + size
@@ -44,57 +51,176 @@ def sniff(data: bytes) -> tuple[str, int, int] | None:
         return "png", width, height
     if data[:2] != b"\xff\xd8":
         return None
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
-            continue
-        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+    for marker, at in _segments(data):
+        if _is_frame(marker):
+            if at + 7 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 3 : at + 7])  # after the length and the precision
             return "jpeg", width, height
-        i += 2 + length
     return None
 
 
-def truncated(data: bytes, fmt: str) -> bool:
-    """Whether a JPEG or PNG ends before its end: no EOI marker after the JPEG's scan, no PNG IEND chunk.
+def _is_frame(marker: int) -> bool:
+    """Whether a JPEG marker starts a frame header (SOF0-SOF15 but DHT, JPG and DAC)."""
+    return 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)
 
-    A cut file decodes (OpenCV fills the missing rows with grey), so the decoder cannot be the judge;
-    this is the one rule the images stage (``bad_image``) and ``metdata serve`` (400) share.
+
+def _segments(data: bytes):
+    """Yield (marker, offset of its length field) for each segment of a JPEG's header, up to and
+    including its first SOS, within ``HEADER_LIMIT`` bytes.
+
+    As libjpeg reads markers: bytes that are not a marker between two segments are skipped, so
+    are fill bytes (0xFF runs) and a stuffed zero (FF 00). Every step is ``bytes.find`` or a
+    bounded ``lstrip``: linear in the bytes, at C speed.
+    """
+    end = min(len(data), HEADER_LIMIT)
+    i = 2
+    while True:
+        j = data.find(b"\xff", i, end)
+        if j < 0:
+            return
+        k = j + 1
+        while k < end:  # fill bytes, a window at a time (a slice of the rest each time would be quadratic)
+            window = data[k : min(k + 4096, end)]
+            rest = window.lstrip(b"\xff")
+            k += len(window) - len(rest)
+            if rest:
+                break
+        if k >= end:
+            return
+        marker = data[k]
+        if marker == 0x00 or marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length: not a segment
+            i = k + 1
+            continue
+        if k + 3 > len(data):
+            return
+        yield marker, k + 1
+        if marker == 0xDA:
+            return
+        i = k + 1 + struct.unpack(">H", data[k + 1 : k + 3])[0]
+
+
+def truncated(data: bytes, fmt: str) -> bool:
+    """Whether a JPEG or PNG ends before its end, judged from its bytes: a PNG with no IEND chunk; a
+    JPEG with no EOI marker after its scan, or whose compressed scan is shorter than its declared
+    size needs at the least (``scan_too_short``: a cut file with an EOI appended).
+
+    A cut file decodes (OpenCV fills the missing blocks with grey), so the decoder alone cannot be
+    the judge; ``decode`` adds the one check that needs the pixels (``_cut_after_decode``). This is
+    the one rule the images stage (``bad_image``) and ``metdata serve`` (400) share.
 
     >>> png = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\x00\\x00\\x00\\rIHDR" + bytes(17)
     >>> truncated(png, "png"), truncated(png + b"\\x00\\x00\\x00\\x00IEND\\xaeB`\\x82", "png")
     (True, False)
     """
     if fmt == "png":
-        end = data.rfind(b"IEND", 33)
-        return end < 0 or len(data) < end + 8  # the chunk type, then its CRC
+        return _png_cut(data)
     scan = _scan_start(data)
-    return scan < 0 or data.find(b"\xff\xd9", scan) < 0  # 0xFF in the scan is stuffed (FF 00): EOI is unique
+    return scan < 0 or data.find(b"\xff\xd9", scan) < 0 or scan_too_short(data)  # 0xFF in a scan is FF 00
+
+
+def _png_cut(data: bytes, most: int = 10_000) -> bool:
+    """Whether a PNG's chunks, walked by their lengths, run past its end before IEND (a cut file, with
+    or without an IEND appended: libpng would only fail, loudly, on stderr). After ``most`` chunks
+    the walk stops and an IEND chunk with its CRC at the end is enough."""
+    at = 8
+    for _ in range(most):
+        if at + 12 > len(data):
+            return True
+        length = struct.unpack(">I", data[at : at + 4])[0]
+        if data[at + 4 : at + 8] == b"IEND":
+            return False
+        at += 12 + length
+    end = data.rfind(b"IEND", 33)
+    return end < 0 or len(data) < end + 8  # the chunk type, then its CRC
+
+
+def scan_too_short(data: bytes) -> bool:
+    """Whether a Huffman-coded JPEG's compressed data (SOS to EOI) is shorter than its frame needs.
+
+    Every 8x8 block costs at least one Huffman code of at least one bit in a progressive file's
+    first scan, and two (its DC difference and an end of block) in a sequential one; the block
+    count is read from the frame header (the smallest count for the components' sampling). A
+    6000x6000 JPEG needs ~100 KB at the very least; 1,200 bytes of it with an EOI appended are a
+    cut file. Arithmetic-coded, lossless and hierarchical files are not judged here.
+    """
+    frame = _frame(data)
+    scan = _scan_start(data)
+    end = data.find(b"\xff\xd9", max(scan, 0))
+    if frame is None or scan < 0 or end < 0:
+        return False
+    marker, width, height, sampling = frame
+    bits = {0xC0: 2, 0xC1: 2, 0xC2: 1}.get(marker)
+    if bits is None or not sampling:
+        return False
+    hmax, vmax = max(h for h, _ in sampling) or 1, max(v for _, v in sampling) or 1
+    blocks = sum(_ceil(_ceil(width * h, hmax), 8) * _ceil(_ceil(height * v, vmax), 8) for h, v in sampling)
+    return (end - scan) * 8 < blocks * bits
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | None:
+    """A JPEG's frame header: (SOF marker, width, height, [(h, v) sampling of each component]), or None."""
+    for marker, at in _segments(data):
+        if _is_frame(marker):
+            count = data[at + 7] if at + 8 <= len(data) else 0
+            if at + 8 + 3 * count > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[at + 3 : at + 7])
+            sampling = [(data[at + 9 + 3 * c] >> 4, data[at + 9 + 3 * c] & 15) for c in range(count)]
+            return marker, width, height, sampling
+    return None
+
+
+#: bytes put before a suspect JPEG's EOI to see whether its decoder had run out of data: zero bits are
+#: always valid Huffman codes (a canonical table's first code is all zeros), and continue the DC prediction
+_PROBE = bytes(4096)
+
+
+def _cut_after_decode(data: bytes, pixels: np.ndarray, flag: int) -> bool:
+    """Whether a decoded JPEG's last block is libjpeg's fill for missing data, and the data was cut.
+
+    libjpeg-turbo decodes the blocks after the end of a cut scan as all-zero coefficients: exactly
+    grey 128. A bottom-right block of exact 128 is suspect (rare in a photograph, possible in a
+    flat border); the file is then decoded again with zero bytes put before its EOI: a whole scan
+    ignores them (libjpeg skips bytes after the scan) and decodes the same, a cut one decodes them
+    into the missing blocks, which then differ.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        return False
+    side = max(1, 8 * pixels.shape[0] // max(1, (sniff(data) or ("", 0, pixels.shape[0]))[2]))
+    if not (pixels[-side:, -side:] == 128).all():
+        return False
+    scan = _scan_start(data)
+    end = data.find(b"\xff\xd9", max(scan, 0))
+    if scan < 0 or end < 0:
+        return False
+    probed = cv2.imdecode(np.frombuffer(data[:end] + _PROBE + data[end:], np.uint8), flag)
+    return probed is None or probed.shape != pixels.shape or not np.array_equal(probed, pixels)
+
+
+def _without_junk(data: bytes) -> bytes:
+    """A JPEG with the bytes between its header segments dropped (junk or fill), as libjpeg skips
+    them, but without its warning on stderr; the same bytes when there are none."""
+    parts, expected, gaps = [b"\xff\xd8"], 2, False
+    for marker, at in _segments(data):
+        start = at - 2
+        gaps = gaps or start != expected
+        if marker == 0xDA:
+            return b"".join([*parts, data[start:]]) if gaps else data
+        expected = at + struct.unpack(">H", data[at : at + 2])[0]
+        parts.append(data[start:expected])
+    return data
 
 
 def _scan_start(data: bytes) -> int:
-    """The offset of a JPEG's first SOS segment (where the compressed scan starts), or -1."""
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return -1
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+    """The offset of a JPEG's first SOS segment's data (where the compressed scan starts), or -1."""
+    for marker, at in _segments(data):
         if marker == 0xDA:
-            return i + 2 + length
-        i += 2 + length
+            return at + struct.unpack(">H", data[at : at + 2])[0]
     return -1
 
 
@@ -121,10 +247,16 @@ def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
         BadImage: not decodable.
     """
     header = sniff(data)
+    if header is None and data[:2] == b"\xff\xd8":
+        raise BadImage(f"no JPEG frame header (SOF) within the first {HEADER_LIMIT >> 20} MB: corrupt or not a JPEG")
     if header is not None and header[1] * header[2] > MAX_PIXELS:
         raise TooLarge(f"{header[1]}x{header[2]} pixels is over the {MAX_PIXELS:,} pixel cap")
+    if header is not None and header[0] == "jpeg" and _scan_start(data) < 0 and len(data) > HEADER_LIMIT:
+        raise BadImage(f"no JPEG scan (SOS) within the first {HEADER_LIMIT >> 20} MB: corrupt or padded header")
     if header is not None and truncated(data, header[0]):
         raise BadImage(f"the {header[0].upper()} ends before its end ({len(data):,} bytes: a cut or partial file)")
+    if header is not None and header[0] == "jpeg":
+        data = _without_junk(data)
     flag = cv2.IMREAD_COLOR  # any depth or channel count in, 8-bit BGR out
     if header is not None and header[0] == "jpeg":
         flag = _REDUCED.get(reduction(header[1], header[2], target), flag)
@@ -135,6 +267,8 @@ def decode(data: bytes, target: int = 0) -> tuple[np.ndarray, int, int]:
     if pixels is None:
         kind = "truncated or corrupt JPEG/PNG" if header else "not an image"
         raise BadImage(f"OpenCV could not decode {len(data)} bytes ({kind}, starts {data[:12]!r})")
+    if header is not None and header[0] == "jpeg" and _cut_after_decode(data, pixels, flag):
+        raise BadImage(f"the JPEG ends before its end: its scan stops short of the {header[1]}x{header[2]} image")
     if header is not None and flag == cv2.IMREAD_COLOR and (pixels.shape[1], pixels.shape[0]) != header[1:]:
         raise BadImage("decoded size differs from the header")
     width, height = header[1:] if header else (pixels.shape[1], pixels.shape[0])

@@ -684,6 +684,36 @@ def test_no_answer_holds_a_server_path(server, trained, store, image_host):  # n
     assert answers[0].json()["model"]["run"] == Path(trained).name
 
 
+def test_assets_callbacks_options_and_forms_answer_json_4xx(server):
+    """An unknown Dash asset is a 404, a wrong-typed callback a 400, a GET of the callback route a
+    405; OPTIONS names only what the API takes; too many form parts and bad UTF-8 say so."""
+    url = server.url
+    assert requests.get(f"{url}/_dash-component-suites/dash/dcc/async-plotlyjs.js", timeout=30).status_code == 404
+    assert requests.get(f"{url}/_dash-update-component", timeout=30).status_code == 405
+    callback = {
+        "output": "painting.src",
+        "outputs": {"id": "painting", "property": "src"},
+        "inputs": [
+            {"id": "shown", "property": "data", "value": 5},
+            {"id": "gradcam", "property": "value", "value": {}},
+        ],
+        "changedPropIds": ["shown.data"],
+    }
+    answer = requests.post(f"{url}/_dash-update-component", json=callback, timeout=30)
+    assert answer.status_code == 400 and "inputs" in answer.json()["error"]
+    options = requests.options(f"{url}/api/predict", timeout=30)
+    assert options.status_code == 204 and options.headers["Allow"] == "POST, OPTIONS"
+    wrong = requests.post(f"{url}/healthz", timeout=30)
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET, HEAD" and wrong.json()["error"]
+    fields = {f"f{i}": "x" for i in range(2000)}
+    answer = requests.post(f"{url}/api/predict", files={k: (None, v) for k, v in fields.items()}, timeout=60)
+    assert answer.status_code == 413 and "too many parts" in answer.json()["error"], answer.text
+    answer = requests.post(
+        f"{url}/api/predict", data=b'{"url": "\xff\xfe"}', headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
+
+
 def _cut_jpeg() -> bytes:
     """A real 6000x6000 JPEG cut after 1,200 bytes: its header declares the whole size."""
     ramp = np.tile(np.arange(6000, dtype=np.uint16)[None, :] % 256, (6000, 1)).astype(np.uint8)
@@ -704,6 +734,16 @@ def test_a_cut_image_is_one_rule_for_the_api_and_the_images_stage(server):
     assert stage.status == "bad_image" and "ends before its end" in stage.error
     whole = cv2.imencode(".jpg", np.zeros((40, 60, 3), np.uint8))[1].tobytes()
     assert not imaging.truncated(whole, "jpeg") and process(Fetched("ok", data=whole), ImageOptions()).status == "ok"
+    with_eoi = cut + b"\xff\xd9"  # the cut file made to look whole: judged by what its scan holds
+    answer = requests.post(f"{server.url}/api/predict", files={"file": ("cut.jpg", with_eoi)}, timeout=60)
+    assert answer.status_code == 400 and "ends before its end" in answer.json()["error"], answer.text
+    assert process(Fetched("ok", data=with_eoi), ImageOptions()).status == "bad_image"
+    detailed = cv2.imencode(".jpg", cv2.resize(np.arange(256, dtype=np.uint8)[None, :], (600, 400)))[1].tobytes()
+    dqt = detailed.index(b"\xff\xdb")
+    junk = detailed[:dqt] + b"\x12\x34\x56" + detailed[dqt:]  # junk between segments: libjpeg decodes it whole
+    answer = requests.post(f"{server.url}/api/predict", files={"file": ("junk.jpg", junk)}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert process(Fetched("ok", data=junk), ImageOptions()).status == "ok"
 
 
 @needs_chromium

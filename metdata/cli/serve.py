@@ -53,6 +53,19 @@ from metdata.cli.options import FiniteFloat, fail_cleanly, storage_option
     help="Seconds a client has to send a whole request body.",
 )
 @click.option(
+    "--write-timeout",
+    type=FiniteFloat(0.5, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds an answer may take to be read by its client; then the connection is dropped.",
+)
+@click.option(
+    "--max-buffered-mb",
+    type=FiniteFloat(1, 100_000),
+    default=None,
+    help="Request body MB a worker holds at once (default: 4 uploads of the largest size); more are answered 503.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(8, 100_000),
     default=500,
@@ -73,6 +86,8 @@ def serve(
     fetch_timeout,
     header_timeout,
     body_timeout,
+    write_timeout,
+    max_buffered_mb,
     max_connections,
     checkpoint,
     storage_options,
@@ -97,5 +112,11 @@ def serve(
         allowed_hosts=frozenset({prediction.MET_IMAGE_HOST, *(h.strip().lower() for h in allow_host)}),
     )
     fail_cleanly(prediction.read_settings, run_url, storage_options, config.checkpoint)  # before any fork
-    limits = Limits(head_deadline=header_timeout, body_deadline=body_timeout, max_connections=max_connections)
+    limits = Limits(
+        head_deadline=header_timeout,
+        body_deadline=body_timeout,
+        write_deadline=write_timeout,
+        max_connections=max_connections,
+        max_buffered=None if max_buffered_mb is None else int(max_buffered_mb * (1 << 20)),
+    )
     run(config, host=host, port=port, workers=workers, threads=threads, limits=limits)

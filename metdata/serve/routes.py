@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from dash.exceptions import DependencyException, InvalidCallbackReturnValue
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from metdata.prediction import ImageRejected, fetch_image_url
 from metdata.serve.state import Worker
@@ -42,6 +43,10 @@ def image_bytes(worker: Worker) -> bytes:
             body = request.get_json(silent=True)
         except RecursionError as exc:  # json's C parser refuses deep nesting this way, not as a ValueError
             raise ImageRejected("the JSON body is nested too deeply", 400) from exc
+        if body is None and request.get_data(cache=True):
+            raise ImageRejected(
+                'the body is not valid JSON (UTF-8): send {"url": "https://images.metmuseum.org/..."}', 400
+            )
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url:
             raise ImageRejected('the JSON body must be {"url": "https://images.metmuseum.org/..."}', 400)
@@ -78,10 +83,24 @@ def add_routes(app: Flask, worker: Worker) -> None:
         status, payload = health(worker, "/readyz")
         return jsonify(payload), status
 
-    @app.route("/api/predict", methods=["GET", "PUT", "PATCH", "DELETE"])
+    @app.route("/api/predict", methods=["GET", "PUT", "PATCH", "DELETE", "OPTIONS"], provide_automatic_options=False)
     def predict_other_methods():  # without it, Dash's catch-all page would answer GET with the dashboard
+        if request.method == "OPTIONS":
+            return "", 204, {"Allow": "POST, OPTIONS"}
         answer = jsonify(error=f"{request.method} is not allowed here: POST an image to /api/predict")
         return answer, 405, {"Allow": "POST"}
+
+    @app.route("/_dash-update-component", methods=["GET", "PUT", "PATCH", "DELETE"], provide_automatic_options=False)
+    def callback_other_methods():  # Dash's catch-all page would answer GET with the dashboard
+        return jsonify(error=f"{request.method} is not allowed here: Dash posts its callbacks"), 405, {"Allow": "POST"}
+
+    @app.errorhandler(DependencyException)
+    def unknown_asset(_exc):  # a script or file Dash does not serve: a 404, not a 500 with a traceback
+        log.debug("no such Dash asset: %s", request.path)
+        return jsonify(error=f"no such file {request.path!r}"), 404
+
+    for kind in (TypeError, ValueError, KeyError, AttributeError, IndexError, InvalidCallbackReturnValue):
+        app.register_error_handler(kind, _bad_callback_input)
 
     @app.route("/api/<path:_rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def api_unknown(_rest):
@@ -107,7 +126,19 @@ def add_routes(app: Flask, worker: Worker) -> None:
         if not request.path.startswith("/api/"):
             return exc  # Dash's own routes keep their pages
         message = exc.description
-        if exc.code == 413:
+        if exc.code == 413 and (request.content_length or 0) <= (request.max_content_length or 0):
+            message = "the form has too many parts: send the image alone, as the field 'file'"
+        elif exc.code == 413:
             message = f"the request is over the {worker.config.max_bytes:,} byte cap (--max-upload-mb)"
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]  # Allow, for a 405
         return jsonify(error=message), exc.code, headers
+
+
+def _bad_callback_input(exc: Exception):
+    """A Dash callback that failed on inputs the dashboard never sends (wrong types): a 400 and one
+    log line, not a 500 and a traceback. The same errors anywhere else stay 500s, logged in full."""
+    if request.path == "/_dash-update-component" and request.method == "POST":
+        log.warning("a dashboard callback refused its inputs: %s: %s", type(exc).__name__, exc)
+        return jsonify(error="the callback's inputs are not what the dashboard sends"), 400
+    current_app.log_exception((type(exc), exc, exc.__traceback__))
+    return InternalServerError(original_exception=exc)

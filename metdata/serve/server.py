@@ -32,12 +32,15 @@ class Limits:
         body_deadline: seconds for a whole request body, from the end of its head.
         max_connections: open connections per worker process; more are answered 503 and closed.
         keepalive: seconds an idle kept-alive connection stays open after a response.
+        max_buffered: request body bytes a worker holds at once (None: 4 x the largest body); more are 503.
     """
 
     head_deadline: float = 10.0
     body_deadline: float = 30.0
+    write_deadline: float = 30.0
     max_connections: int = 500
     keepalive: float = 5.0
+    max_buffered: int | None = None
 
 
 def max_body(config: ServeConfig) -> int:
@@ -57,6 +60,7 @@ def create_app(config: ServeConfig, threads: int = 4, limits: Limits = Limits())
     from metdata.serve import dashboard, routes
     from metdata.serve.front import Front
 
+    logging.getLogger("uvicorn.error").addFilter(_quiet_bad_requests)
     meta = prediction.read_settings(config.run, config.storage_options, config.checkpoint)
     server = Flask("metdata.serve")
     server.config["MAX_CONTENT_LENGTH"] = max_body(config)
@@ -69,19 +73,32 @@ def create_app(config: ServeConfig, threads: int = 4, limits: Limits = Limits())
         max_body=max_body(config),
         body_deadline=limits.body_deadline,
         threads=threads,
+        max_buffered=limits.max_buffered,
     )
+
+
+def _quiet_bad_requests(record: logging.LogRecord) -> bool:
+    """uvicorn's warning for each malformed request (already answered 400) is a debug line of metdata's."""
+    if record.getMessage() == "Invalid HTTP request received.":
+        log.debug("an invalid HTTP request was answered 400")
+        return False
+    return True
 
 
 def worker_class(limits: Limits):
     """The gunicorn worker class: uvicorn's worker on the asyncio loop, with ``front``'s HTTP/1.1 protocol."""
     from uvicorn_worker import UvicornWorker
 
-    from metdata.serve.front import DeadlineH11Protocol
+    from metdata.serve.front import MAX_HEAD, DeadlineH11Protocol
 
     protocol = type(
         "ServeProtocol",
         (DeadlineH11Protocol,),
-        {"head_deadline": limits.head_deadline, "max_connections": limits.max_connections},
+        {
+            "head_deadline": limits.head_deadline,
+            "write_deadline": limits.write_deadline,
+            "max_connections": limits.max_connections,
+        },
     )
 
     class ServeWorker(UvicornWorker):
@@ -91,7 +108,7 @@ def worker_class(limits: Limits):
             "lifespan": "off",
             "ws": "none",
             "timeout_keep_alive": limits.keepalive,
-            "h11_max_incomplete_event_size": 64 << 10,  # a request head over 64 KiB is refused (400)
+            "h11_max_incomplete_event_size": MAX_HEAD,  # an incomplete head over 64 KiB: 400; a whole one: 431
         }
 
     return ServeWorker
