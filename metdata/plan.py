@@ -76,15 +76,16 @@ class PathCost:
 
 
 def search_requests(total: int) -> int:
-    """Requests ``ids`` spends on one query: its total, then its pages; past the window, a department
-    split first (an estimate: a split may need more levels).
+    """Requests ``ids`` spends on one query: its pages (the first gives its total); past the window,
+    its first page, then a department split, each part's first page giving its total (an estimate:
+    a split may need more levels).
 
     >>> search_requests(0), search_requests(1_200), search_requests(12_000)
-    (2, 4, 63)
+    (1, 3, 44)
     """
     if total <= WINDOW:
-        return 1 + page_requests(total)
-    return 1 + DEPARTMENT_SPLIT + math.ceil(total / PAGE) + DEPARTMENT_SPLIT
+        return page_requests(total)
+    return 1 + math.ceil(total / PAGE) + DEPARTMENT_SPLIT
 
 
 def hours(requests: int, rate: float) -> float:
@@ -104,7 +105,7 @@ def price(
     >>> costs = price(Facts("t", 500_000, (("medium=Paintings", 10_000),)), data="D")
     >>> [(c.path, c.api_requests, round(c.hours, 1)) for c in costs]  # doctest: +NORMALIZE_WHITESPACE
     [('full', 500001, 140.1), ('csv', 4095, 1.1), ('csv+listing', 22660, 6.3),
-     ('search', 10021, 4.0), ('csv+search', 4487, 1.3)]
+     ('search', 10020, 4.0), ('csv+search', 4486, 1.3)]
     """
     candidates = sum(total for _, total in facts.queries)
     searched = bool(facts.queries)

@@ -23,6 +23,7 @@ from metdata.dataset import Dataset
 from metdata.ingest import read_listing, read_listing_meta
 from metdata.lookup import LookupOptions
 from metdata.pacing import LocalPacer, PaceConfig
+from metdata.schema import DEPARTMENTS
 from metdata.search import SearchError, search_all
 from metdata.searchquery import Query, SearchQueryError
 
@@ -67,6 +68,13 @@ def search_hits(met, query: str) -> tuple[int, set[int]]:
         ("dateBegin=16th&dateEnd=1700", "dateBegin='16th' is not a year"),
         ("medium=Paintings&limit=20", "limit is set by metdata"),
         ("medium=Paintings&medium=Prints", "medium is given twice"),
+        ("departmentId=\u00b2", "is no department"),
+        ("departmentId=\u0663", "is no department"),
+        ("dateBegin=--5&dateEnd=10", "is not a year"),
+        ("medium=|", "names nothing"),
+        ("q=*", "would answer the whole index"),
+        ("title=true", "would answer the whole index"),
+        ("q=" + "a" * 70_000, "longer than 2000 characters"),
     ],
 )
 def test_a_filter_the_service_would_drop_is_refused_before_any_request(met, tmp_path, query, message):
@@ -241,10 +249,22 @@ def test_a_total_that_changes_between_pages_is_an_error(misbehaving):
 
 def test_the_last_short_page_and_an_empty_query_are_fine(misbehaving):
     exact = misbehaving(lambda p: paged(1201 if p.get("q") == "some" else 0, p))
-    (some, none), requests = read(exact.url, "q=some", "q=none")
+    (some, none), requests = read(exact.url, "q=some", "q=none", "q=some")
     assert some.ids == set(range(1, 1202)) and none.ids == set() and none.total == 0
-    assert requests == len(exact.seen) == 1 + 3 + 1  # a total, three pages; a total of nothing
-    assert {p["limit"] for p in exact.seen} == {"1", "500"}
+    # three pages (the first gives the total); one page of nothing; the repeated query is not read again
+    assert requests == len(exact.seen) == 3 + 1
+    assert {p["limit"] for p in exact.seen} == {"500"}
+
+
+def test_ids_over_the_largest_id_are_an_error_nothing_written(misbehaving, tmp_path):
+    for huge in (10**20, 2**63 - 1):
+        server = misbehaving(lambda p, huge=huge: {"total": 2, "objectIDs": [5, huge]})
+        with pytest.raises(SearchQueryError, match="not integers from 1 to 9007199254740992"):
+            read(server.url, "q=huge")
+        result = ids_cli(server.url, tmp_path / "data", "--search", "q=huge")
+        assert result.exit_code == 1 and "not integers from 1 to" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert not written(tmp_path / "data")
 
 
 def test_a_split_that_does_not_add_up_names_the_query_and_the_shortfall(misbehaving, tmp_path):
@@ -307,7 +327,7 @@ def test_the_search_goes_through_the_paced_path_blocks_and_faults_included(start
         faults=frozenset({"503"}),
     )
     clean = start_met(objects=1500, seed=5)
-    queries = [f"departmentId={d}" for d in (1, 6, 9, 11, 12, 13, 14, 19)] + ["isHighlight=false"]
+    queries = [f"departmentId={d}" for d, _ in DEPARTMENTS] + ["isHighlight=false", "hasImages=true"]
     done, requests = search_all(
         [Query.parse(q) for q in queries],
         LookupOptions(api=met.url, timeout=3, max_attempts=20, backoff=0.02),
