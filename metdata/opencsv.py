@@ -17,6 +17,7 @@ import hashlib
 import http.client
 import io
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -218,7 +219,8 @@ def _http(url: str, max_bytes: int) -> Iterator[_Stream]:
             if not response.is_redirect:
                 break
             target = urljoin(url, response.headers.get("Location", ""))
-            if urlsplit(target).scheme.lower() not in ("http", "https") or not urlsplit(target).hostname:
+            scheme, host = _split(target)
+            if scheme not in ("http", "https") or not host:
                 raise CsvError(
                     f"{url} redirects to {target[:200]!r}: only http(s) redirects are followed; "
                     "give the file's final URL or download it and pass its path"
@@ -238,7 +240,7 @@ def _http(url: str, max_bytes: int) -> Iterator[_Stream]:
         if encoding not in ("", "identity"):
             raise CsvError(f"{url} answered with Content-Encoding {encoding!r}; download the file and pass its path")
         length_header = response.headers.get("Content-Length", "").strip()
-        length = int(length_header) if length_header.isdigit() else None
+        length = int(length_header) if re.fullmatch(r"[0-9]{1,15}", length_header) else None
         _check_size(url, length, max_bytes)
         raw = response.raw
 
@@ -294,8 +296,17 @@ def _fsspec(url: str, storage_options: dict, max_bytes: int) -> Iterator[_Stream
         yield _Stream(url, read, max_bytes, size if isinstance(size, int) else None)
 
 
+def _split(url: str) -> tuple[str, str | None]:
+    """(scheme, host) of a URL; a URL ``urlsplit`` cannot read (``http://[::1``) is a CsvError."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), parts.hostname
+    except ValueError as exc:
+        raise CsvError(f"{url[:200]!r} is not a URL ({exc}): give a local path, an http(s):// or an s3:// URL") from exc
+
+
 def _open(url: str, storage_options: dict, max_bytes: int):
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    scheme = _split(url)[0] if "://" in url else ""
     if scheme in ("http", "https"):
         return _http(url, max_bytes)
     if scheme in ("", "file", "s3"):

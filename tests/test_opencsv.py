@@ -182,6 +182,8 @@ def test_bad_sources_are_refused_and_leave_the_root_as_it_was(tmp_path, csv_host
         "a missing file": (str(tmp_path / "no-such.csv"), "no such file"),
         "a folder": (str(tmp_path), "is a folder"),
         "another scheme": ("ftp://127.0.0.1/MetObjects.csv", "not ftp://"),
+        "a URL urlsplit cannot read": ("http://[::1/MetObjects.csv", "is not a URL"),
+        "a redirect to such a URL": (csv_host.redirect("/to-bad", "http://[::1"), "Invalid IPv6 URL"),
     }
     for what, (url, message) in cases.items():
         with pytest.raises(CsvError, match=message):
@@ -280,6 +282,9 @@ def test_cli_names_the_public_url_and_prints_the_source(tmp_path, csv_host):
     for args, message in (
         (["--from-csv", csv_host.serve("/p", b"<html></html>", content_type="text/html")], "answered text/html"),
         (["--from-csv", url, "--csv-max-mb", "0"], "0 is not in the range"),
+        (["--from-csv", ""], "'' is empty: give MetObjects.csv's path or URL"),  # not a full crawl
+        (["--from-csv", "  "], "is empty"),
+        (["--target", "", "--since", "2020-01-01"], "'' is empty"),
     ):
         result = runner.invoke(main, ["ingest", "--data", str(tmp_path / "b"), *args])
         assert result.exit_code in (1, 2) and message in result.output, result.output

@@ -94,6 +94,8 @@ def test_bad_input_exits_non_zero_with_nothing_written(met, tmp_path):
     assert honest.exit_code == 1 and "search saves" in honest.output and "--from-csv" in honest.output
     mixed = ids_cli(met.url, root, "--target", "painting-culture", "--metadata-date", "2024-01-01")
     assert mixed.exit_code == 2 and "not with --target" in mixed.output
+    empty = ids_cli(met.url, root, "--search", "")
+    assert empty.exit_code == 2 and "'' is empty: give a query" in empty.output
     lone_add = ids_cli(met.url, root, "--add")
     assert lone_add.exit_code == 2 and "give --target or --search" in lone_add.output
     bad_file = tmp_path / "t.toml"

@@ -27,6 +27,21 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+class NonEmpty(click.ParamType):
+    """A text that must say something: ``""`` or blanks are refused, never read as "not given"
+    (``--from-csv ""`` would otherwise start a full crawl)."""
+
+    name = "TEXT"
+
+    def __init__(self, what: str = "a value") -> None:
+        self.what = what
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str) or not value.strip():
+            self.fail(f"{value!r} is empty: give {self.what}, or leave the option out", param, ctx)
+        return value
+
+
 class StoreName(click.ParamType):
     """A store name under the root: one plain folder name ending ``.zarr`` (see ``dataset.store_paths``)."""
 
