@@ -468,3 +468,23 @@ def test_split_parts_that_share_ids_are_an_error(misbehaving):
     server = misbehaving(overlapping)
     with pytest.raises(SearchQueryError, match="holds 5001 distinct ids where its total says 10001"):
         read(server.url, "q=x")
+
+
+def test_a_listing_record_that_cannot_be_written_leaves_the_old_pair(met, tmp_path):
+    root = tmp_path / "data"
+    assert ids_cli(met.url, root, "--search", "departmentId=11").exit_code == 0
+    listing = (root / "ids" / "listing.parquet").read_bytes()
+    record = root / "ids" / "_listing.json"
+    record.unlink()
+    record.mkdir()  # the record cannot be replaced
+    result = ids_cli(met.url, root, "--search", "departmentId=6")
+    assert result.exit_code == 1 and "could not be written" in result.output and "the old one is kept" in result.output
+    assert not isinstance(result.exception, IsADirectoryError), result.exception
+    assert (root / "ids" / "listing.parquet").read_bytes() == listing and record.is_dir()
+    assert not [p for p in (root / "ids").iterdir() if p.name.endswith(".tmp")]
+    # the first ever listing is removed, not left without its record
+    fresh = tmp_path / "fresh"
+    (fresh / "ids" / "_listing.json").mkdir(parents=True)
+    result = ids_cli(met.url, fresh, "--search", "departmentId=6")
+    assert result.exit_code == 1 and "could not be written" in result.output
+    assert not (fresh / "ids" / "listing.parquet").exists()
