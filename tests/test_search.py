@@ -9,6 +9,7 @@ error naming the query, nothing written.
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -370,7 +371,7 @@ def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_me
     from metdata.plan import BYTES_PER_CSV_ROW
 
     csv.write_bytes(b"x" * round(1400 * BYTES_PER_CSV_ROW))  # its size says 1,400 rows: 100 objects newer than it
-    args = ["plan", "--target", "painting-culture", "--api", met.url, "--from-csv", str(csv), "--data", "/d"]
+    args = ["plan", "--target", "painting-culture", "--api", met.url, "--from-csv", str(csv), "--data", "/tmp/my root"]
     result = CliRunner().invoke(main, [*args, "--rate", "40"])
     assert result.exit_code == 0, result.output
     from metdata.targets import builtin
@@ -389,18 +390,22 @@ def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_me
     assert table[1].split()[1] == "1,501"  # the listing and every lookup
     assert "recommended: csv+search" in result.output
     start = lines.index(next(line for line in lines if line.startswith("recommended:")))
-    assert [line.strip() for line in lines[start + 1 :]] == [
-        f"metdata ingest --from-csv {csv} --data /d",
-        f"metdata ids --target painting-culture --add --api {met.url} --data /d",
-        f"metdata ingest --api {met.url} --data /d",
-        f"metdata images --target painting-culture --api {met.url} --data /d",
+    commands = [line.strip() for line in lines[start + 1 :]]
+    assert commands == [  # shell-quoted; at the --rate it was priced at (images: one --rate per host, 1 here)
+        f"metdata ingest --from-csv {csv} --data '/tmp/my root'",
+        f"metdata ids --target painting-culture --add --api {met.url} --data '/tmp/my root' --rate 40",
+        f"metdata ingest --api {met.url} --data '/tmp/my root' --rate 40",
+        f"metdata images --target painting-culture --api {met.url} --data '/tmp/my root'",
     ]
+    assert all(shlex.split(c)[shlex.split(c).index("--data") + 1] == "/tmp/my root" for c in commands)
     assert "estimated:" in result.output and "CSV rows ≈ 1,400 (its size" in result.output
 
     as_json = CliRunner().invoke(main, [*args, "--json", "--rate", "20", "--image-rate", "4"])
     assert as_json.exit_code == 0, as_json.output
     plan = json.loads(as_json.output)
     assert plan["recommended"] == "csv+search" and plan["rate"] == 20 and plan["image_rate"] == 4
+    best = next(p for p in plan["paths"] if p["path"] == "csv+search")
+    assert best["commands"][1].endswith("--rate 20") and best["commands"][3].endswith("--rate 4")
     assert plan["facts"]["listed"] == 1500 and [t for _, t in plan["facts"]["queries"]] == totals
     full = plan["paths"][0]
     assert full["path"] == "full" and full["api_requests"] == 1501
@@ -416,6 +421,15 @@ def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_me
     ):
         failed = CliRunner().invoke(main, ["plan", *bad])
         assert failed.exit_code == 1 and message in failed.output, failed.output
+
+
+def test_a_csv_of_unknown_size_is_not_said_to_be_318_mb():
+    from metdata.plan import Facts, price
+
+    unknown = {c.path: c for c in price(Facts("t", 500_000, (("medium=Paintings", 10_000),)))}
+    assert "size not stated" in unknown["csv"].how and "MB" not in unknown["csv"].how
+    known = {c.path: c for c in price(Facts("t", 500_000, (("medium=Paintings", 10_000),), csv_bytes=50_000_000))}
+    assert "(50 MB," in known["csv"].how
 
 
 def test_ingest_target_needs_since_and_an_existing_target(tmp_path):
