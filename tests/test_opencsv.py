@@ -153,6 +153,10 @@ def test_bad_sources_are_refused_and_leave_the_root_as_it_was(tmp_path, csv_host
             csv_host.serve("/page.txt", html, content_type="text/plain"),
             "not MetObjects",
         ),
+        "an HTML page said to be a CSV, cut": (
+            csv_host.serve("/page.csv", b"<!DOCTYPE html><html><body>MetObjects.csv</body></html>"),
+            r"is not a CSV \(one line with no rows\): not MetObjects.csv",
+        ),
         "a JSON answer": (
             csv_host.serve("/api", b'{"message": "Not Found"}\n', content_type="application/json"),
             "json",
@@ -192,6 +196,21 @@ def test_bad_sources_are_refused_and_leave_the_root_as_it_was(tmp_path, csv_host
     # the same file whole loads: what made each case fail was the fault, not the file
     whole = load_csv(dataset, IngestOptions(from_csv=csv_host.serve("/whole.csv", good), shard_size=4))
     assert whole["rows"] == 310
+
+
+def test_a_body_of_unstated_size_is_loaded_and_said_so(tmp_path, csv_host, caplog):
+    good = csv_bytes(rows_for(range(900_001, 900_301)))
+    half = good[: good.index(b"\r\n", len(good) // 2) + 2]  # closed at a line break: reads as a whole file
+    unstated = load_csv(
+        Dataset(str(tmp_path / "a")), IngestOptions(from_csv=csv_host.serve("/u.csv", half, length=False))
+    )
+    assert unstated["this_run"]["csv"]["size_stated"] is False
+    assert "states neither its length nor chunked encoding" in caplog.text
+    stated = load_csv(Dataset(str(tmp_path / "b")), IngestOptions(from_csv=csv_host.serve("/s.csv", good)))
+    assert stated["this_run"]["csv"]["size_stated"] is True
+    local = tmp_path / "MetObjects.csv"
+    local.write_bytes(good)
+    assert load_csv(Dataset(str(tmp_path / "c")), IngestOptions(from_csv=str(local)))["this_run"]["csv"]["size_stated"]
 
 
 def test_the_size_bound_names_itself_and_the_override(tmp_path, csv_host):
