@@ -345,19 +345,28 @@ def test_a_csv_on_s3_loads_into_an_s3_root_all_or_nothing(s3, csv_host):
         assert listing() == before
 
 
-#: One CSV load by URL in a process of its own: its peak RSS over the RSS before the load (after a
-#: warm-up load of the sample: imports, first allocations), and the load's record.
+#: One CSV load by URL in a process of its own: its peak RSS (sampled every 5 ms) over the RSS before
+#: the load (after a warm-up load of the sample: imports, first allocations), and the load's record.
 _MEASURE_LOAD = """
-import json, resource, sys
+import json, sys, threading
 import psutil
 from metdata.dataset import Dataset
 from metdata.jobs.ingest import IngestOptions, load_csv
 sample, url, root = sys.argv[1:4]
 load_csv(Dataset(root + "-warm"), IngestOptions(from_csv=sample))
-before = psutil.Process().memory_info().rss
+process = psutil.Process()
+before = peak = process.memory_info().rss
+done = threading.Event()
+def sample_rss():
+    global peak
+    while not done.wait(0.005):
+        peak = max(peak, process.memory_info().rss)
+sampler = threading.Thread(target=sample_rss, daemon=True)
+sampler.start()
 summary = load_csv(Dataset(root), IngestOptions(from_csv=url))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB on Linux
-print(json.dumps({"growth": max(0, peak - before), "csv": summary["this_run"]["csv"], "rows": summary["rows"]}))
+done.set()
+sampler.join(5)
+print(json.dumps({"growth": peak - before, "csv": summary["this_run"]["csv"], "rows": summary["rows"]}))
 """
 
 
@@ -397,8 +406,8 @@ def test_a_large_csv_by_url_streams_in_bounded_memory(tmp_path, csv_host):
         large / 2**20,
     )
     # flat in the size, within a generous bound: the listing's 8 bytes an id and the set of ids seen do grow
-    assert large_growth - small_growth < 0.25 * (large - small), measured
-    assert large_growth < 200 << 20, measured  # ~45 MB measured at both sizes (pyarrow, the shards' batches)
+    assert large_growth - small_growth < 0.35 * (large - small), measured  # reading it whole: > 1.0
+    assert large_growth < 200 << 20, measured  # 30-40 MB measured (pyarrow, the shards' batches)
 
 
 @pytest.mark.slow
