@@ -97,6 +97,9 @@ def test_bad_input_exits_non_zero_with_nothing_written(met, tmp_path):
     assert mixed.exit_code == 2 and "not with --target" in mixed.output
     empty = ids_cli(met.url, root, "--search", "")
     assert empty.exit_code == 2 and "'' is empty: give a query" in empty.output
+    nowhere = CliRunner().invoke(main, ["ids", "--api", met.url, "--data", "", "--search", "q=x"])
+    assert nowhere.exit_code == 2 and "'' is empty: give a local folder" in nowhere.output  # not the current folder
+    assert "leave the option out" not in nowhere.output
     lone_add = ids_cli(met.url, root, "--add")
     assert lone_add.exit_code == 2 and "give --target or --search" in lone_add.output
     bad_file = tmp_path / "t.toml"

@@ -38,7 +38,8 @@ class NonEmpty(click.ParamType):
 
     def convert(self, value, param, ctx):
         if not isinstance(value, str) or not value.strip():
-            self.fail(f"{value!r} is empty: give {self.what}, or leave the option out", param, ctx)
+            optional = "" if param is not None and param.required else ", or leave the option out"
+            self.fail(f"{value!r} is empty: give {self.what}{optional}", param, ctx)
         return value
 
 
@@ -108,11 +109,18 @@ class DepartmentIds(click.ParamType):
 
 api_option = click.option(
     "--api",
+    type=NonEmpty("the API base URL"),
     default=DEFAULT_API,
     show_default=True,
     help="The Collection API base URL (the emulator's, for offline work).",
 )
-data_option = click.option("--data", "data", required=True, help="Dataset root: a local folder or s3://bucket/prefix.")
+data_option = click.option(
+    "--data",
+    "data",
+    type=NonEmpty("a local folder or s3://bucket/prefix"),  # "" would be the current folder
+    required=True,
+    help="Dataset root: a local folder or s3://bucket/prefix.",
+)
 storage_option = click.option(
     "--storage-options",
     type=JsonObject(),
