@@ -113,8 +113,7 @@ def take_search(
     elif listed and not add:
         log.info("replacing the listing snapshot by the %d ids the search found", len(found))
     if target is not None:  # what a later 'ingest --since --target' refreshes
-        merge = add and target in ingest.searched_targets(previous or {})  # the same target's --add chain
-        record["candidates"] = len(ingest.write_candidates(dataset, target, found, merge))
+        record["candidates"] = len(ingest.write_candidates(dataset, target, found, previous))
     filters = {"search": target or [q.text for q in queries], "add": add}
     ingest.write_listing(dataset, ids, filters, search=record)
     log.info("search: %d distinct ids in %d requests; listing of %d ids", len(found), requests, len(ids))

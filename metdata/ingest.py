@@ -257,15 +257,18 @@ def _unwritten(dataset: Dataset, exc: OSError) -> DatasetError:
     )
 
 
-def write_candidates(dataset: Dataset, target: str, ids: set[int], add: bool) -> list[int]:
-    """Save a target's search candidates (``layout.target_candidates``), merged into the ones saved
-    before with ``add`` (an ``--add`` chain of the same target); returns them.
+def write_candidates(dataset: Dataset, target: str, ids: set[int], merged_into: dict | None) -> list[int]:
+    """Save a target's search candidates (``layout.target_candidates``); returns them. With
+    ``merged_into``, the record of the listing an ``--add`` merges into: if its searches name the
+    same target (``searched_targets``), the candidates saved before are kept too (an ``--add``
+    chain); otherwise they are replaced (a file left by a listing since replaced is stale).
 
     Raises:
         DatasetError: a candidates file metdata did not write, or one it cannot write.
     """
     relative = target_candidates(target)
-    old = set(read_candidates(dataset, target)) if add and dataset.exists(relative) else set()
+    chained = merged_into is not None and target in searched_targets(merged_into) and dataset.exists(relative)
+    old = set(read_candidates(dataset, target)) if chained else set()
     merged = sorted(old | ids)
     try:
         dataset.write_table(relative, pa.table({"objectID": pa.array(merged, pa.int64())}), dictionary=False)
@@ -309,7 +312,7 @@ def read_listing_meta(dataset: Dataset) -> dict:
         return {}
     try:
         meta = dataset.read_json(LISTING_META)
-    except ValueError:  # not JSON, or not UTF-8
+    except (ValueError, OSError):  # not JSON, not UTF-8, a folder in its place
         meta = None
     if not isinstance(meta, dict):
         raise DatasetError(

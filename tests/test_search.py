@@ -505,3 +505,25 @@ def test_a_listing_record_that_cannot_be_written_leaves_the_old_pair(met, tmp_pa
     result = ids_cli(met.url, fresh, "--search", "departmentId=6")
     assert result.exit_code == 1 and "could not be written" in result.output
     assert not (fresh / "ids" / "listing.parquet").exists()
+
+
+def test_a_targets_candidates_are_merged_along_add_and_replaced_without(start_met, tmp_path):
+    from metdata.ingest import read_candidates
+    from metdata.targets import builtin
+
+    met = start_met(objects=1500, seed=4)
+    root = tmp_path / "data"
+    dataset = Dataset(str(root))
+    target: set[int] = set()
+    for query in builtin("painting-culture").search.queries:
+        target |= search_hits(met, query.text)[1]
+    extra = search_hits(met, "departmentId=11")[1]
+    assert extra - target
+    assert ids_cli(met.url, root, "--target", "painting-culture", "--search", "departmentId=11").exit_code == 0
+    assert set(read_candidates(dataset, "painting-culture")) == target | extra
+    assert ids_cli(met.url, root, "--search", "departmentId=14&geoLocation=India", "--add").exit_code == 0
+    assert ids_cli(met.url, root, "--target", "painting-culture", "--add").exit_code == 0  # the chain names it
+    assert set(read_candidates(dataset, "painting-culture")) == target | extra
+    assert read_listing_meta(dataset)["search"]["candidates"] == len(target | extra)
+    assert ids_cli(met.url, root, "--target", "painting-culture").exit_code == 0  # replaced with the listing
+    assert set(read_candidates(dataset, "painting-culture")) == target

@@ -105,7 +105,8 @@ def ids(api, data, department_ids, metadata_date, target, searches, add, storage
     fail_cleanly(search_url, api)  # before the lease: a bad --api leaves nothing behind
     listed, record = fail_cleanly(take_search, dataset, lookup, pace, queries, name, add)
     click.echo(
-        f"{record['distinct_ids']} candidate ids from {len(queries)} search queries ({record['requests']} requests); "
+        f"{record['distinct_ids']} candidate ids from {len(record['queries'])} search queries "
+        f"({record['requests']} requests); "
         f"{len(listed)} ids listed under {data}"
     )
 
