@@ -2,8 +2,10 @@
 
 The real service drops every filter it does not understand and searches everything instead
 (``departmentId=999``, ``hasImages=True``, ``isPublicDomain=true`` and a lone ``dateBegin`` all
-answer the whole index): a query is therefore checked here, before any request, and refused
-with the fix. It also answers at most 10,000 results per query (``WINDOW``), 500 per page
+answer the whole index; so do an empty ``medium=|`` and a query whose only filter is ``q=``,
+``q=*`` or a flag saying where ``q`` looks): a query is therefore checked here, before any request
+(ASCII digits only in numbers, at most ``MAX_QUERY_CHARS``), and refused with the fix. It also
+answers at most 10,000 results per query (``WINDOW``), 500 per page
 (``PAGE``): a query with more is split into sub-queries whose totals must add up exactly to
 the parent's (``split_options`` lists the ways, in the order they are tried; ``shortfall``
 checks one), and each page is checked against the query's total (``check_page``), so nothing
