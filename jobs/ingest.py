@@ -112,6 +112,8 @@ def take_search(
         record["previous"] = previous
     elif listed and not add:
         log.info("replacing the listing snapshot by the %d ids the search found", len(found))
+    if target is not None:  # what a later 'ingest --since --target' refreshes
+        record["candidates"] = len(ingest.write_candidates(dataset, target, found, previous))
     filters = {"search": target or [q.text for q in queries], "add": add}
     ingest.write_listing(dataset, ids, filters, search=record)
     log.info("search: %d distinct ids in %d requests; listing of %d ids", len(found), requests, len(ids))
@@ -132,7 +134,7 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     """Decide the run's shard tasks. Needs no cluster, so bad input fails before one starts.
 
     Takes the listing snapshot if there is none; with ``since``, fetches the updated ids (with
-    ``target``, only those among the target's candidates, the listing ``metdata ids --target`` took).
+    ``target``, only those among the target's candidates, saved by ``metdata ids --target``).
 
     Ids found in two shards (two runs at once, before the lease) keep one row (``ingest.keep_one``);
     new ids go into new shards only, so shards never overlap, whatever ``shard_size`` each run had.
@@ -143,8 +145,10 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     """
     dataset.check_writable()
     pacer = LocalPacer(options.pace)
+    candidates = None
     if options.target is not None:  # before any request: the candidates must be there
         ingest.check_candidates(ingest.read_listing_meta(dataset), options.target, dataset.url)
+        candidates = ingest.read_candidates(dataset, options.target)
     if not dataset.exists(ingest.LISTING):
         ingest.write_listing(dataset, fetch_listing(options.lookup, pacer), {})
     listed = ingest.read_listing(dataset)
@@ -158,13 +162,14 @@ def plan(dataset: Dataset, options: IngestOptions) -> Plan:
     new = [i for i in listed if i not in index]
     if options.since:
         updated = fetch_listing(options.lookup, pacer, metadata_date=options.since)
-        if options.target is not None:  # the museum's changes, only among the target's candidates
-            updated = ingest.refresh_ids(updated, listed)
+        if candidates is not None:  # the museum's changes, only among the target's candidates
+            updated = ingest.refresh_ids(updated, candidates)
         replace |= {i for i in updated if i in index}
         fresh = sorted(set(updated) - set(index) - set(new))
         if fresh:
             listed = sorted(set(listed) | set(fresh))
-            ingest.write_listing(dataset, listed, {"since": options.since})
+            previous = ingest.read_listing_meta(dataset)
+            ingest.write_listing(dataset, listed, {"since": options.since}, previous=previous)
         new += fresh
     tasks = ingest.plan_replacements(replace, index) + ingest.plan_new_shards(new, options.shard_size)
     log.info(
@@ -260,6 +265,7 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
     if left := ingest.discard_csv_shards(dataset):  # we hold the lease: these are killed loads' leftovers
         log.info("removed %d shards staged by an earlier CSV load that did not finish", left)
     ingest.listing_with(dataset, [])  # a foreign listing fails here, before the file is read
+    previous = ingest.read_listing_meta(dataset)  # a search's record is kept (ingest --since --target)
     load = uuid.uuid4().hex
     try:
         with (
@@ -274,7 +280,8 @@ def load_csv(dataset: Dataset, options: IngestOptions) -> dict:
         ingest.discard_csv_shards(dataset, load)
         raise
     record = {**source.as_dict(), "new_rows": len(added), "loaded_at": dt.datetime.now(dt.UTC).isoformat()}
-    ingest.write_listing(dataset, ingest.listing_with(dataset, added), {"from_csv": options.from_csv})
+    listing = ingest.listing_with(dataset, added)
+    ingest.write_listing(dataset, listing, {"from_csv": options.from_csv}, previous=previous)
     dataset.write_json(CSV_SOURCE, record)
     log.info(
         "%s: %d rows, %d bytes, sha256 %s; %d new rows",

@@ -8,6 +8,7 @@ ids up, and writes the whole file atomically. Running a task twice writes the sa
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -19,7 +20,15 @@ import pyarrow.compute as pc
 
 from metdata.api import RETRYABLE
 from metdata.dataset import Dataset, DatasetError
-from metdata.layout import CSV_STAGED, LISTING, LISTING_META, OBJECTS, csv_staged_shard, object_shard
+from metdata.layout import (
+    CSV_STAGED,
+    LISTING,
+    LISTING_META,
+    OBJECTS,
+    csv_staged_shard,
+    object_shard,
+    target_candidates,
+)
 from metdata.lookup import MAX_OBJECT_ID, UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
 from metdata.records import SCHEMA, rows_to_table
 
@@ -198,16 +207,101 @@ def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: 
     }
 
 
-def write_listing(dataset: Dataset, ids: list[int] | np.ndarray, filters: dict, search: dict | None = None) -> None:
+def write_listing(
+    dataset: Dataset,
+    ids: list[int] | np.ndarray,
+    filters: dict,
+    search: dict | None = None,
+    previous: dict | None = None,
+) -> None:
     """Snapshot the id listing (and how it was taken: ``filters``, and ``search``, the queries of
     ``metdata ids --target/--search`` with their totals and splits) into the dataset (``ids``: a
-    list, or a NumPy array of distinct ids)."""
+    list, or a NumPy array of distinct ids). ``previous``: the record of the listing this one
+    extends (a CSV load, a ``--since`` refresh), kept when it names searches (``searched_targets``),
+    so that ``ingest --since --target`` still finds the target's candidates.
+
+    The pair (``ids/listing.parquet``, ``ids/_listing.json``) is replaced together: if the record
+    cannot be written, the old listing is put back (or the new one removed), so a failure leaves
+    the old pair.
+
+    Raises:
+        DatasetError: the pair could not be written (the old pair is kept).
+    """
     ids = np.sort(ids) if isinstance(ids, np.ndarray) else sorted(ids)
-    dataset.write_table(LISTING, pa.table({"objectID": pa.array(ids, pa.int64())}), dictionary=False)
-    meta = {"total": len(ids), "filters": filters, "taken_at": dt.datetime.now(dt.UTC).isoformat()}
+    meta: dict = {"total": len(ids), "filters": filters, "taken_at": dt.datetime.now(dt.UTC).isoformat()}
     if search is not None:
         meta["search"] = search
-    dataset.write_json(LISTING_META, meta)
+    if previous and searched_targets(previous):
+        meta["previous"] = previous
+    record = json.dumps(meta, indent=2, default=str, allow_nan=False).encode()
+    try:
+        old = dataset.read_bytes(LISTING) if dataset.exists(LISTING) else None
+        dataset.write_table(LISTING, pa.table({"objectID": pa.array(ids, pa.int64())}), dictionary=False)
+    except OSError as exc:
+        raise _unwritten(dataset, exc) from exc
+    try:
+        dataset.write_bytes(LISTING_META, record)
+    except BaseException as exc:  # put the old listing back: never a listing without its own record
+        if old is None:
+            dataset.remove(LISTING)
+        else:
+            dataset.write_bytes(LISTING, old)
+        if isinstance(exc, OSError):
+            raise _unwritten(dataset, exc) from exc
+        raise
+
+
+def _unwritten(dataset: Dataset, exc: OSError) -> DatasetError:
+    return DatasetError(
+        f"the listing under {dataset.url_of('ids')} could not be written ({type(exc).__name__}: {str(exc)[:200]}); "
+        f"the old one is kept: check that {dataset.url_of(LISTING)} and {dataset.url_of(LISTING_META)} are files "
+        "metdata may write (free space, permissions, nothing else under those names), then rerun"
+    )
+
+
+def write_candidates(dataset: Dataset, target: str, ids: set[int], merged_into: dict | None) -> list[int]:
+    """Save a target's search candidates (``layout.target_candidates``); returns them. With
+    ``merged_into``, the record of the listing an ``--add`` merges into: if its searches name the
+    same target (``searched_targets``), the candidates saved before are kept too (an ``--add``
+    chain); otherwise they are replaced (a file left by a listing since replaced is stale).
+
+    Raises:
+        DatasetError: a candidates file metdata did not write, or one it cannot write.
+    """
+    relative = target_candidates(target)
+    chained = merged_into is not None and target in searched_targets(merged_into) and dataset.exists(relative)
+    old = set(read_candidates(dataset, target)) if chained else set()
+    merged = sorted(old | ids)
+    try:
+        dataset.write_table(relative, pa.table({"objectID": pa.array(merged, pa.int64())}), dictionary=False)
+    except OSError as exc:
+        raise DatasetError(
+            f"{dataset.url_of(relative)} could not be written ({type(exc).__name__}: {str(exc)[:200]}); "
+            "free space or fix the root, then rerun"
+        ) from exc
+    return merged
+
+
+def read_candidates(dataset: Dataset, target: str) -> list[int]:
+    """A target's search candidates, saved by ``metdata ids --target``.
+
+    Raises:
+        DatasetError: none saved (taken before they were kept, or by another tool), or a bad file.
+    """
+    relative = target_candidates(target)
+    if not dataset.exists(relative):
+        raise DatasetError(
+            f"{dataset.url_of(relative)} is missing: the candidates of target {target!r} were not saved; "
+            f"run 'metdata ids --target {target} --add --data {dataset.url}' (it keeps what is listed), then this again"
+        )
+    table = dataset.read_table(relative, columns=["objectID"], schema=pa.schema([("objectID", pa.int64())]))
+    try:
+        return checked_ids(table["objectID"].to_pylist())
+    except ValueError as exc:
+        raise DatasetError(
+            f"{dataset.url_of(relative)} is not a candidates file metdata wrote ({exc}): "
+            f"run 'metdata ids --target {target} --data {dataset.url}' again"
+        ) from exc
 
 
 def read_listing_meta(dataset: Dataset) -> dict:
@@ -220,7 +314,7 @@ def read_listing_meta(dataset: Dataset) -> dict:
         return {}
     try:
         meta = dataset.read_json(LISTING_META)
-    except ValueError:  # not JSON, or not UTF-8
+    except (ValueError, OSError):  # not JSON, not UTF-8, a folder in its place
         meta = None
     if not isinstance(meta, dict):
         raise DatasetError(
@@ -243,15 +337,20 @@ def searched_targets(meta: dict) -> set[str]:
 
     >>> sorted(searched_targets({"search": {"target": "a", "previous": {"search": {"target": "b"}}}}))
     ['a', 'b']
+    >>> sorted(searched_targets({"filters": {"since": "2020-01-01"}, "previous": {"search": {"target": "c"}}}))
+    ['c']
     """
     names: set[str] = set()
-    for _ in range(1000):  # a chain of --add merges; bounded whatever the file says
-        search = meta.get("search") if isinstance(meta, dict) else None
-        if not isinstance(search, dict):
+    for _ in range(1000):  # a chain of --add merges, CSV loads and refreshes; bounded whatever the file says
+        if not isinstance(meta, dict):
             break
-        if isinstance(search.get("target"), str):
-            names.add(search["target"])
-        meta = search.get("previous")
+        search = meta.get("search")
+        if isinstance(search, dict):
+            if isinstance(search.get("target"), str):
+                names.add(search["target"])
+            meta = search.get("previous") or meta.get("previous")
+        else:
+            meta = meta.get("previous")
     return names
 
 
@@ -269,14 +368,14 @@ def check_candidates(meta: dict, target: str, url: str) -> None:
         )
 
 
-def refresh_ids(updated: list[int], candidates: list[int] | None) -> list[int]:
-    """The ids a ``--since`` refresh looks up: the updated ones, only among the target's candidates
-    when a search snapshot names them.
+def refresh_ids(updated: list[int], candidates: list[int]) -> list[int]:
+    """The ids a ``--since --target`` refresh looks up: the updated ones among the target's
+    candidates (``read_candidates``), not among the whole listing (a CSV's rows are in it too).
 
-    >>> refresh_ids([3, 4, 9], [1, 3, 9]), refresh_ids([3, 4], None)
-    ([3, 9], [3, 4])
+    >>> refresh_ids([3, 4, 9], [1, 3, 9])
+    [3, 9]
     """
-    return sorted(set(updated) & set(candidates)) if candidates is not None else sorted(updated)
+    return sorted(set(updated) & set(candidates))
 
 
 def listing_with(dataset: Dataset, added: list[int]) -> np.ndarray:

@@ -5,6 +5,8 @@ Under a root::
     ids/listing.parquet        the id listing snapshot (objectID), taken by ``metdata ids``
     ids/_listing.json          when and with which filters it was taken; a search's queries, totals, splits
     ids/_csv.json              the MetObjects.csv last loaded: its URL, bytes, sha256 and rows
+    ids/candidates-<target>.parquet  the ids a target's searches found (``--add`` merges them): what
+                               ``ingest --since --target`` refreshes
     objects/part-NNNNNNN.parquet  one shard per task's ids, named after its first id
     objects/_summary.json      the last ingestion run's summary
     objects/_runs/ingest-<UTC time>.json  every run's summary
@@ -20,6 +22,7 @@ A store named ``NAME.zarr`` keeps its status shards in ``NAME/``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from metdata.errors import DatasetError
@@ -31,6 +34,23 @@ OBJECTS = "objects"
 SUMMARY = "objects/_summary.json"
 RUNS = "objects/_runs"
 LOCKS = "_locks"
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def target_candidates(target: str) -> str:
+    """The file of a target's search candidates; a name that is no plain file name (a target file
+    may name itself anything) is replaced by its hash.
+
+    >>> target_candidates("painting-culture")
+    'ids/candidates-painting-culture.parquet'
+    >>> target_candidates("../x")
+    'ids/candidates-sha1-72e4d01dd8ef43d8.parquet'
+    """
+    if _PLAIN_NAME.fullmatch(target) and ".." not in target:
+        return f"ids/candidates-{target}.parquet"
+    return f"ids/candidates-sha1-{hashlib.sha1(target.encode()).hexdigest()[:16]}.parquet"
 
 
 def lock_file(folder: str) -> str:

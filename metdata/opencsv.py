@@ -17,6 +17,7 @@ import hashlib
 import http.client
 import io
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -30,10 +31,9 @@ from metdata.records import CSV_REQUIRED, csv_row
 
 log = logging.getLogger(__name__)
 
-#: The Open Access CSV as the museum publishes it: ``MetObjects.csv`` of the metmuseum/openaccess
-#: GitHub repository (stored with Git LFS; the copy there dates from 2023-06-17, 318 MB).
-MET_OBJECTS_CSV_REPO = "https://github.com/metmuseum/openaccess/blob/master/MetObjects.csv"
-#: Its raw download (where ``github.com/metmuseum/openaccess/raw/master/MetObjects.csv`` redirects).
+#: The Open Access CSV as the museum publishes it: the raw download of ``MetObjects.csv`` of the
+#: metmuseum/openaccess GitHub repository (stored with Git LFS; the copy there dates from 2023-06-17,
+#: 318 MB), where ``github.com/metmuseum/openaccess/raw/master/MetObjects.csv`` redirects.
 MET_OBJECTS_CSV_URL = "https://media.githubusercontent.com/media/metmuseum/openaccess/master/MetObjects.csv"
 #: The size bound of a CSV source (``--csv-max-mb`` raises it).
 MAX_CSV_BYTES = 2 << 30
@@ -59,15 +59,24 @@ class CsvError(UserError):
 
 @dataclass(frozen=True)
 class CsvSource:
-    """What was read: the source's URL, its size in bytes and sha256, and its data rows."""
+    """What was read: the source's URL, its size in bytes and sha256, its data rows, and whether
+    the source said where it ends (``size_stated``: a size, a Content-Length or chunked encoding;
+    if not, a body cut at a line break reads as a whole file, and the summary says so)."""
 
     url: str
     bytes: int
     sha256: str
     rows: int
+    size_stated: bool = True
 
     def as_dict(self) -> dict:
-        return {"url": self.url, "bytes": self.bytes, "sha256": self.sha256, "rows": self.rows}
+        return {
+            "url": self.url,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "size_stated": self.size_stated,
+        }
 
 
 #: The fix, in every message about a source that is not the file.
@@ -79,9 +88,15 @@ class _Stream(io.RawIOBase):
     length, and checked to end with a line break. The header line, once read by ``header``, is not
     served again: pyarrow reads only the data rows."""
 
-    def __init__(self, url: str, read: Callable[[int], bytes], max_bytes: int, length: int | None) -> None:
+    def __init__(
+        self, url: str, read: Callable[[int], bytes], max_bytes: int, length: int | None, framed: bool = False
+    ) -> None:
         super().__init__()
         self.url, self._read, self.max_bytes, self.length = url, read, max_bytes, length
+        #: whether the source says where it ends (a size, a Content-Length, chunked encoding): if not,
+        #: a connection closed early at a line break cannot be told from the whole file
+        self.end_known = length is not None or framed
+        self._in_header = False
         self.count = 0
         self.sha256 = hashlib.sha256()
         self._pending = b""
@@ -98,7 +113,8 @@ class _Stream(io.RawIOBase):
         chunk = self._read(n)
         if not chunk:
             self.ended = True
-            self._check_end()
+            if not self._in_header:  # the header's own checks say first what a short body is
+                self._check_end()
             return b""
         self.count += len(chunk)
         if self.count > self.max_bytes:
@@ -132,11 +148,15 @@ class _Stream(io.RawIOBase):
                 or not MetObjects.csv's columns.
         """
         data = b""
-        while b"\n" not in data and len(data) <= MAX_HEADER_BYTES:
-            chunk = self._pull(READ_SIZE)
-            if not chunk:
-                break
-            data += chunk
+        self._in_header = True
+        try:
+            while b"\n" not in data and len(data) <= MAX_HEADER_BYTES:
+                chunk = self._pull(READ_SIZE)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            self._in_header = False
         if not data:
             raise CsvError(f"{self.url} is empty: not MetObjects.csv; {HINT}")
         end = data.find(b"\n")
@@ -161,6 +181,8 @@ class _Stream(io.RawIOBase):
             )
         if twice:
             raise CsvError(f"{self.url} is not MetObjects.csv: columns named twice ({', '.join(twice)})")
+        if self.ended:  # the whole body was read with the header: its end is checked now
+            self._check_end()
         return names
 
     def at_end(self) -> bool:
@@ -218,7 +240,8 @@ def _http(url: str, max_bytes: int) -> Iterator[_Stream]:
             if not response.is_redirect:
                 break
             target = urljoin(url, response.headers.get("Location", ""))
-            if urlsplit(target).scheme.lower() not in ("http", "https") or not urlsplit(target).hostname:
+            scheme, host = _split(target)
+            if scheme not in ("http", "https") or not host:
                 raise CsvError(
                     f"{url} redirects to {target[:200]!r}: only http(s) redirects are followed; "
                     "give the file's final URL or download it and pass its path"
@@ -238,7 +261,7 @@ def _http(url: str, max_bytes: int) -> Iterator[_Stream]:
         if encoding not in ("", "identity"):
             raise CsvError(f"{url} answered with Content-Encoding {encoding!r}; download the file and pass its path")
         length_header = response.headers.get("Content-Length", "").strip()
-        length = int(length_header) if length_header.isdigit() else None
+        length = int(length_header) if re.fullmatch(r"[0-9]{1,15}", length_header) else None
         _check_size(url, length, max_bytes)
         raw = response.raw
 
@@ -251,7 +274,14 @@ def _http(url: str, max_bytes: int) -> Iterator[_Stream]:
                     "load it again (or download it and pass its path)"
                 ) from exc
 
-        yield _Stream(start, read, max_bytes, length)
+        chunked = "chunked" in response.headers.get("Transfer-Encoding", "").lower()
+        if length is None and not chunked:
+            log.warning(
+                "%s states neither its length nor chunked encoding: a connection closed early at a line break "
+                "cannot be told from the whole file; check the rows loaded (or download it and pass its path)",
+                url,
+            )
+        yield _Stream(start, read, max_bytes, length, framed=chunked)
 
 
 def _check_size(url: str, size: int | None, max_bytes: int) -> None:
@@ -294,8 +324,17 @@ def _fsspec(url: str, storage_options: dict, max_bytes: int) -> Iterator[_Stream
         yield _Stream(url, read, max_bytes, size if isinstance(size, int) else None)
 
 
+def _split(url: str) -> tuple[str, str | None]:
+    """(scheme, host) of a URL; a URL ``urlsplit`` cannot read (``http://[::1``) is a CsvError."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), parts.hostname
+    except ValueError as exc:
+        raise CsvError(f"{url[:200]!r} is not a URL ({exc}): give a local path, an http(s):// or an s3:// URL") from exc
+
+
 def _open(url: str, storage_options: dict, max_bytes: int):
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    scheme = _split(url)[0] if "://" in url else ""
     if scheme in ("http", "https"):
         return _http(url, max_bytes)
     if scheme in ("", "file", "s3"):
@@ -353,7 +392,7 @@ class CsvReader:
         stream.drain()  # pyarrow stops at the end it sees: the stream checks its own
         if rows == 0:  # blank lines only
             raise CsvError(f"{stream.url} has a header but no rows: not MetObjects.csv; {HINT}")
-        self.source = CsvSource(stream.url, stream.count, stream.sha256.hexdigest(), rows)
+        self.source = CsvSource(stream.url, stream.count, stream.sha256.hexdigest(), rows, stream.end_known)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 from dataclasses import asdict, dataclass, field
 
 from metdata.api import DEFAULT_API
@@ -31,8 +32,6 @@ from metdata.searchquery import PAGE, WINDOW, Query, page_requests
 
 log = logging.getLogger(__name__)
 
-#: The documented Open Access CSV (Git LFS, metmuseum/openaccess), used when no --from-csv is given.
-CSV_URL = MET_OBJECTS_CSV_URL
 #: The 2023 file: ~318 MB for 484,215 rows (the facts file).
 CSV_BYTES, CSV_ROWS = 318_000_000, 484_215
 BYTES_PER_CSV_ROW = CSV_BYTES / CSV_ROWS
@@ -54,7 +53,7 @@ class Facts:
     listed: int
     queries: tuple[tuple[str, int], ...] = ()
     note: str = ""
-    csv_url: str = CSV_URL
+    csv_url: str = MET_OBJECTS_CSV_URL
     csv_bytes: int | None = None
     requests: int = 0
     #: a target without queries: the total of hasImages=true, the bound of its images
@@ -76,15 +75,16 @@ class PathCost:
 
 
 def search_requests(total: int) -> int:
-    """Requests ``ids`` spends on one query: its total, then its pages; past the window, a department
-    split first (an estimate: a split may need more levels).
+    """Requests ``ids`` spends on one query: its pages (the first gives its total); past the window,
+    its first page, then a department split, each part's first page giving its total (an estimate:
+    a split may need more levels).
 
     >>> search_requests(0), search_requests(1_200), search_requests(12_000)
-    (2, 4, 63)
+    (1, 3, 44)
     """
     if total <= WINDOW:
-        return 1 + page_requests(total)
-    return 1 + DEPARTMENT_SPLIT + math.ceil(total / PAGE) + DEPARTMENT_SPLIT
+        return page_requests(total)
+    return 1 + math.ceil(total / PAGE) + DEPARTMENT_SPLIT
 
 
 def hours(requests: int, rate: float) -> float:
@@ -104,7 +104,7 @@ def price(
     >>> costs = price(Facts("t", 500_000, (("medium=Paintings", 10_000),)), data="D")
     >>> [(c.path, c.api_requests, round(c.hours, 1)) for c in costs]  # doctest: +NORMALIZE_WHITESPACE
     [('full', 500001, 140.1), ('csv', 4095, 1.1), ('csv+listing', 22660, 6.3),
-     ('search', 10021, 4.0), ('csv+search', 4487, 1.3)]
+     ('search', 10020, 4.0), ('csv+search', 4486, 1.3)]
     """
     candidates = sum(total for _, total in facts.queries)
     searched = bool(facts.queries)
@@ -114,10 +114,16 @@ def price(
     csv_rows = round(facts.csv_bytes / BYTES_PER_CSV_ROW) if facts.csv_bytes else round(facts.listed * CSV_SHARE)
     share = min(1.0, csv_rows / facts.listed) if facts.listed else 1.0
     pages = sum(search_requests(total) for _, total in facts.queries)
-    target, api_flag = facts.target, f" --api {api}" if api and api != DEFAULT_API else ""
-    where = f"--data {data}"
-    images_cmd = f"metdata images --target {target}{api_flag} {where}"
-    csv_cmd = f"metdata ingest --from-csv {facts.csv_url} {where}"
+    target, api_flag = facts.target, ("--api", api) if api and api != DEFAULT_API else ()
+    where = ("--data", data)
+    api_rate = ("--rate", f"{rate:g}") if rate != 1 else ()
+    # 'metdata images' has one --rate per host: the lower of the two it was priced at
+    images_rate = ("--rate", f"{min(rate, image_rate):g}") if min(rate, image_rate) != 1 else ()
+    images_cmd = command("images", "--target", target, *api_flag, *where, *images_rate)
+    csv_cmd = command("ingest", "--from-csv", facts.csv_url, *where)
+    ids_cmd = command("ids", *api_flag, *where, *api_rate)
+    ingest_cmd = command("ingest", *api_flag, *where, *api_rate)
+    csv_size = f"{facts.csv_bytes / 1e6:,.0f} MB" if facts.csv_bytes else "size not stated"
     est_images = f"images ≈ candidates × {PUBLIC_SHARE:.2f} (the public-domain share of painting hits, measured live)"
     est_csv = (
         f"CSV rows ≈ {csv_rows:,} "
@@ -136,7 +142,7 @@ def price(
             hours(1 + facts.listed, rate) + hours(images, image_rate),
             True,
             "list every object, look every one up, download the target's images",
-            (f"metdata ids{api_flag} {where}", f"metdata ingest{api_flag} {where}", images_cmd),
+            (ids_cmd, ingest_cmd, images_cmd),
             (est_images,),
         )
     ]
@@ -148,14 +154,13 @@ def price(
             csv_lookups,
             max(hours(csv_lookups, rate), hours(csv_lookups, image_rate)),
             False,
-            f"load the CSV ({(facts.csv_bytes or CSV_BYTES) / 1e6:,.0f} MB, not from the API host); the images "
+            f"load the CSV ({csv_size}, not from the API host); the images "
             f"stage looks up the public-domain rows selected; misses ≈ {max(0, facts.listed - csv_rows):,} "
             "objects newer than the CSV",
             (csv_cmd, images_cmd),
             (est_images, est_csv),
         )
     )
-    ingest_cmd = f"metdata ingest{api_flag} {where}"
     newer = max(0, facts.listed - csv_rows)
     costs.append(
         PathCost(
@@ -166,7 +171,7 @@ def price(
             True,
             f"the CSV, then the whole listing so that ingest looks up the ≈ {newer:,} objects the CSV lacks; "
             "the images stage looks up the CSV rows selected",
-            (csv_cmd, f"metdata ids{api_flag} {where}", ingest_cmd, images_cmd),
+            (csv_cmd, ids_cmd, ingest_cmd, images_cmd),
             (est_images, est_csv),
         )
     )
@@ -179,7 +184,7 @@ def price(
                 hours(pages + candidates, rate) + hours(images, image_rate),
                 True,
                 f"ids --target ({pages:,} search requests), look up ≤ {candidates:,} candidates, download",
-                (f"metdata ids --target {target}{api_flag} {where}", ingest_cmd, images_cmd),
+                (command("ids", "--target", target, *api_flag, *where, *api_rate), ingest_cmd, images_cmd),
                 (est_images, "candidates ≤ the sum of the query totals (queries overlap)"),
             )
         )
@@ -193,11 +198,25 @@ def price(
                 True,
                 f"the CSV, ids --target --add ({pages:,} search requests), look up the ≈ {missing:,} candidates "
                 "the CSV lacks; the images stage looks up the CSV rows selected",
-                (csv_cmd, f"metdata ids --target {target} --add{api_flag} {where}", ingest_cmd, images_cmd),
+                (
+                    csv_cmd,
+                    command("ids", "--target", target, "--add", *api_flag, *where, *api_rate),
+                    ingest_cmd,
+                    images_cmd,
+                ),
                 (est_images, est_csv),
             )
         )
     return costs
+
+
+def command(*args: str) -> str:
+    """A ``metdata`` command line, quoted for a POSIX shell.
+
+    >>> command("ingest", "--data", "/tmp/my root")
+    "metdata ingest --data '/tmp/my root'"
+    """
+    return shlex.join(("metdata", *args))
 
 
 def recommend(costs: list[PathCost]) -> PathCost:
@@ -279,7 +298,7 @@ def gather(target, options, pacer, csv_url: str | None = None, csv_storage_optio
         queries=tuple((q.text, t) for q, t in zip(queries, found, strict=False)),
         with_images=None if queries else found[0],
         note=target.search.note,
-        csv_url=csv_url or CSV_URL,
+        csv_url=csv_url or MET_OBJECTS_CSV_URL,
         csv_bytes=size,
         requests=1 + requests,
     )
@@ -301,4 +320,4 @@ def _csv_size(url: str, storage_options: dict) -> int | None:
     return size
 
 
-__all__ = ["CSV_URL", "Facts", "PathCost", "as_json", "gather", "price", "recommend", "render"]
+__all__ = ["Facts", "PathCost", "as_json", "gather", "price", "recommend", "render"]

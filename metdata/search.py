@@ -17,7 +17,18 @@ from metdata.api import Outcome
 from metdata.errors import UserError
 from metdata.lookup import LookupOptions, Pacer, get, new_session
 from metdata.progress import Progress
-from metdata.searchquery import PAGE, WINDOW, Query, SearchQueryError, check_page, pages, shortfall, split_options
+from metdata.searchquery import (
+    PAGE,
+    WINDOW,
+    Query,
+    SearchQueryError,
+    check_page,
+    pages,
+    shortfall,
+    shown,
+    split_options,
+    unique,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +99,7 @@ class Searcher:
         """
         if self.requests >= MAX_REQUESTS:
             raise SearchError(
-                f"search query {query.text!r}: more than {MAX_REQUESTS} search requests, and its splits still do "
+                f"search query {shown(query.text)}: more than {MAX_REQUESTS} search requests, and its splits still do "
                 "not fit the window: give narrower queries (--search), or check --api"
             )
         params = [*query.params, ("offset", str(offset)), ("limit", str(limit))]
@@ -99,7 +110,7 @@ class Searcher:
             total = payload["total"]
             if type(total) is not int or not 0 <= total <= MAX_TOTAL:
                 raise SearchError(
-                    f"search query {query.text!r}: the answer's total {str(total)[:40]} is no count of the "
+                    f"search query {shown(query.text)}: the answer's total {str(total)[:40]} is no count of the "
                     f"Met's objects (0 to {MAX_TOTAL}): is --api the Met API?"
                 )
             return total, payload.get("objectIDs")
@@ -110,31 +121,36 @@ class Searcher:
         else:
             hint = "is --api the API base URL, like https://collectionapi.metmuseum.org/public/collection/v1?"
         error = answer.error or "not a search answer"
-        raise SearchError(f"search query {query.text!r} at {self.url} failed ({answer.outcome.value}: {error}): {hint}")
+        raise SearchError(
+            f"search query {shown(query.text)} at {self.url} failed ({answer.outcome.value}: {error}): {hint}"
+        )
 
     def total(self, session, query: Query) -> int:
-        """A query's total (one request of one id)."""
+        """A query's total (one request of one id; ``metdata plan``)."""
         return self.page(session, query, 0, 1)[0]
 
-    def search(self, session, query: Query, total: int | None = None) -> Searched:
-        """All ids of a query, split while over the window.
+    def search(self, session, query: Query, first: tuple[object, object] | None = None) -> Searched:
+        """All ids of a query, split while over the window. Its first page (offset 0, a full page)
+        gives its total: a query that fits the window costs only its pages.
+
+        Args:
+            first: the query's first page (total, objectIDs) if already read.
 
         Raises:
             SearchError, SearchQueryError: a page or split that does not add up (named).
         """
-        if total is None:
-            total = self.total(session, query)
+        total, ids = first if first is not None else self.page(session, query, 0)
         if total > WINDOW:
             return self._split(session, query, total)
         found: set[int] = set()
         for offset in pages(total):
-            page_total, ids = self.page(session, query, offset)
+            page_total, ids = (total, ids) if offset == 0 else self.page(session, query, offset)
             found.update(check_page(query, offset, total, page_total, ids))
             if self.progress is not None:
                 self.progress.update(len(ids or []))
         if len(found) != total:
             raise SearchQueryError(
-                f"search query {query.text!r}: its pages hold {len(found)} distinct ids where its total says "
+                f"search query {shown(query.text)}: its pages hold {len(found)} distinct ids where its total says "
                 f"{total} (the order changed between pages?); nothing was written, run the same command again"
             )
         return Searched(query.text, total, ids=found)
@@ -142,30 +158,30 @@ class Searcher:
     def _split(self, session, query: Query, total: int) -> Searched:
         tried = []
         for by, parts in split_options(query):
-            totals = [self.total(session, part) for part in parts]
-            missing = shortfall(total, totals)
+            firsts = [self.page(session, part, 0) for part in parts]  # totals, and the first pages kept
+            missing = shortfall(total, [t for t, _ in firsts])
             if missing == 0:
                 log.info("search %r: %d results split by %s into %d queries", query.text, total, by, len(parts))
-                split = [self.search(session, p, t) for p, t in zip(parts, totals, strict=True) if t]
+                split = [self.search(session, p, f) for p, f in zip(parts, firsts, strict=True) if f[0]]
                 found = set().union(*(s.ids for s in split))
                 if len(found) != total:  # the parts are disjoint by construction: an id in two is an error
                     raise SearchQueryError(
-                        f"search query {query.text!r}: its split by {by} holds {len(found)} distinct ids where its "
-                        f"total says {total} (the index changed during the search?); run the same command again"
+                        f"search query {shown(query.text)}: its split by {by} holds {len(found)} distinct ids where "
+                        f"its total says {total} (the index changed during the search?); run the same command again"
                     )
                 return Searched(query.text, total, by, split, found)
             tried.append(f"{by}: {missing:+d}")
         raise SearchQueryError(
-            f"search query {query.text!r} has {total} results, more than the {WINDOW} one query can page through, "
-            f"and no split adds up to it (results missing by {'; '.join(tried) or 'no way left'}): "
+            f"search query {shown(query.text)} has {total} results, more than the {WINDOW} one query can page "
+            f"through, and no split adds up to it (results missing by {'; '.join(tried) or 'no way left'}): "
             "narrow it yourself, e.g. add departmentId=N or dateBegin=..&dateEnd=.., into queries under "
             f"{WINDOW} results each"
         )
 
 
 def search_all(queries: list[Query], options: LookupOptions, pacer: Pacer) -> tuple[list[Searched], int]:
-    """Every query's ids (``Searcher.search``) and the requests it took. Nothing is returned unless
-    every query was read completely.
+    """Every query's ids (``Searcher.search``) and the requests it took; the same query given twice
+    (``searchquery.unique``) is read once. Nothing is returned unless every query was read completely.
 
     Raises:
         SearchError, SearchQueryError: named, with what to do.
@@ -173,19 +189,21 @@ def search_all(queries: list[Query], options: LookupOptions, pacer: Pacer) -> tu
     done = []
     with new_session(1) as session:
         searcher = Searcher(options, pacer)
-        for query in queries:
-            total = searcher.total(session, query)
-            with Progress(total, f"search {query.text}") as progress:
+        for query in unique(queries):
+            first = searcher.page(session, query, 0)
+            with Progress(first[0], f"search {query.text}") as progress:
                 searcher.progress = progress
-                done.append(searcher.search(session, query, total))
+                done.append(searcher.search(session, query, first))
     return done, searcher.requests
 
 
 def totals(queries: list[Query], options: LookupOptions, pacer: Pacer) -> tuple[list[int], int]:
-    """Each query's total (one request each) and the requests it took (``metdata plan``)."""
+    """Each query's total (one request each; the same query given twice is asked once) and the
+    requests it took (``metdata plan``)."""
     with new_session(1) as session:
         searcher = Searcher(options, pacer)
-        found = [searcher.total(session, q) for q in queries]
+        asked = {q.key: searcher.total(session, q) for q in unique(queries)}
+        found = [asked[q.key] for q in queries]
     return found, searcher.requests
 
 

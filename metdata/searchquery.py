@@ -2,8 +2,10 @@
 
 The real service drops every filter it does not understand and searches everything instead
 (``departmentId=999``, ``hasImages=True``, ``isPublicDomain=true`` and a lone ``dateBegin`` all
-answer the whole index): a query is therefore checked here, before any request, and refused
-with the fix. It also answers at most 10,000 results per query (``WINDOW``), 500 per page
+answer the whole index; so do an empty ``medium=|`` and a query whose only filter is ``q=``,
+``q=*`` or a flag saying where ``q`` looks): a query is therefore checked here, before any request
+(ASCII digits only in numbers, at most ``MAX_QUERY_CHARS``), and refused with the fix. It also
+answers at most 10,000 results per query (``WINDOW``), 500 per page
 (``PAGE``): a query with more is split into sub-queries whose totals must add up exactly to
 the parent's (``split_options`` lists the ways, in the order they are tried; ``shortfall``
 checks one), and each page is checked against the query's total (``check_page``), so nothing
@@ -13,10 +15,12 @@ is lost quietly.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode
 
 from metdata.errors import UserError
+from metdata.lookup import MAX_OBJECT_ID
 from metdata.schema import DEPARTMENTS
 
 #: The most results one query answers (``offset + limit`` stops there).
@@ -25,11 +29,21 @@ WINDOW = 10_000
 PAGE = 500
 #: Filters whose value is the text ``true`` or ``false`` (case-sensitive: ``True`` is dropped).
 FLAGS = ("isHighlight", "isOnView", "hasImages", "title", "tags", "artistOrCulture")
+#: Flags that only say where ``q`` looks: no filter without a ``q``.
+SCOPES = ("title", "tags", "artistOrCulture")
 #: Every filter the service reads; anything else would be dropped silently.
 FILTERS = ("q", *FLAGS, "departmentId", "medium", "geoLocation", "dateBegin", "dateEnd")
 #: Parameters the client sets itself.
 PAGING = ("offset", "limit")
 DEPARTMENT_IDS = tuple(d for d, _ in DEPARTMENTS)
+#: The longest query accepted: far over any real filter set, well under what a URL may hold (the
+#: service answers a 70 KB query with HTTP 414).
+MAX_QUERY_CHARS = 2_000
+#: A year: ASCII digits only (``str.isdigit`` also takes '²' and '٣', which ``int`` refuses or reads).
+YEAR = re.compile(r"-?[0-9]{1,12}")
+DEPARTMENT = re.compile(r"[0-9]{1,3}")
+#: ``q`` values that match everything: with no other filter, the whole index.
+MATCH_ALL = ("", "*")
 #: Date windows tried, in order, for a query over the window with no date of its own: a split that
 #: holds only if every object's dates fall inside one window (checked by the totals, never assumed).
 DATE_WINDOWS = ((-400_000, -1), (0, 999), (1000, 1499), (1500, 1799), (1800, 1899), (1900, 2100))
@@ -37,6 +51,17 @@ DATE_WINDOWS = ((-400_000, -1), (0, 999), (1000, 1499), (1500, 1799), (1800, 189
 
 class SearchQueryError(UserError):
     """A search query the service would misread; the message names it and the fix."""
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """A query for a message: quoted, cut to ``limit`` characters.
+
+    >>> shown("q=" + "a" * 200)[-25:]
+    "aaaa'... (202 characters)"
+    """
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +82,15 @@ class Query:
         'q=album leaf&medium=A|B'
         """
         return urlencode(self.params, safe=" |", quote_via=quote)
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        """What makes two queries the same search: their parameters in any order.
+
+        >>> Query.parse("medium=Paintings&departmentId=11").key == Query.parse("departmentId=11&medium=Paintings").key
+        True
+        """
+        return tuple(sorted(self.params))
 
     def get(self, name: str) -> str | None:
         """The value of a parameter, or None."""
@@ -83,16 +117,33 @@ class Query:
                 "an empty search query would answer the whole index: give filters such as "
                 "'departmentId=6&medium=Paintings', or take every id with 'metdata ids' (no --search)"
             )
+        if len(text) > MAX_QUERY_CHARS:
+            raise SearchQueryError(
+                f"search query {shown(text)} is longer than {MAX_QUERY_CHARS} characters, more than a URL "
+                "carries: give shorter queries (several --search options are searched as a union)"
+            )
         try:
             pairs = parse_qsl(text.strip().lstrip("?"), keep_blank_values=True, strict_parsing=True)
         except ValueError as exc:
             raise SearchQueryError(
-                f"search query {text!r} is not a query string ({exc}): write NAME=VALUE joined by '&', "
+                f"search query {shown(text)} is not a query string ({exc}): write NAME=VALUE joined by '&', "
                 "e.g. 'departmentId=6&medium=Paintings'"
             ) from exc
         query = cls(tuple(pairs))
         check(query, text)
         return query
+
+
+def unique(queries: list[Query]) -> list[Query]:
+    """The queries without repeats (``Query.key``), first occurrence kept, in order.
+
+    >>> [q.text for q in unique([Query.parse("q=a"), Query.parse("q=b"), Query.parse("q=a")])]
+    ['q=a', 'q=b']
+    """
+    seen: dict = {}
+    for query in queries:
+        seen.setdefault(query.key, query)
+    return list(seen.values())
 
 
 def _suggest(name: str) -> str:
@@ -117,7 +168,7 @@ def check(query: Query, source: str | None = None) -> None:
         SearchQueryError: an unknown or repeated name, paging set by hand, a flag other than
             ``true``/``false``, an unknown department id, a lone or non-integer date, an empty value.
     """
-    where = f"search query {source or query.text!r}"
+    where = f"search query {shown(source or query.text)}"
     seen: set[str] = set()
     for name, value in query.params:
         if name in PAGING:
@@ -138,14 +189,21 @@ def check(query: Query, source: str | None = None) -> None:
                 f"{where}: {name}={value!r} would be dropped silently (flags are exactly 'true' or 'false', "
                 f"lower-case); {fix or f'write {name}=true or {name}=false'}"
             )
-        if name == "departmentId" and not (value.isdigit() and int(value) in DEPARTMENT_IDS):
+        if name == "departmentId" and not (DEPARTMENT.fullmatch(value) and int(value) in DEPARTMENT_IDS):
             raise SearchQueryError(
                 f"{where}: departmentId={value!r} is no department, and the service would drop it and "
                 f"search everything; use one of {', '.join(map(str, DEPARTMENT_IDS))} "
                 "(GET /v1/departments names them)"
             )
-        if name in ("dateBegin", "dateEnd") and not _is_int(value):
-            raise SearchQueryError(f"{where}: {name}={value!r} is not a year; write a whole number, e.g. 1600 or -500")
+        if name in ("dateBegin", "dateEnd") and not YEAR.fullmatch(value):
+            raise SearchQueryError(
+                f"{where}: {name}={value[:40]!r} is not a year; write a whole number in ASCII digits, e.g. 1600 or -500"
+            )
+        if name in ("medium", "geoLocation") and not any(part.strip() for part in value.split("|")):
+            raise SearchQueryError(
+                f"{where}: {name}={value!r} names nothing, and the service would drop it and search everything; "
+                f"give a value, e.g. {name}={'Paintings' if name == 'medium' else 'France'}, or remove it"
+            )
     dates = {"dateBegin", "dateEnd"} & seen
     if len(dates) == 1:
         (given,) = dates
@@ -155,11 +213,12 @@ def check(query: Query, source: str | None = None) -> None:
         )
     if dates and int(query.get("dateBegin")) > int(query.get("dateEnd")):
         raise SearchQueryError(f"{where}: dateBegin is after dateEnd; swap them")
-
-
-def _is_int(value: str) -> bool:
-    text = value.strip()
-    return text.lstrip("-").isdigit() and len(text) <= 12
+    if not (seen - set(SCOPES) - {"q"}) and (query.get("q") or "").strip() in MATCH_ALL:
+        why = "q matches everything" if "q" in seen else f"{', '.join(SCOPES)} only say where q looks"
+        raise SearchQueryError(
+            f"{where} has no filter that narrows it ({why}), so it would answer the whole index: give q=WORD or "
+            "filters such as departmentId=6&medium=Paintings, or take every id with 'metdata ids' (no --search)"
+        )
 
 
 def split_options(query: Query) -> list[tuple[str, list[Query]]]:
@@ -227,12 +286,13 @@ def check_page(query: Query, offset: int, total: int, page_total: object, ids: o
 
     Raises:
         SearchQueryError: a total that changed between pages, a null or short page before the
-            total is reached (the window cut short), a page longer than asked, or bad ids.
+            total is reached (the window cut short), a page longer than asked, or ids that are not
+            integers from 1 to ``lookup.MAX_OBJECT_ID`` (as ``lookup.checked_ids``).
 
     >>> check_page(Query.parse("q=a"), 500, 501, 501, [7])
     [7]
     """
-    where = f"search query {query.text!r}"
+    where = f"search query {shown(query.text)}"
     if page_total != total:
         raise SearchQueryError(
             f"{where}: its total changed from {total} to {page_total} between pages (the index "
@@ -248,7 +308,10 @@ def check_page(query: Query, offset: int, total: int, page_total: object, ids: o
             f"{'the result window was cut short' if got < expected else 'more than asked'}, "
             f"{max(0, total - offset - got)} results would be lost; nothing was written, try again later"
         )
-    found = [i for i in ids or [] if type(i) is int and i >= 1]
+    found = [i for i in ids or [] if type(i) is int and 1 <= i <= MAX_OBJECT_ID]  # type(): True is an int too
     if len(found) != got:
-        raise SearchQueryError(f"{where}: the page at offset {offset} holds ids that are not positive integers")
+        raise SearchQueryError(
+            f"{where}: the page at offset {offset} holds ids that are not integers from 1 to {MAX_OBJECT_ID}: "
+            "is --api the Met API?"
+        )
     return found

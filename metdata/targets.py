@@ -397,7 +397,16 @@ def resolve(name_or_path: str) -> Target:
         return builtin(name_or_path)
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.is_file():
-        return parse(path.read_text(), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise TargetError(
+                f"target file {str(path)[:200]!r} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                "save it as UTF-8 (TOML files are UTF-8)"
+            ) from exc
+        except OSError as exc:
+            raise TargetError(f"cannot read target file {str(path)[:200]!r} ({exc.strerror}): check it") from exc
+        return parse(text, str(path))
     raise TargetError(
         f"unknown target {name_or_path!r}: use a built-in one ({', '.join(BUILTINS)}) or the path of a .toml file"
     )

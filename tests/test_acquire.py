@@ -141,3 +141,49 @@ def test_the_emulators_csv_by_url_then_the_search_looks_up_only_the_candidates_i
     assert stats(met)["api"]["requests"] - before == len(candidates)  # each once, no faults here
     rows = objects_table(dataset, ["objectID", "status"]).to_pylist()
     assert {r["objectID"] for r in rows if r["status"] != "csv"} == candidates
+
+
+def test_since_with_a_target_after_the_csv_looks_up_only_the_searchs_updated_candidates(
+    start_met, dask_client, tmp_path
+):
+    """The recommended path, then a refresh: the CSV by URL, ``ids --target --add``, ingest, then
+    ``--since --target`` looks up the target's search candidates updated since, not every updated
+    row of the CSV (the listing holds both); a refresh without the target, or a second CSV load,
+    in between keeps the search's record."""
+    from test_search import search_hits
+
+    from metdata.ingest import read_candidates, searched_targets
+    from metdata.jobs.ingest import load_csv
+    from metdata.targets import builtin
+
+    met = start_met(objects=3000, seed=23, **DENSE)
+    root = tmp_path / "data"
+    dataset = Dataset(str(root))
+    load_csv(dataset, IngestOptions(from_csv=met.csv_url))
+    assert ids_cli(met.url, root, "--target", "painting-culture", "--add").exit_code == 0
+    found: set[int] = set()
+    for query in builtin("painting-culture").search.queries:
+        found |= search_hits(met, query.text)[1]
+    assert set(read_candidates(dataset, "painting-culture")) == found
+    listed = set(read_listing(dataset))
+    assert found < listed  # the CSV's rows are listed too
+    run(dask_client, dataset, options(met))
+    since = "2020-01-01"
+    updated = set(requests.get(f"{met.url}/objects", params={"metadataDate": since}, timeout=10).json()["objectIDs"])
+    assert updated & found and len(updated & listed) > len(updated & found)  # the old code looked up all of these
+
+    before = stats(met)["api"]["requests"]
+    planned = plan(dataset, options(met, since=since, target="painting-culture"))
+    assert stats(met)["api"]["requests"] == before + 1  # the metadataDate listing only
+    assert sorted(i for t in planned.tasks for i in t.ids) == sorted(updated & found)
+
+    # a refresh without the target that lists new ids rewrites the listing, and keeps the search's record
+    everything = plan(dataset, options(met, since=since))
+    assert {i for t in everything.tasks for i in t.ids} == updated
+    meta = read_listing_meta(dataset)
+    assert meta["filters"] == {"since": since} and searched_targets(meta) == {"painting-culture"}
+    # so does a second CSV load
+    load_csv(dataset, IngestOptions(from_csv=met.csv_url))
+    assert searched_targets(read_listing_meta(dataset)) == {"painting-culture"}
+    again = plan(dataset, options(met, since=since, target="painting-culture"))  # not refused
+    assert {i for t in again.tasks if t.replace for i in t.ids} == updated & found

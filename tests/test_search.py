@@ -9,6 +9,7 @@ error naming the query, nothing written.
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ from metdata.dataset import Dataset
 from metdata.ingest import read_listing, read_listing_meta
 from metdata.lookup import LookupOptions
 from metdata.pacing import LocalPacer, PaceConfig
+from metdata.schema import DEPARTMENTS
 from metdata.search import SearchError, search_all
 from metdata.searchquery import Query, SearchQueryError
 
@@ -67,6 +69,13 @@ def search_hits(met, query: str) -> tuple[int, set[int]]:
         ("dateBegin=16th&dateEnd=1700", "dateBegin='16th' is not a year"),
         ("medium=Paintings&limit=20", "limit is set by metdata"),
         ("medium=Paintings&medium=Prints", "medium is given twice"),
+        ("departmentId=\u00b2", "is no department"),
+        ("departmentId=\u0663", "is no department"),
+        ("dateBegin=--5&dateEnd=10", "is not a year"),
+        ("medium=|", "names nothing"),
+        ("q=*", "would answer the whole index"),
+        ("title=true", "would answer the whole index"),
+        ("q=" + "a" * 70_000, "longer than 2000 characters"),
     ],
 )
 def test_a_filter_the_service_would_drop_is_refused_before_any_request(met, tmp_path, query, message):
@@ -86,6 +95,11 @@ def test_bad_input_exits_non_zero_with_nothing_written(met, tmp_path):
     assert honest.exit_code == 1 and "search saves" in honest.output and "--from-csv" in honest.output
     mixed = ids_cli(met.url, root, "--target", "painting-culture", "--metadata-date", "2024-01-01")
     assert mixed.exit_code == 2 and "not with --target" in mixed.output
+    empty = ids_cli(met.url, root, "--search", "")
+    assert empty.exit_code == 2 and "'' is empty: give a query" in empty.output
+    nowhere = CliRunner().invoke(main, ["ids", "--api", met.url, "--data", "", "--search", "q=x"])
+    assert nowhere.exit_code == 2 and "'' is empty: give a local folder" in nowhere.output  # not the current folder
+    assert "leave the option out" not in nowhere.output
     lone_add = ids_cli(met.url, root, "--add")
     assert lone_add.exit_code == 2 and "give --target or --search" in lone_add.output
     bad_file = tmp_path / "t.toml"
@@ -241,10 +255,22 @@ def test_a_total_that_changes_between_pages_is_an_error(misbehaving):
 
 def test_the_last_short_page_and_an_empty_query_are_fine(misbehaving):
     exact = misbehaving(lambda p: paged(1201 if p.get("q") == "some" else 0, p))
-    (some, none), requests = read(exact.url, "q=some", "q=none")
+    (some, none), requests = read(exact.url, "q=some", "q=none", "q=some")
     assert some.ids == set(range(1, 1202)) and none.ids == set() and none.total == 0
-    assert requests == len(exact.seen) == 1 + 3 + 1  # a total, three pages; a total of nothing
-    assert {p["limit"] for p in exact.seen} == {"1", "500"}
+    # three pages (the first gives the total); one page of nothing; the repeated query is not read again
+    assert requests == len(exact.seen) == 3 + 1
+    assert {p["limit"] for p in exact.seen} == {"500"}
+
+
+def test_ids_over_the_largest_id_are_an_error_nothing_written(misbehaving, tmp_path):
+    for huge in (10**20, 2**63 - 1):
+        server = misbehaving(lambda p, huge=huge: {"total": 2, "objectIDs": [5, huge]})
+        with pytest.raises(SearchQueryError, match="not integers from 1 to 9007199254740992"):
+            read(server.url, "q=huge")
+        result = ids_cli(server.url, tmp_path / "data", "--search", "q=huge")
+        assert result.exit_code == 1 and "not integers from 1 to" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert not written(tmp_path / "data")
 
 
 def test_a_split_that_does_not_add_up_names_the_query_and_the_shortfall(misbehaving, tmp_path):
@@ -307,7 +333,7 @@ def test_the_search_goes_through_the_paced_path_blocks_and_faults_included(start
         faults=frozenset({"503"}),
     )
     clean = start_met(objects=1500, seed=5)
-    queries = [f"departmentId={d}" for d in (1, 6, 9, 11, 12, 13, 14, 19)] + ["isHighlight=false"]
+    queries = [f"departmentId={d}" for d, _ in DEPARTMENTS] + ["isHighlight=false", "hasImages=true"]
     done, requests = search_all(
         [Query.parse(q) for q in queries],
         LookupOptions(api=met.url, timeout=3, max_attempts=20, backoff=0.02),
@@ -348,7 +374,7 @@ def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_me
     from metdata.plan import BYTES_PER_CSV_ROW
 
     csv.write_bytes(b"x" * round(1400 * BYTES_PER_CSV_ROW))  # its size says 1,400 rows: 100 objects newer than it
-    args = ["plan", "--target", "painting-culture", "--api", met.url, "--from-csv", str(csv), "--data", "/d"]
+    args = ["plan", "--target", "painting-culture", "--api", met.url, "--from-csv", str(csv), "--data", "/tmp/my root"]
     result = CliRunner().invoke(main, [*args, "--rate", "40"])
     assert result.exit_code == 0, result.output
     from metdata.targets import builtin
@@ -367,18 +393,22 @@ def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_me
     assert table[1].split()[1] == "1,501"  # the listing and every lookup
     assert "recommended: csv+search" in result.output
     start = lines.index(next(line for line in lines if line.startswith("recommended:")))
-    assert [line.strip() for line in lines[start + 1 :]] == [
-        f"metdata ingest --from-csv {csv} --data /d",
-        f"metdata ids --target painting-culture --add --api {met.url} --data /d",
-        f"metdata ingest --api {met.url} --data /d",
-        f"metdata images --target painting-culture --api {met.url} --data /d",
+    commands = [line.strip() for line in lines[start + 1 :]]
+    assert commands == [  # shell-quoted; at the --rate it was priced at (images: one --rate per host, 1 here)
+        f"metdata ingest --from-csv {csv} --data '/tmp/my root'",
+        f"metdata ids --target painting-culture --add --api {met.url} --data '/tmp/my root' --rate 40",
+        f"metdata ingest --api {met.url} --data '/tmp/my root' --rate 40",
+        f"metdata images --target painting-culture --api {met.url} --data '/tmp/my root'",
     ]
+    assert all(shlex.split(c)[shlex.split(c).index("--data") + 1] == "/tmp/my root" for c in commands)
     assert "estimated:" in result.output and "CSV rows ≈ 1,400 (its size" in result.output
 
     as_json = CliRunner().invoke(main, [*args, "--json", "--rate", "20", "--image-rate", "4"])
     assert as_json.exit_code == 0, as_json.output
     plan = json.loads(as_json.output)
     assert plan["recommended"] == "csv+search" and plan["rate"] == 20 and plan["image_rate"] == 4
+    best = next(p for p in plan["paths"] if p["path"] == "csv+search")
+    assert best["commands"][1].endswith("--rate 20") and best["commands"][3].endswith("--rate 4")
     assert plan["facts"]["listed"] == 1500 and [t for _, t in plan["facts"]["queries"]] == totals
     full = plan["paths"][0]
     assert full["path"] == "full" and full["api_requests"] == 1501
@@ -394,6 +424,15 @@ def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_me
     ):
         failed = CliRunner().invoke(main, ["plan", *bad])
         assert failed.exit_code == 1 and message in failed.output, failed.output
+
+
+def test_a_csv_of_unknown_size_is_not_said_to_be_318_mb():
+    from metdata.plan import Facts, price
+
+    unknown = {c.path: c for c in price(Facts("t", 500_000, (("medium=Paintings", 10_000),)))}
+    assert "size not stated" in unknown["csv"].how and "MB" not in unknown["csv"].how
+    known = {c.path: c for c in price(Facts("t", 500_000, (("medium=Paintings", 10_000),), csv_bytes=50_000_000))}
+    assert "(50 MB," in known["csv"].how
 
 
 def test_ingest_target_needs_since_and_an_existing_target(tmp_path):
@@ -446,3 +485,45 @@ def test_split_parts_that_share_ids_are_an_error(misbehaving):
     server = misbehaving(overlapping)
     with pytest.raises(SearchQueryError, match="holds 5001 distinct ids where its total says 10001"):
         read(server.url, "q=x")
+
+
+def test_a_listing_record_that_cannot_be_written_leaves_the_old_pair(met, tmp_path):
+    root = tmp_path / "data"
+    assert ids_cli(met.url, root, "--search", "departmentId=11").exit_code == 0
+    listing = (root / "ids" / "listing.parquet").read_bytes()
+    record = root / "ids" / "_listing.json"
+    record.unlink()
+    record.mkdir()  # the record cannot be replaced
+    result = ids_cli(met.url, root, "--search", "departmentId=6")
+    assert result.exit_code == 1 and "could not be written" in result.output and "the old one is kept" in result.output
+    assert not isinstance(result.exception, IsADirectoryError), result.exception
+    assert (root / "ids" / "listing.parquet").read_bytes() == listing and record.is_dir()
+    assert not [p for p in (root / "ids").iterdir() if p.name.endswith(".tmp")]
+    # the first ever listing is removed, not left without its record
+    fresh = tmp_path / "fresh"
+    (fresh / "ids" / "_listing.json").mkdir(parents=True)
+    result = ids_cli(met.url, fresh, "--search", "departmentId=6")
+    assert result.exit_code == 1 and "could not be written" in result.output
+    assert not (fresh / "ids" / "listing.parquet").exists()
+
+
+def test_a_targets_candidates_are_merged_along_add_and_replaced_without(start_met, tmp_path):
+    from metdata.ingest import read_candidates
+    from metdata.targets import builtin
+
+    met = start_met(objects=1500, seed=4)
+    root = tmp_path / "data"
+    dataset = Dataset(str(root))
+    target: set[int] = set()
+    for query in builtin("painting-culture").search.queries:
+        target |= search_hits(met, query.text)[1]
+    extra = search_hits(met, "departmentId=11")[1]
+    assert extra - target
+    assert ids_cli(met.url, root, "--target", "painting-culture", "--search", "departmentId=11").exit_code == 0
+    assert set(read_candidates(dataset, "painting-culture")) == target | extra
+    assert ids_cli(met.url, root, "--search", "departmentId=14&geoLocation=India", "--add").exit_code == 0
+    assert ids_cli(met.url, root, "--target", "painting-culture", "--add").exit_code == 0  # the chain names it
+    assert set(read_candidates(dataset, "painting-culture")) == target | extra
+    assert read_listing_meta(dataset)["search"]["candidates"] == len(target | extra)
+    assert ids_cli(met.url, root, "--target", "painting-culture").exit_code == 0  # replaced with the listing
+    assert set(read_candidates(dataset, "painting-culture")) == target

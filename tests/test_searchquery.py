@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from metdata.lookup import MAX_OBJECT_ID
 from metdata.schema import DEPARTMENTS
 from metdata.searchquery import (
     DATE_WINDOWS,
@@ -14,6 +15,7 @@ from metdata.searchquery import (
     pages,
     shortfall,
     split_options,
+    unique,
 )
 
 
@@ -25,7 +27,8 @@ def test_a_valid_query_keeps_its_order_and_reads_back():
         query.text == "departmentId=6&medium=Paintings|Prints&q=album leaf&hasImages=true&dateBegin=-500&dateEnd=1700"
     )
     assert query.get("medium") == "Paintings|Prints" and query.get("isOnView") is None
-    assert Query.parse("q=").params == (("q", ""),)
+    assert Query.parse("q=&departmentId=6").params == (("q", ""), ("departmentId", "6"))
+    assert Query.parse("q=a&title=true").get("title") == "true"
 
 
 @pytest.mark.parametrize(
@@ -48,12 +51,43 @@ def test_a_valid_query_keeps_its_order_and_reads_back():
         ("offset=5", "offset is set by metdata"),
         ("medium=", "medium has no value"),
         ("q=a&q=b", "q is given twice"),
+        # str.isdigit takes these, int() refuses or misreads them: ASCII digits only
+        ("departmentId=\u00b2", "is no department"),
+        ("departmentId=\u0663", "is no department"),
+        ("dateBegin=--5&dateEnd=10", "is not a year"),
+        ("dateBegin=\u00b2&dateEnd=3", "is not a year"),
+        ("dateBegin=1&dateEnd=\u0663", "is not a year"),
+        ("dateBegin= 5&dateEnd=10", "is not a year"),
+        # dropped by the service, the whole index answered
+        ("medium=|", "medium='|' names nothing"),
+        ("medium= | ", "names nothing"),
+        ("geoLocation=|", "geoLocation='|' names nothing"),
+        ("q=", "q matches everything"),
+        ("q=*", "q matches everything"),
+        ("q= * ", "q matches everything"),
+        ("title=true", "only say where q looks"),
+        ("q=&tags=true&artistOrCulture=true", "has no filter that narrows it"),
+        ("q=" + "a" * 70_000, "longer than 2000 characters"),
     ],
 )
 def test_what_the_service_would_drop_is_refused_with_the_fix(text, fix):
     with pytest.raises(SearchQueryError, match="search query") as raised:
         Query.parse(text)
     assert fix in str(raised.value)
+
+
+def test_a_long_query_is_echoed_cut():
+    with pytest.raises(SearchQueryError) as raised:
+        Query.parse("q=" + "a" * 70_000)
+    assert len(str(raised.value)) < 500
+    with pytest.raises(SearchQueryError) as raised:
+        Query.parse("q=" + "a" * 1_500 + "&bogus=1")
+    assert len(str(raised.value)) < 500
+
+
+def test_the_same_query_twice_is_one_query():
+    queries = [Query.parse(t) for t in ("medium=Paintings&departmentId=11", "q=x", "departmentId=11&medium=Paintings")]
+    assert [q.text for q in unique(queries)] == ["medium=Paintings&departmentId=11", "q=x"]
 
 
 def test_split_options_in_order_and_only_for_what_is_unset():
@@ -97,7 +131,11 @@ def test_check_page_accepts_only_what_the_total_says():
         check_page(query, 0, 3, 3, [1, 2])
     with pytest.raises(SearchQueryError, match="more than asked"):
         check_page(query, 0, 3, 3, [1, 2, 3, 4])
-    with pytest.raises(SearchQueryError, match="not positive integers"):
+    with pytest.raises(SearchQueryError, match="not integers from 1 to"):
         check_page(query, 0, 3, 3, [1, True, 3])
+    assert check_page(query, 0, 2, 2, [5, MAX_OBJECT_ID]) == [5, MAX_OBJECT_ID]
+    for huge in (MAX_OBJECT_ID + 1, 2**63 - 1, 10**20):  # 10**20 overflowed the listing; 2**63-1 ingest refused
+        with pytest.raises(SearchQueryError, match="not integers from 1 to"):
+            check_page(query, 0, 2, 2, [5, huge])
     with pytest.raises(SearchQueryError, match="no id list"):
         check_page(query, 0, 3, 3, "1,2,3")

@@ -142,6 +142,13 @@ def test_resolve_rejects_unknown_names():
         resolve("paintings")
 
 
+def test_a_target_file_that_is_not_utf8_is_a_target_error(tmp_path):
+    path = tmp_path / "latin.toml"
+    path.write_bytes('name = "caf\u00e9"\nfields = ["culture"]\n'.encode("latin-1"))
+    with pytest.raises(TargetError, match=r"is not UTF-8 text.*save it as UTF-8"):
+        resolve(str(path))
+
+
 def test_targets_command_counts_classes_on_a_dataset(start_met, dask_client, tmp_path):
     from click.testing import CliRunner
     from test_images import ingested
@@ -190,6 +197,10 @@ def test_search_sections_parse_and_check_their_queries():
         ("[search]\nqueries = [1]", "list of query strings"),
         ('[search]\nquery = ["q=a"]', r"\[search\] takes queries and note"),
         ("[search]\nqueries = []", "no queries; add some, or a note"),
+        ('[search]\nqueries = ["departmentId=\u00b2"]', "is no department"),
+        ('[search]\nqueries = ["dateBegin=--5&dateEnd=10"]', "is not a year"),
+        ('[search]\nqueries = ["medium=|"]', "names nothing"),
+        ('[search]\nqueries = ["title=true"]', "would answer the whole index"),
     ],
 )
 def test_bad_search_sections_say_what_is_wrong(section, message):

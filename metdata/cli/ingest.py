@@ -11,6 +11,7 @@ from metdata.cli.options import (
     DepartmentIds,
     IsoDate,
     JsonObject,
+    NonEmpty,
     api_option,
     cluster_option,
     data_option,
@@ -65,12 +66,14 @@ def search_queries(target: str | None, searches: tuple[str, ...]):
 @click.option("--metadata-date", type=IsoDate(), help="Keep objects updated after this date.")
 @click.option(
     "--target",
+    type=NonEmpty("a target's name or .toml file"),
     metavar="NAME",
     help="Take a target's candidates through /v1.1/search (its [search] queries), e.g. painting-culture.",
 )
 @click.option(
     "--search",
     "searches",
+    type=NonEmpty("a query such as 'departmentId=6&medium=Paintings'"),
     multiple=True,
     metavar="QUERY",
     help="Take the ids of a search query, e.g. 'departmentId=6&medium=Paintings&hasImages=true' (repeatable).",
@@ -105,7 +108,8 @@ def ids(api, data, department_ids, metadata_date, target, searches, add, storage
     fail_cleanly(search_url, api)  # before the lease: a bad --api leaves nothing behind
     listed, record = fail_cleanly(take_search, dataset, lookup, pace, queries, name, add)
     click.echo(
-        f"{record['distinct_ids']} candidate ids from {len(queries)} search queries ({record['requests']} requests); "
+        f"{record['distinct_ids']} candidate ids from {len(record['queries'])} search queries "
+        f"({record['requests']} requests); "
         f"{len(listed)} ids listed under {data}"
     )
 
@@ -126,12 +130,14 @@ def ids(api, data, department_ids, metadata_date, target, searches, add, storage
 @click.option("--since", type=IsoDate(), help="Refresh objects updated after this date, merging them in.")
 @click.option(
     "--target",
+    type=NonEmpty("a target's name or .toml file"),
     metavar="NAME",
     help="With --since: refresh only this target's candidates (the listing 'metdata ids --target' took).",
 )
 @click.option(
     "--from-csv",
     "from_csv",
+    type=NonEmpty("MetObjects.csv's path or URL"),
     metavar="PATH_OR_URL",
     help="Load metadata from the Open Access MetObjects.csv instead of looking it up: a path, an http(s):// "
     "or s3:// URL, read as a stream (the museum's URL is below).",
@@ -179,9 +185,9 @@ def ingest(
     from metdata.dataset import Dataset
     from metdata.jobs.ingest import IngestOptions, load_csv, plan, run, writing
 
-    if target and not since:
+    if target is not None and not since:
         raise click.UsageError("--target refreshes a target's candidates: give --since DATE too")
-    if target and from_csv:
+    if target is not None and from_csv is not None:
         raise click.UsageError("--target goes with --since, not --from-csv")
     lookup, pace = _pace_and_lookup(api, **tuning)
     if target:
@@ -203,7 +209,7 @@ def ingest(
     dataset = Dataset(data, storage_options)
 
     def go():
-        if from_csv:
+        if from_csv is not None:
             return load_csv(dataset, options)
         with writing(dataset):  # one ingest per root, from its plan to its summary
             planned = plan(dataset, options)  # bad input fails here, before a cluster starts

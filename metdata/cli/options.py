@@ -40,6 +40,22 @@ class Rate(FiniteFloat):
         return number
 
 
+class NonEmpty(click.ParamType):
+    """A text that must say something: ``""`` or blanks are refused, never read as "not given"
+    (``--from-csv ""`` would otherwise start a full crawl)."""
+
+    name = "TEXT"
+
+    def __init__(self, what: str = "a value") -> None:
+        self.what = what
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str) or not value.strip():
+            optional = "" if param is not None and param.required else ", or leave the option out"
+            self.fail(f"{value!r} is empty: give {self.what}{optional}", param, ctx)
+        return value
+
+
 class StoreName(click.ParamType):
     """A store name under the root: one plain folder name ending ``.zarr`` (see ``dataset.store_paths``)."""
 
@@ -106,11 +122,18 @@ class DepartmentIds(click.ParamType):
 
 api_option = click.option(
     "--api",
+    type=NonEmpty("the API base URL"),
     default=DEFAULT_API,
     show_default=True,
     help="The Collection API base URL (the emulator's, for offline work).",
 )
-data_option = click.option("--data", "data", required=True, help="Dataset root: a local folder or s3://bucket/prefix.")
+data_option = click.option(
+    "--data",
+    "data",
+    type=NonEmpty("a local folder or s3://bucket/prefix"),  # "" would be the current folder
+    required=True,
+    help="Dataset root: a local folder or s3://bucket/prefix.",
+)
 storage_option = click.option(
     "--storage-options",
     type=JsonObject(),

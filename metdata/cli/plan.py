@@ -6,11 +6,17 @@ import json
 
 import click
 
-from metdata.cli.options import FiniteFloat, JsonObject, api_option, fail_cleanly
+from metdata.cli.options import FiniteFloat, JsonObject, NonEmpty, api_option, fail_cleanly
 
 
 @click.command()
-@click.option("--target", required=True, metavar="NAME", help="A built-in target or a target's .toml file.")
+@click.option(
+    "--target",
+    required=True,
+    type=NonEmpty("a target's name or .toml file"),
+    metavar="NAME",
+    help="A built-in target or a target's .toml file.",
+)
 @api_option
 @click.option(
     "--rate",
@@ -29,11 +35,18 @@ from metdata.cli.options import FiniteFloat, JsonObject, api_option, fail_cleanl
 @click.option(
     "--from-csv",
     "from_csv",
+    type=NonEmpty("MetObjects.csv's path or URL"),
     metavar="PATH_OR_URL",
     help="The Open Access MetObjects.csv to price (its size only is read); default: the documented one.",
 )
 @click.option("--csv-storage-options", type=JsonObject(), default="{}", help="fsspec options for --from-csv.")
-@click.option("--data", default="ROOT", show_default=True, help="The dataset root to write into the commands.")
+@click.option(
+    "--data",
+    type=NonEmpty("the dataset root"),
+    default="ROOT",
+    show_default=True,
+    help="The dataset root to write into the commands.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(target, api, rate, image_rate, from_csv, csv_storage_options, data, as_json) -> None:
     """Price each path to a target's images (full crawl, CSV, search, CSV + search) and name the fastest.
