@@ -77,7 +77,9 @@ BOM = "\ufeff"
 CSV_DATE = dt.date(2026, 8, 26)
 #: Where the emulator serves it.
 CSV_PATH = "/openaccess/MetObjects.csv"
-#: CSV column -> API field, for the columns with one value per object.
+#: CSV column -> API field, for the columns with one value per object. Written here on purpose, not
+#: taken from ``metdata.records.CSV_COLUMNS``: the emulator stands for the real file, so a wrong
+#: mapping in the reader shows as a failing test instead of agreeing with itself.
 _FIELDS = {
     "Object Number": "accessionNumber",
     "Is Highlight": "isHighlight",
