@@ -293,7 +293,8 @@ def test_where_with_a_second_statement_writes_nothing_and_exits_1(tmp_path):
         (["ingest", "--timeout", "nan"], "'nan' is not a finite number"),
         (["images", "--cooldown", "nan"], "'nan' is not a finite number"),
         (["images", "--cooldown", "1e9"], "not in the range 0<=x<=86400"),
-        (["images", "--rate", "81"], "not in the range 0.01<=x<=80"),
+        (["images", "--rate", "0.001"], "is below 0.01 requests/s"),  # 0 is no limit; over 80 is the Met's call
+        (["ingest", "--rate", "-1"], "not in the range 0<=x<=1000000"),
         (["images", "--size", "0"], "not in the range 8<=x<=1024"),
         (["images", "--max-bytes", "inf"], "is not a valid integer"),
         (["train", "--target", "t", "--out", "r", "--val-fraction", "nan"], "'nan' is not a finite number"),
