@@ -396,14 +396,24 @@ def test_dashboard_random_painting_shows_truth_and_a_coloured_prediction(server,
     _open(browser, server)
     button = _wait(browser, lambda d: [b for b in d.find_elements(By.ID, "random") if b.is_enabled()])[0]
     button.click()
-    guess = _wait(browser, lambda d: d.find_elements(By.ID, "guess"))[0]
-    truth = browser.find_element(By.ID, "truth").text
-    correct = guess.find_element(By.XPATH, "..").get_attribute("data-correct")
-    colour = guess.value_of_css_property("color")
+    # The first screen already shows a painting, which the click replaces: read the whole card at
+    # once (one script), and only once two reads half a second apart agree (the new one settled).
+    read = """const g = document.getElementById('guess'), t = document.getElementById('truth');
+        const a = document.querySelector('#about-painting a');
+        if (!g || !t || !a) return null;
+        return [t.innerText, g.parentElement.getAttribute('data-correct'), getComputedStyle(g).color,
+                g.innerText, a.href];"""
+
+    def settled(driver):
+        first = driver.execute_script(read)
+        time.sleep(0.5)
+        return first if first and first == driver.execute_script(read) else None
+
+    truth, correct, colour, guess, href = _wait(browser, settled)
     assert truth and correct in ("true", "false")
-    assert colour == ("rgba(26, 127, 55, 1)" if correct == "true" else "rgba(207, 34, 46, 1)")
-    assert (guess.text == truth) == (correct == "true")
-    assert browser.find_element(By.CSS_SELECTOR, "#about-painting a").get_attribute("href").startswith("http")
+    assert colour == ("rgb(26, 127, 55)" if correct == "true" else "rgb(207, 34, 46)")
+    assert (guess == truth) == (correct == "true")
+    assert href.startswith("http")
     assert _severe(browser) == []
 
 
