@@ -43,19 +43,7 @@ def call(front: Front, method: str, path: str, chunks: list[bytes | float], head
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 5),
-        "headers": [(k.encode(), v.encode()) for k, v in headers],
-    }
+    scope = _scope(method, path, headers)
     asyncio.run(asyncio.wait_for(front(scope, receive, send), 30))
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
