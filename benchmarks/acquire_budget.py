@@ -66,15 +66,15 @@ from images_pipeline import baseline as images_loop
 from images_pipeline import write_replay
 from measure import StatsSampler, fake_met, free_port, total_cpu
 
-from metdata import ingest
+from metdata.acquire import ingest
+from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import connect
-from metdata.dataset import Dataset
-from metdata.images import ImageOptions
+from metdata.images.images import ImageOptions
 from metdata.jobs import images as images_job
 from metdata.jobs.ingest import IngestOptions
 from metdata.jobs.ingest import run as ingest_run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
 
 log = logging.getLogger("acquire_budget")
 API_PATH = "/public/collection/v1"

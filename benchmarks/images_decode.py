@@ -7,7 +7,7 @@ web-large (``primaryImageSmall``, 500-800 px on the long side) and once as origi
 
 - baseline, the blog's way: the JPEGs written to a temporary folder, then
   ``cv2.imread(path)`` + ``cv2.resize(img, (size, size))``;
-- ``metdata.imaging.decode(data, 0)`` + ``imaging.resize(rgb, size, "squash")`` from the bytes
+- ``metdata.core.imaging.decode(data, 0)`` + ``imaging.resize(rgb, size, "squash")`` from the bytes
   in memory: a full decode, to isolate what reduced decoding gains;
 - the same with ``decode(data, size)``: OpenCV decodes a JPEG at 1/2, 1/4 or 1/8 scale when
   its shorter side is at least 4, 8 or 16 times the target (what the images stage does).
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from metdata import imaging
+from metdata.core import imaging
 from metdata.emulator.catalog import Synthetic
 
 RENDITIONS = {"web-large": "primaryImageSmall", "original": "primaryImage"}

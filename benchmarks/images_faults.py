@@ -13,7 +13,7 @@ Prints, counted at the emulator's image host (its request counter polled every 5
   and as a fraction of ``--rate``;
 - images/s (slots with a final status / wall time) and the statuses: every slot must have
   exactly one status row (checked: rows == slots, no objectID twice);
-- the longest gap between two progress lines (``metdata.progress``) during the run.
+- the longest gap between two progress lines (``metdata.core.progress``) during the run.
 
 ``--cap`` bounds the run (interrupted as Ctrl-C would); the row is then marked CAPPED.
 
@@ -42,13 +42,13 @@ from acquire_budget import IMAGES_PER_OBJECT, cluster, emulator, measured
 from images_pipeline import write_replay
 from measure import free_port
 
-from metdata.dataset import Dataset
-from metdata.images import ImageOptions
+from metdata.acquire.lookup import LookupOptions
+from metdata.images.images import ImageOptions
 from metdata.jobs import images as images_job
 from metdata.jobs.ingest import IngestOptions
 from metdata.jobs.ingest import run as ingest_run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
 
 log = logging.getLogger("images_faults")
 FAULTS = "500,502,503,slow,drop,image-404,truncate,not-image"
@@ -82,7 +82,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("distributed").setLevel(logging.WARNING)
     progress = ProgressTimes()
-    logging.getLogger("metdata.progress").addHandler(progress)
+    logging.getLogger("metdata.core.progress").addHandler(progress)
 
     with tempfile.TemporaryDirectory(prefix="metdata-images-faults-") as tmp:
         objects = round(args.images / IMAGES_PER_OBJECT)

@@ -51,15 +51,15 @@ import requests
 import zarr
 from measure import RssSampler, cpu_seconds, fake_met, peak_rss_bytes, process_cpu
 
+from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import connect
-from metdata.dataset import Dataset
 from metdata.emulator.catalog import Synthetic
-from metdata.images import ImageOptions
+from metdata.images.images import ImageOptions
 from metdata.jobs import images as images_job
 from metdata.jobs.ingest import IngestOptions
 from metdata.jobs.ingest import run as ingest
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
 
 MB = 1024 * 1024
 

@@ -26,12 +26,12 @@ import requests
 from measure import RssSampler, fake_met
 from measure import peak_rss_bytes as max_rss_bytes
 
-from metdata import ingest
+from metdata.acquire import ingest
+from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import connect
-from metdata.dataset import Dataset
 from metdata.jobs.ingest import IngestOptions, run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
 
 MB = 1024 * 1024
 

@@ -31,13 +31,13 @@ import time
 
 from distributed import Event
 
-from metdata import ingest
+from metdata.acquire import ingest
+from metdata.acquire.lookup import LookupOptions, lookup_ids
 from metdata.cluster import connect
-from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.jobs.ingest import IngestOptions, run
-from metdata.lookup import LookupOptions, lookup_ids
-from metdata.pacing import LocalPacer, PaceConfig
+from metdata.net.pacing import LocalPacer, PaceConfig
+from metdata.storage.dataset import Dataset
 
 WINDOW, BURST, PENALTY = 30.0, 40, 60.0  # the emulator's defaults, inside the measured range
 BUDGET = BURST / WINDOW  # requests/s the protection tolerates, sustained

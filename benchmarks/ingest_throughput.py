@@ -26,12 +26,12 @@ import time
 import requests
 from measure import cpu_seconds, fake_met, process_cpu
 
-from metdata import ingest
+from metdata.acquire import ingest
+from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import connect
-from metdata.dataset import Dataset
 from metdata.jobs.ingest import IngestOptions, run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
 
 
 def baseline(url: str, ids: list[int]) -> dict:

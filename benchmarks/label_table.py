@@ -25,8 +25,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from metdata.core.targets import Target, builtin, label_table
 from metdata.emulator.synthetic import SyntheticCatalog
-from metdata.targets import Target, builtin, label_table
 
 COLUMNS = ["classification", "objectName", "culture", "country", "artistNationality"]
 

@@ -28,7 +28,7 @@ import requests
 def make_run(folder: Path, size: int) -> None:
     """A run folder `metdata serve` accepts: best.keras and run.json of an untrained seed-cnn."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from metdata.models import ModelOptions, build_model
+    from metdata.train.models import ModelOptions, build_model
 
     classes = ["America", "China", "India", "Japan"]
     model = build_model("seed-cnn", ModelOptions(size, len(classes)))

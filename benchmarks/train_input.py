@@ -3,7 +3,7 @@
 Writes N real-looking 150x150 images (drawn by the emulator's synthetic catalog, decoded and
 resized as the images stage does) into a Zarr store laid out like ``images.zarr`` (chunks of
 64, the images stage's codec unless ``--codec lz4hc`` or ``zstd``: the codecs of stores built before), then
-times an epoch of ``metdata.stream.build_dataset`` (shuffled, batches of 64) against the
+times an epoch of ``metdata.train.stream.build_dataset`` (shuffled, batches of 64) against the
 baseline of the same images held in a NumPy array and fed by ``tf.data.Dataset.from_tensor_slices``
 with a shuffle buffer and the same batch. Each source runs ``--epochs`` epochs in its own process
 and its best epoch counts (the first of the stream's cache run fills the cache), so each peak
@@ -36,14 +36,14 @@ from measure import peak_rss_bytes
 from zarr_chunks import codecs, one_thread_rate, real_images
 
 import metdata
-from metdata.dataset import Dataset
-from metdata.training import Slots
+from metdata.storage.dataset import Dataset
+from metdata.train.training import Slots
 
 STREAM_MODULE = (Path(metdata.__file__).parent / "stream.py").exists()  # absent before the stream had its own
 if STREAM_MODULE:
-    from metdata.stream import InputOptions, build_dataset
+    from metdata.train.stream import InputOptions, build_dataset
 else:
-    from metdata.training import InputOptions, build_dataset
+    from metdata.train.training import InputOptions, build_dataset
 
 SIZE, CHUNK, BATCH = 150, 64, 64
 CODECS = {  # the images stage's, and those before it
@@ -152,9 +152,9 @@ def bare(source: str, n: int, dataset: Dataset, epochs: int) -> dict:
     chunk objects fetched from S3 by 16 threads and not decoded ("s3-get": the storage's ceiling)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from metdata.chunkio import chunk_reader
-    from metdata.stream import Stream
-    from metdata.training import open_store
+    from metdata.train.chunkio import chunk_reader
+    from metdata.train.stream import Stream
+    from metdata.train.training import open_store
 
     images = open_store(dataset, "images.zarr")["images"]
     if source == "numpy":

@@ -3,7 +3,7 @@
 The CPU is split into 2 logical devices before TensorFlow starts (each measurement runs in its
 own process), so ``MirroredStrategy`` has 2 replicas without a GPU: this checks the distributed
 path end to end and what it costs on CPU, not GPU speed. The data is a Zarr store of real-looking
-images (see ``train_input.py``) streamed by ``metdata.stream.build_dataset``; the model is
+images (see ``train_input.py``) streamed by ``metdata.train.stream.build_dataset``; the model is
 ``seed-cnn``; images/s is measured over the second epoch (the first includes tracing). The 1
 replica run at the small size is the baseline.
 
@@ -23,9 +23,9 @@ import numpy as np
 from measure import epoch_clock, peak_rss_bytes
 from zarr_chunks import real_images
 
-from metdata.dataset import Dataset
-from metdata.stream import InputOptions
-from metdata.training import Slots
+from metdata.storage.dataset import Dataset
+from metdata.train.stream import InputOptions
+from metdata.train.training import Slots
 
 CHUNK, BATCH = 64, 64
 
@@ -46,8 +46,8 @@ def child(replicas: int, n: int, size: int, root: str) -> dict:
 
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    from metdata.models import ModelOptions, build_model
-    from metdata.stream import build_dataset
+    from metdata.train.models import ModelOptions, build_model
+    from metdata.train.stream import build_dataset
 
     slots = Slots(
         np.arange(n),

@@ -41,7 +41,7 @@ def child(precision: str, jit: bool, size: int, n: int, epochs: int, batch: int)
     from measure import epoch_clock
     from zarr_chunks import real_images
 
-    from metdata.models import ModelOptions, build_model
+    from metdata.train.models import ModelOptions, build_model
 
     keras.utils.set_random_seed(0)
     pixels = real_images(n, size, seed=0)

@@ -1,12 +1,13 @@
 """Training images/s with 2 workers under MultiWorkerMirroredStrategy vs 1 process, on one machine.
 
-Each worker is its own process with ``TF_CONFIG`` on 127.0.0.1 (as the multi-node overlay's pods
-get it), reading its share of the chunks through ``distribute_datasets_from_function``, with the
-same wiring as ``jobs/train.py`` (``metdata.distribute``'s ``strategy_for``, ``multi_worker_fit``, a repeated sharded
-input and a fixed step count). The baseline is one process with ``MirroredStrategy`` on the
-CPU, over the same store and global batch, measured in the same run. images/s is measured over
-the second epoch on the chief. Both workers share this machine's cores, so this measures what
-the multi-worker path costs (gRPC collectives every step), not a speed-up: that needs machines.
+Each worker is its own process with ``TF_CONFIG`` on 127.0.0.1 (as the multi-node overlay's pods get
+it), reading its share of the chunks through ``distribute_datasets_from_function``, with the same
+wiring as ``jobs/train.py`` (``metdata.train.distribute``'s ``strategy_for``, ``multi_worker_fit``,
+a repeated sharded input and a fixed step count). The baseline is one process with
+``MirroredStrategy`` on the CPU, over the same store and global batch, measured in the same run.
+images/s is measured over the second epoch on the chief. Both workers share this machine's cores, so
+this measures what the multi-worker path costs (gRPC collectives every step), not a speed-up: that
+needs machines.
 
     python benchmarks/train_workers.py [--size 32] [--n 4000]
 """
@@ -25,16 +26,16 @@ from measure import epoch_clock
 from train_replicas import BATCH, CHUNK, write_store
 
 from metdata.cluster.tfconfig import on_this_machine
-from metdata.dataset import Dataset
-from metdata.stream import InputOptions
-from metdata.training import Slots
+from metdata.storage.dataset import Dataset
+from metdata.train.stream import InputOptions
+from metdata.train.training import Slots
 
 
 def child(n: int, size: int, root: str) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from metdata.distribute import multi_worker_fit, role, strategy_for
-    from metdata.models import ModelOptions, build_model
-    from metdata.stream import build_dataset
+    from metdata.train.distribute import multi_worker_fit, role, strategy_for
+    from metdata.train.models import ModelOptions, build_model
+    from metdata.train.stream import build_dataset
 
     this = role()
     strategy = strategy_for("all", this)

@@ -3,7 +3,7 @@
 The array is what the images stage writes: ``--images`` x size x size x 3 uint8, Zarr 3's
 default compression (zstd), one image per slot. Its content is real-looking: web-large JPEGs
 drawn by the emulator's synthetic catalog, decoded and resized as the images stage does
-(``metdata.imaging``), since random noise does not compress like pictures. For each
+(``metdata.core.imaging``), since random noise does not compress like pictures. For each
 ``--chunks`` size the array is written to (a) a local temporary folder (``LocalStore``) and
 (b) S3, moto's server in this process (``FsspecStore`` over s3fs), and measured:
 
@@ -22,7 +22,7 @@ reach ``--min-object-mb``, with what its random reads cost.
 With ``--codecs`` it measures the chunk codec instead, at the default chunk size: for zstd
 (Zarr 3's default), Blosc-LZ4 and Blosc-LZ4HC at levels 1 and 5 (byte shuffle; a no-op on uint8,
 whose items are single bytes), the bytes per image, the encode and decode rates of one thread in
-images per CPU second (numcodecs on the chunk objects, as ``metdata.stream`` decodes them) and a
+images per CPU second (numcodecs on the chunk objects, as ``metdata.train.stream`` decodes them) and a
 whole read from S3 (moto), then the images/s each would feed a node with ``--node-cores`` cores
 and ``--node-gbps`` of network: min(cores x decode rate, network / bytes per image). The
 recommendation is the codec that feeds the most among those that encode within
@@ -50,9 +50,9 @@ import zarr
 import zarr.storage
 from moto.server import ThreadedMotoServer
 
-from metdata import imaging
+from metdata.core import imaging
 from metdata.emulator.catalog import Synthetic
-from metdata.images import ImageOptions
+from metdata.images.images import ImageOptions
 
 MB = 1e6
 BUCKET = "metdata-bench"

@@ -20,9 +20,9 @@ os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # moto checks credentials (rea
 
 from moto.server import ThreadedMotoServer
 
-from metdata import lock
-from metdata.dataset import Dataset, lock_file
 from metdata.emulator import EmulatorConfig, MetEmulator
+from metdata.storage import lock
+from metdata.storage.dataset import Dataset, lock_file
 
 OUT = Path(__file__).with_name("bad-inputs.md")
 

@@ -1,7 +1,7 @@
 """The images job: select, create the store, run one task per chunk on Dask, summarise.
 
-Wiring only: selection is ``metdata.selection``, the store is ``metdata.store``, each chunk's
-work is ``metdata.images``, the image host's budget is the scheduler's pacer.
+Wiring only: selection is ``metdata.images.selection``, the store is ``metdata.storage.store``, each chunk's
+work is ``metdata.images.images``, the image host's budget is the scheduler's pacer.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 from distributed import Client
 
-from metdata import images, layout, lock, store
-from metdata.dataset import Dataset, DatasetError
+from metdata.core.targets import resolve
 from metdata.errors import UserError
+from metdata.images import images
+from metdata.images.selection import objects_table, select
 from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
-from metdata.layout import lock_file
-from metdata.pacing import PaceConfig, check_rate
-from metdata.selection import objects_table, select
-from metdata.targets import resolve
+from metdata.net.pacing import PaceConfig, check_rate
+from metdata.storage import layout, lock, store
+from metdata.storage.dataset import Dataset, DatasetError
+from metdata.storage.layout import lock_file
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The ingestion job: the id listing, then every id to a Parquet row, on a Dask cluster.
 
-Wiring only: which shards to (re)write comes from ``metdata.ingest``, each shard's work is
-``metdata.ingest.run_shard``, the shared budget is the scheduler's pacer.
+Wiring only: which shards to (re)write comes from ``metdata.acquire.ingest``, each shard's work is
+``metdata.acquire.ingest.run_shard``, the shared budget is the scheduler's pacer.
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 
 from distributed import Client
 
-from metdata import ingest, layout, lock
-from metdata.dataset import Dataset
+from metdata.acquire import ingest
+from metdata.acquire.lookup import LookupOptions, fetch_listing
+from metdata.acquire.opencsv import MAX_CSV_BYTES, open_csv
+from metdata.acquire.search import search_all, search_url, snapshot_record
+from metdata.core.progress import Progress
+from metdata.core.searchquery import Query
 from metdata.errors import UserError
 from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
-from metdata.layout import CSV_SOURCE, OBJECTS, SUMMARY, lock_file
-from metdata.lookup import LookupOptions, fetch_listing
-from metdata.opencsv import MAX_CSV_BYTES, open_csv
-from metdata.pacing import LocalPacer, PaceConfig
-from metdata.progress import Progress
-from metdata.search import search_all, search_url, snapshot_record
-from metdata.searchquery import Query
+from metdata.net.pacing import LocalPacer, PaceConfig
+from metdata.storage import layout, lock
+from metdata.storage.dataset import Dataset
+from metdata.storage.layout import CSV_SOURCE, OBJECTS, SUMMARY, lock_file
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 from distributed import Client, as_completed
 
-from metdata.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
-from metdata.progress import Progress
+from metdata.core.progress import Progress
+from metdata.net.pacing import PLUGIN_NAME, PaceConfig, PacerPlugin, SchedulerPacer
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def save_summary(
 
     A full disk at the end of a run must not hide the run's own outcome.
     """
-    from metdata.dataset import DatasetError
+    from metdata.storage.dataset import DatasetError
 
     unsaved = dataset.write_summary(paths, summary)
     if failures:

@@ -1,14 +1,14 @@
-"""The training run: labels and split (``metdata.training``), a model (``metdata.models``)
+"""The training run: labels and split (``metdata.train.training``), a model (``metdata.train.models``)
 built and compiled inside a ``tf.distribute`` strategy's scope (``MirroredStrategy`` on one
 machine, ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several workers: see
-``metdata.distribute``), fit with a backup every epoch so the same command resumes after a
+``metdata.train.distribute``), fit with a backup every epoch so the same command resumes after a
 kill, then the run's outputs.
 
-Wiring only: the options are ``metdata.trainoptions``', the input, model and fit call
-``metdata.fitting``'s, the callbacks ``metdata.callbacks``'. What RUN holds, its settings and
+Wiring only: the options are ``metdata.train.trainoptions``', the input, model and fit call
+``metdata.train.fitting``'s, the callbacks ``metdata.train.callbacks``'. What RUN holds, its settings and
 resume rules, its checkpoints (saved whole, verified) and the local folder mirrored to S3 are
-``metdata.runfolder``'s; the curves are drawn by ``metdata.figures``; ``evaluate`` and
-``predict`` are ``metdata.evaluation`` and ``metdata.prediction``. In a multi-worker run only
+``metdata.train.runfolder``'s; the curves are drawn by ``metdata.core.figures``; ``evaluate`` and
+``predict`` are ``metdata.predict.evaluation`` and ``metdata.predict.prediction``. In a multi-worker run only
 the chief writes RUN; every worker resumes from the chief's backup there, and each reads only
 its share of the training chunks (sharded by ``tf.distribute.InputContext``).
 """
@@ -19,11 +19,13 @@ import logging
 
 import numpy as np
 
-from metdata import figures, fitting, stream, training
-from metdata.dataset import Dataset
-from metdata.distribute import Role, accelerators, check_same_start, check_shards, role, strategy_for
-from metdata.models import MODELS, UnknownModel
-from metdata.runfolder import (
+from metdata.core import figures
+from metdata.core.targets import resolve
+from metdata.storage.dataset import Dataset
+from metdata.train import fitting, stream, training
+from metdata.train.distribute import Role, accelerators, check_same_start, check_shards, role, strategy_for
+from metdata.train.models import MODELS, UnknownModel
+from metdata.train.runfolder import (
     BACKUP,
     CURVES,
     HISTORY,
@@ -38,8 +40,7 @@ from metdata.runfolder import (
     finish_checkpoints,
     settings,
 )
-from metdata.targets import resolve
-from metdata.trainoptions import TrainOptions
+from metdata.train.trainoptions import TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,9 @@ def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list
     strategy = strategy_for(options.devices, this)
     if this.multi_worker:
         check_same_start(strategy, out.work)
-    import keras  # TensorFlow is already imported, without its start-up notices (metdata.quiet_tf)
+    import keras  # TensorFlow is already imported, without its start-up notices (metdata.train.quiet_tf)
 
-    from metdata import callbacks
+    from metdata.train import callbacks
 
     keras.utils.set_random_seed(options.seed)
     replicas = strategy.num_replicas_in_sync

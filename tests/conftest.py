@@ -116,7 +116,7 @@ def s3(moto_server):
     fs.invalidate_cache()
     # fsspec caches filesystem instances (and their listings) per options: the one the code
     # under test gets must forget the bucket the reset just emptied
-    from metdata.dataset import Dataset
+    from metdata.storage.dataset import Dataset
 
     Dataset("s3://metdata-test/dataset", options).fs.invalidate_cache()
     return "s3://metdata-test/dataset", options

@@ -9,13 +9,13 @@ import requests
 from conftest import stats
 from test_search import ids_cli
 
-from metdata.dataset import Dataset, DatasetError
+from metdata.acquire.ingest import read_listing, read_listing_meta, write_listing
+from metdata.acquire.lookup import LookupOptions
 from metdata.emulator import EmulatorConfig
-from metdata.ingest import read_listing, read_listing_meta, write_listing
+from metdata.images.selection import objects_table, select
 from metdata.jobs.ingest import IngestOptions, plan, run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
-from metdata.selection import objects_table, select
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +152,9 @@ def test_since_with_a_target_after_the_csv_looks_up_only_the_searchs_updated_can
     in between keeps the search's record."""
     from test_search import search_hits
 
-    from metdata.ingest import read_candidates, searched_targets
+    from metdata.acquire.ingest import read_candidates, searched_targets
+    from metdata.core.targets import builtin
     from metdata.jobs.ingest import load_csv
-    from metdata.targets import builtin
 
     met = start_met(objects=3000, seed=23, **DENSE)
     root = tmp_path / "data"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from metdata import fetch
-from metdata.api import Outcome, classify
+from metdata.acquire.api import Outcome, classify
 from metdata.emulator.protection import block_page
+from metdata.net import fetch
 
 JSON = "application/json; charset=UTF-8"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import (
     EXTRA_PACKAGES,
     ClusterError,
@@ -22,12 +23,11 @@ from metdata.cluster import (
     version_mismatches,
 )
 from metdata.cluster.tfconfig import TfConfigError, from_env, tf_config
-from metdata.dataset import Dataset
-from metdata.distribute import Role, role
 from metdata.errors import UserError
 from metdata.jobs.ingest import IngestOptions, run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
+from metdata.train.distribute import Role, role
 
 REPO = Path(__file__).resolve().parent.parent
 

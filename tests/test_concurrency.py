@@ -20,16 +20,17 @@ import pytest
 import zarr
 from workers import wait_until
 
-from metdata import ingest, lock
-from metdata.dataset import Dataset, DatasetError, lock_file
-from metdata.images import ImageOptions
+from metdata.acquire import ingest
+from metdata.acquire.lookup import LookupOptions
+from metdata.images.images import ImageOptions
 from metdata.jobs import images as images_job
 from metdata.jobs.ingest import IngestOptions
 from metdata.jobs.ingest import plan as ingest_plan
 from metdata.jobs.ingest import run as ingest_run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
-from metdata.store import StoreMismatch, prepare_store
+from metdata.net.pacing import PaceConfig
+from metdata.storage import lock
+from metdata.storage.dataset import Dataset, DatasetError, lock_file
+from metdata.storage.store import StoreMismatch, prepare_store
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
 

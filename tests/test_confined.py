@@ -17,11 +17,11 @@ import requests
 from click.testing import CliRunner
 from conftest import SAMPLES
 
+from metdata.acquire.ingest import read_index, read_listing
 from metdata.cli import main
-from metdata.dataset import Dataset, DatasetError, store_paths
-from metdata.ingest import read_index, read_listing
-from metdata.records import record_row, rows_to_table
-from metdata.selection import SelectionError, objects_table, select
+from metdata.core.records import record_row, rows_to_table
+from metdata.images.selection import SelectionError, objects_table, select
+from metdata.storage.dataset import Dataset, DatasetError, store_paths
 
 CSV = SAMPLES.parent / "MetObjects-sample.csv"
 
@@ -82,7 +82,7 @@ def test_a_store_name_that_escapes_is_refused_and_nothing_is_deleted(tmp_path, s
 
 
 def test_the_images_stage_derives_its_status_folder_from_the_checked_name():
-    from metdata.images import ImageOptions
+    from metdata.images.images import ImageOptions
 
     assert ImageOptions(store="images-224.zarr").status_folder == "images-224"
     with pytest.raises(DatasetError, match="would use objects/"):
@@ -199,7 +199,7 @@ _BOMB = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # here, not in preexec_fn (the parent has threads)
 import pyarrow as pa
-from metdata.selection import SelectionError, _where
+from metdata.images.selection import SelectionError, _where
 try:
     _where(pa.table({"objectID": pa.array([1, 2], pa.int64()), "title": ["a", "b"]}), sys.argv[1])
 except SelectionError as exc:
@@ -317,7 +317,7 @@ def test_a_summary_never_holds_nan(tmp_path):
 
 
 def test_pacing_refuses_nan_for_library_callers():
-    from metdata.pacing import PaceConfig
+    from metdata.net.pacing import PaceConfig
 
     with pytest.raises(ValueError, match="finite"):
         PaceConfig(rate=float("nan"))
@@ -371,7 +371,7 @@ def test_the_replay_catalog_serves_only_its_images(tmp_path):
     [[1, 2, True], [1, -5], [1, 2.5], [1, "7"], [1, 2**53 + 1], [0], "12", {"a": 1}],
 )
 def test_a_listing_with_bad_ids_is_refused(ids):
-    from metdata.lookup import checked_ids
+    from metdata.acquire.lookup import checked_ids
 
     with pytest.raises(ValueError, match=r"not an integer from 1|not a list"):
         checked_ids(ids)

@@ -13,12 +13,12 @@ import zarr
 from click.testing import CliRunner
 from workers import kill_a_worker_when
 
+from metdata.acquire.ingest import read_listing
 from metdata.cli import main
 from metdata.cli.demo import Pipeline, emulator_config, run_command
-from metdata.dataset import Dataset
 from metdata.emulator import MetEmulator
 from metdata.emulator.faults import PERMANENT
-from metdata.ingest import read_listing
+from metdata.storage.dataset import Dataset
 
 OBJECTS = 600  # about 60 paintings of the four cultures
 

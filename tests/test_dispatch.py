@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from metdata.dispatch import UNLIMITED_IN_FLIGHT, Dispatcher, Slots, in_flight_limit
-from metdata.lookup import LookupOptions, lookup_batch
-from metdata.pacing import HORIZON, LocalPacer, PaceConfig, RateLimiter
+from metdata.acquire.lookup import LookupOptions, lookup_batch
+from metdata.net.dispatch import UNLIMITED_IN_FLIGHT, Dispatcher, Slots, in_flight_limit
+from metdata.net.pacing import HORIZON, LocalPacer, PaceConfig, RateLimiter
 
 NO_HANG = 30.0  # seconds an event may take before the test calls it a hang
 

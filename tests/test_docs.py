@@ -4,11 +4,14 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the packages whose every module has a row; the others (cli/, emulator/, serve/) have one row each
+STAGE_PACKAGES = ("core", "storage", "net", "acquire", "images", "explore", "train", "predict")
 
 
 def modules() -> set[str]:
-    """The modules a newcomer looks up: top-level modules of metdata/, jobs/ and cluster/, and the subpackages."""
-    files = [p for folder in ("metdata", "jobs", "cluster") for p in (REPO / folder).glob("*.py")]
+    """The modules a newcomer looks up: those of metdata/'s stage packages, jobs/ and cluster/, and the packages."""
+    folders = ["metdata", "jobs", "cluster", *(f"metdata/{p}" for p in STAGE_PACKAGES)]
+    files = [p for folder in folders for p in (REPO / folder).glob("*.py")]
     found = {str(p.relative_to(REPO)) for p in files if p.name != "__init__.py"}
     return found | {f"{p.parent.relative_to(REPO)}/" for p in (REPO / "metdata").glob("*/__init__.py")}
 

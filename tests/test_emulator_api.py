@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from metdata.schema import DEPARTMENTS, FIELDS
+from metdata.core.schema import DEPARTMENTS, FIELDS
 
 
 def test_listing_has_every_object(met, http):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from metdata.acquire.opencsv import open_csv
 from metdata.emulator.openaccess import COLUMNS
-from metdata.opencsv import open_csv
 
 
 def read_rows(url: str) -> tuple[list[dict], object]:

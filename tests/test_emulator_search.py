@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from metdata.core.schema import DEPARTMENTS, FIELDS
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.search import SearchIndex, medium_terms
-from metdata.schema import DEPARTMENTS, FIELDS
 
 NOT_VALID = {"message": "Not a valid object"}
 

@@ -12,11 +12,11 @@ import pyarrow.dataset as pads
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from metdata import counts as ct
-from metdata import figures, report
 from metdata.cli import main
-from metdata.explore import FIGURES
-from metdata.targets import builtin, label_table
+from metdata.core import counts as ct
+from metdata.core import figures
+from metdata.core.targets import builtin, label_table
+from metdata.explore.explore import FIGURES, report
 
 PNG = "data:image/png;base64,"
 
@@ -191,7 +191,9 @@ def test_report_before_and_after_the_images(start_met, dask_client, tmp_path, ca
     assert pngs == ["classifications", "collection", "statuses", "target"]
     assert page.count(PNG) == len(pngs)
     assert "No images store" in page and f"metdata images --data {root}" in page
-    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "metdata.explore"]
+    warned = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "metdata.explore.explore"
+    ]
     assert any("No images store" in m and "metdata images --data" in m for m in warned)
 
     build(dask_client, dataset, image_options(met))

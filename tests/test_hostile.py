@@ -12,14 +12,14 @@ from urllib.parse import urlsplit
 import pytest
 from hostile import API_CASES, ENDLESS, IMAGE_CASES, MAX_SECONDS, Hostile, gzip_bomb
 
-from metdata import images
-from metdata.dataset import Dataset
+from metdata.acquire.ingest import ShardTask, run_shard, shard_name
+from metdata.acquire.lookup import LookupOptions, lookup_ids, lookup_one
 from metdata.errors import UserError
-from metdata.fetch import Policy, fetch, new_session, read_url
-from metdata.ingest import ShardTask, run_shard, shard_name
-from metdata.lookup import LookupOptions, lookup_ids, lookup_one
-from metdata.pacing import LocalPacer, PaceConfig
-from metdata.store import prepare_store
+from metdata.images import images
+from metdata.net.fetch import Policy, fetch, new_session, read_url
+from metdata.net.pacing import LocalPacer, PaceConfig
+from metdata.storage.dataset import Dataset
+from metdata.storage.store import prepare_store
 
 DEADLINE = 1.0
 #: Far below what the bombs and huge bodies decode to (100-200 MB), far above the caps in use.
@@ -209,7 +209,7 @@ def test_predict_reads_urls_within_bounds(servers, kind, status):
 
 
 def test_predict_reads_a_good_url_and_refuses_a_malformed_one(servers):
-    from metdata.prediction import read_image
+    from metdata.predict.prediction import read_image
 
     hostile, _ = servers
     assert read_image(f"{hostile.url}/img/redirect_same.jpg", timeout=DEADLINE).startswith(b"\x89PNG")

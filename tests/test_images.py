@@ -14,16 +14,16 @@ import zarr
 from conftest import stats
 from workers import kill_a_worker_when, wait_until
 
-from metdata.dataset import Dataset
-from metdata.images import ImageOptions
+from metdata.acquire.lookup import LookupOptions
+from metdata.core.targets import TargetError
+from metdata.images.images import ImageOptions
+from metdata.images.selection import SelectionError
 from metdata.jobs import images as job
 from metdata.jobs.ingest import IngestOptions
 from metdata.jobs.ingest import run as ingest
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
-from metdata.selection import SelectionError
-from metdata.store import StoreMismatch
-from metdata.targets import TargetError
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
+from metdata.storage.store import StoreMismatch
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
 
@@ -216,7 +216,7 @@ def odd_catalog(tmp_path):
 
 
 def test_bombs_odd_formats_and_non_images(start_met, dask_client, tmp_path, odd_catalog, monkeypatch):
-    import metdata.imaging as imaging
+    import metdata.core.imaging as imaging
 
     met = start_met(catalog=odd_catalog)
     dataset = ingested(met, dask_client, tmp_path / "data")
@@ -247,7 +247,7 @@ def test_bombs_odd_formats_and_non_images(start_met, dask_client, tmp_path, odd_
 def test_resize_modes_on_a_real_photograph():
     import cv2
 
-    from metdata.imaging import decode, resize
+    from metdata.core.imaging import decode, resize
 
     rgb, width, height = decode(photo())
     assert (width, height) == (512, 600) and rgb.shape == (600, 512, 3)
@@ -389,7 +389,7 @@ def test_no_rate_limit_works_against_the_emulator_and_is_refused_for_the_mets_im
     from click.testing import CliRunner
 
     from metdata.cli import main
-    from metdata.pacing import RateRefused
+    from metdata.net.pacing import RateRefused
 
     met = start_met(objects=200, seed=12)
     dataset = ingested(met, dask_client, tmp_path)
@@ -435,7 +435,7 @@ def test_slow_and_retried_images_are_handed_to_follow_up_tasks_and_every_slot_en
 
 def _items_task(task: tuple[str, int, int], progress_topic: str | None = None) -> dict:
     """A task of ``n`` items that counts them as they end; ``late`` of them are left to a follow-up."""
-    from metdata.progress import report
+    from metdata.core.progress import report
 
     name, n, late = task
     with report(progress_topic, every=0.0) as finished:
@@ -451,7 +451,7 @@ def test_tasks_report_items_as_they_end_and_follow_ups_run_once_and_count_once(d
 
     failures: list[str] = []
     seen = []
-    with caplog.at_level(logging.INFO, logger="metdata.progress"):
+    with caplog.at_level(logging.INFO, logger="metdata.core.progress"):
         for result in run_tasks(
             dask_client,
             _items_task,

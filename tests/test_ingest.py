@@ -12,12 +12,12 @@ import requests
 from conftest import SAMPLES, stats
 from workers import kill_a_worker_when, wait_until
 
-from metdata.dataset import Dataset
+from metdata.acquire.lookup import LookupOptions
+from metdata.core.records import SCHEMA
 from metdata.emulator.faults import KINDS
 from metdata.jobs.ingest import IngestOptions, plan, run
-from metdata.lookup import LookupOptions
-from metdata.pacing import PaceConfig
-from metdata.records import SCHEMA
+from metdata.net.pacing import PaceConfig
+from metdata.storage.dataset import Dataset
 
 FAST = PaceConfig(rate=200, cooldown=0.5)
 
@@ -116,7 +116,7 @@ def test_since_refreshes_updated_objects_and_adds_new_ones(start_met, dask_clien
     # drop three rows, as if those objects were new since the first run
     listed = dataset.read_table("ids/listing.parquet")["objectID"].to_pylist()
     updated = requests.get(f"{met.url}/objects", params={"metadataDate": "2025-06-01"}).json()["objectIDs"]
-    from metdata.ingest import write_listing
+    from metdata.acquire.ingest import write_listing
 
     write_listing(dataset, [i for i in listed if i not in updated[:3]], {})
     shard = dataset.data_files("objects")[0]
@@ -234,8 +234,8 @@ def test_s3_root_through_moto(start_met, dask_client, s3):
 
 
 def test_plan_fails_before_writing_on_bad_input(start_met, tmp_path, s3):
-    from metdata.dataset import DatasetError
-    from metdata.lookup import ListingError
+    from metdata.acquire.lookup import ListingError
+    from metdata.storage.dataset import DatasetError
 
     met = start_met()
     with pytest.raises(ListingError, match="unreachable"):

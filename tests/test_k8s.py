@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from metdata.cluster import parse_spec
-from metdata.dataset import Dataset
+from metdata.storage.dataset import Dataset
 
 K8S = Path(__file__).resolve().parent.parent / "k8s"
 DOCKER = K8S.parent / "docker"

@@ -18,10 +18,11 @@ import pytest
 from conftest import SAMPLES
 from csvhost import CsvHost
 
-from metdata import ingest, layout
-from metdata.dataset import Dataset
+from metdata.acquire import ingest
+from metdata.acquire.opencsv import MET_OBJECTS_CSV_URL, CsvError, open_csv
 from metdata.jobs.ingest import IngestOptions, load_csv
-from metdata.opencsv import MET_OBJECTS_CSV_URL, CsvError, open_csv
+from metdata.storage import layout
+from metdata.storage.dataset import Dataset
 
 SAMPLE = SAMPLES.parent / "MetObjects-sample.csv"
 #: The sample's header and rows, to make files of any size in the real format.
@@ -271,7 +272,7 @@ def test_staged_shards_of_a_failed_or_killed_load_are_removed(tmp_path):
 
 
 def _row(object_id: int) -> dict:
-    from metdata.records import csv_row
+    from metdata.core.records import csv_row
 
     return csv_row(dict(zip(HEADER, rows_for([object_id])[0], strict=True)))
 
@@ -350,7 +351,7 @@ def test_a_csv_on_s3_loads_into_an_s3_root_all_or_nothing(s3, csv_host):
 _MEASURE_LOAD = """
 import json, sys, threading
 import psutil
-from metdata.dataset import Dataset
+from metdata.storage.dataset import Dataset
 from metdata.jobs.ingest import IngestOptions, load_csv
 sample, url, root = sys.argv[1:4]
 load_csv(Dataset(root + "-warm"), IngestOptions(from_csv=sample))
@@ -418,11 +419,11 @@ def test_csv_rows_are_looked_up_once_by_the_images_stage_and_never_by_ingest(
     up the CSV rows it selects, each once, and none it does not select; a rerun looks up nothing."""
     from urllib.parse import urlsplit
 
-    from metdata.images import ImageOptions
+    from metdata.acquire.lookup import LookupOptions
+    from metdata.images.images import ImageOptions
     from metdata.jobs import images as job
     from metdata.jobs.ingest import run, take_listing
-    from metdata.lookup import LookupOptions
-    from metdata.pacing import PaceConfig
+    from metdata.net.pacing import PaceConfig
 
     met = start_met(objects=120)
     fast = PaceConfig(rate=300, cooldown=0.5)

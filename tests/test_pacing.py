@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metdata.pacing import MET_CEILING, PaceConfig, RateLimiter, RateRefused, check_rate
+from metdata.net.pacing import MET_CEILING, PaceConfig, RateLimiter, RateRefused, check_rate
 
 
 class Clock:

@@ -19,14 +19,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import SAMPLES, stats
 
+from metdata.acquire.ingest import read_listing, read_listing_meta
+from metdata.acquire.lookup import LookupOptions
+from metdata.acquire.search import SearchError, search_all
 from metdata.cli import main
-from metdata.dataset import Dataset
-from metdata.ingest import read_listing, read_listing_meta
-from metdata.lookup import LookupOptions
-from metdata.pacing import LocalPacer, PaceConfig
-from metdata.schema import DEPARTMENTS
-from metdata.search import SearchError, search_all
-from metdata.searchquery import Query, SearchQueryError
+from metdata.core.schema import DEPARTMENTS
+from metdata.core.searchquery import Query, SearchQueryError
+from metdata.net.pacing import LocalPacer, PaceConfig
+from metdata.storage.dataset import Dataset
 
 FAST = ["--rate", "80", "--cooldown", "0.2", "--timeout", "3", "--max-attempts", "6"]
 
@@ -120,7 +120,7 @@ def test_ids_target_snapshots_the_union_and_records_each_query(start_met, tmp_pa
     dataset = Dataset(str(root))
     meta = read_listing_meta(dataset)
     search = meta["search"]
-    from metdata.targets import builtin
+    from metdata.core.targets import builtin
 
     queries = [q.text for q in builtin("painting-culture").search.queries] + ["departmentId=11"]
     assert [q["query"] for q in search["queries"]] == queries
@@ -346,7 +346,7 @@ def test_the_search_goes_through_the_paced_path_blocks_and_faults_included(start
 
 
 def test_search_url_needs_an_api_ending_in_v1():
-    from metdata.search import search_url
+    from metdata.acquire.search import search_url
 
     assert search_url("http://h/public/collection/v1") == "http://h/public/collection/v1.1/search"
     for bad in ("http://h/public/collection", "http://h/public/collection/v1.1", "http://h/v1?x=1"):
@@ -371,13 +371,13 @@ def test_a_query_over_the_window_is_split_and_read_completely(start_met, tmp_pat
 def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_met, tmp_path):
     met = start_met(objects=1500, seed=12)
     csv = tmp_path / "MetObjects.csv"
-    from metdata.plan import BYTES_PER_CSV_ROW
+    from metdata.acquire.plan import BYTES_PER_CSV_ROW
 
     csv.write_bytes(b"x" * round(1400 * BYTES_PER_CSV_ROW))  # its size says 1,400 rows: 100 objects newer than it
     args = ["plan", "--target", "painting-culture", "--api", met.url, "--from-csv", str(csv), "--data", "/tmp/my root"]
     result = CliRunner().invoke(main, [*args, "--rate", "40"])
     assert result.exit_code == 0, result.output
-    from metdata.targets import builtin
+    from metdata.core.targets import builtin
 
     queries = builtin("painting-culture").search.queries
     totals = [search_hits(met, q.text)[0] for q in queries]
@@ -427,7 +427,7 @@ def test_plan_prices_every_path_and_names_the_fastest_with_its_commands(start_me
 
 
 def test_a_csv_of_unknown_size_is_not_said_to_be_318_mb():
-    from metdata.plan import Facts, price
+    from metdata.acquire.plan import Facts, price
 
     unknown = {c.path: c for c in price(Facts("t", 500_000, (("medium=Paintings", 10_000),)))}
     assert "size not stated" in unknown["csv"].how and "MB" not in unknown["csv"].how
@@ -445,14 +445,14 @@ def test_ingest_target_needs_since_and_an_existing_target(tmp_path):
 
 
 def test_a_service_whose_totals_never_fit_is_bounded(misbehaving, monkeypatch):
-    import metdata.search
+    import metdata.acquire.search
 
     huge = misbehaving(lambda p: {"total": 10**12, "objectIDs": None})
     with pytest.raises(SearchError, match="no count of the Met's objects"):
         read(huge.url, "q=x")
     assert len(huge.seen) == 1
     # sub-totals that always add up and never fit: the request cap ends it
-    monkeypatch.setattr(metdata.search, "MAX_REQUESTS", 300)
+    monkeypatch.setattr(metdata.acquire.search, "MAX_REQUESTS", 300)
 
     def endless(params: dict) -> dict:  # every split adds up, none ever fits the window
         total = 19 * 2**17 // (19 if "departmentId" in params else 1)
@@ -508,8 +508,8 @@ def test_a_listing_record_that_cannot_be_written_leaves_the_old_pair(met, tmp_pa
 
 
 def test_a_targets_candidates_are_merged_along_add_and_replaced_without(start_met, tmp_path):
-    from metdata.ingest import read_candidates
-    from metdata.targets import builtin
+    from metdata.acquire.ingest import read_candidates
+    from metdata.core.targets import builtin
 
     met = start_met(objects=1500, seed=4)
     root = tmp_path / "data"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from metdata.lookup import MAX_OBJECT_ID
-from metdata.schema import DEPARTMENTS
-from metdata.searchquery import (
+from metdata.acquire.lookup import MAX_OBJECT_ID
+from metdata.core.schema import DEPARTMENTS
+from metdata.core.searchquery import (
     DATE_WINDOWS,
     Query,
     SearchQueryError,

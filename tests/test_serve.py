@@ -23,7 +23,7 @@ import zarr
 from click.testing import CliRunner
 from test_train import TARGET, store  # noqa: F401 - the module-scoped store fixture
 
-from metdata import evaluation, prediction
+from metdata.predict import evaluation, prediction
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -732,8 +732,8 @@ def _cut_jpeg() -> bytes:
 
 
 def test_a_cut_image_is_one_rule_for_the_api_and_the_images_stage(server):
-    from metdata import imaging
-    from metdata.images import Fetched, ImageOptions, process
+    from metdata.core import imaging
+    from metdata.images.images import Fetched, ImageOptions, process
 
     cut = _cut_jpeg()
     assert imaging.sniff(cut) == ("jpeg", 6000, 6000)

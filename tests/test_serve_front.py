@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from metdata import imaging
+from metdata.core import imaging
 from metdata.serve.front import Front
 from metdata.serve.state import ServeConfig
 
@@ -350,8 +350,8 @@ def _junk_between_segments(jpeg: bytes) -> bytes:
 
 def _judged(data: bytes) -> tuple[str, str]:
     """The verdict of both paths: ``prediction.prepare_image``'s (the API's 400) and the images stage's status."""
-    from metdata import prediction
-    from metdata.images import Fetched, ImageOptions, process
+    from metdata.images.images import Fetched, ImageOptions, process
+    from metdata.predict import prediction
 
     try:
         prediction.prepare_image(data, 64, "squash")

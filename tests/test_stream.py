@@ -1,4 +1,4 @@
-"""The training input stream (metdata.stream): its epoch plan, its batches from real Zarr stores
+"""The training input stream (metdata.train.stream): its epoch plan, its batches from real Zarr stores
 (local and moto S3, the images stage's codec and the one before), its cache, its buffers, and its
 errors."""
 
@@ -17,11 +17,11 @@ import zarr
 import zarr.codecs
 from click.testing import CliRunner
 
-from metdata import chunkio, stream
-from metdata.dataset import Dataset
-from metdata.runfolder import check_settings
-from metdata.store import image_codecs
-from metdata.training import Slots
+from metdata.storage.dataset import Dataset
+from metdata.storage.store import image_codecs
+from metdata.train import chunkio, stream
+from metdata.train.runfolder import check_settings
+from metdata.train.training import Slots
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE, CHUNK = 8, 16
@@ -235,8 +235,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[2])
 from test_stream import slots_of
-from metdata import chunkio, stream
-from metdata.dataset import Dataset
+from metdata.train import chunkio, stream
+from metdata.storage.dataset import Dataset
 strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
 data = stream.build_dataset(Dataset(sys.argv[1]), slots_of(np.arange(70)), stream.InputOptions(batch_size=20, seed=1))
 out = []

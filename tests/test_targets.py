@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from conftest import SAMPLES
 
-from metdata.targets import TargetError, builtin, count, label_table, parse, resolve
+from metdata.core.targets import TargetError, builtin, count, label_table, parse, resolve
 
 
 def sample(object_id: int) -> dict:
@@ -154,7 +154,7 @@ def test_targets_command_counts_classes_on_a_dataset(start_met, dask_client, tmp
     from test_images import ingested
 
     from metdata.cli import main
-    from metdata.selection import objects_table
+    from metdata.images.selection import objects_table
 
     met = start_met(objects=600, seed=11)
     dataset = ingested(met, dask_client, tmp_path / "data")

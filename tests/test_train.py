@@ -19,12 +19,12 @@ import zarr
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from metdata import stream, training
 from metdata.cluster.tfconfig import on_this_machine
-from metdata.dataset import Dataset
+from metdata.core.targets import resolve
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
-from metdata.targets import resolve
+from metdata.storage.dataset import Dataset
+from metdata.train import stream, training
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "painting-culture"
@@ -187,10 +187,10 @@ REPLICAS = textwrap.dedent(
         cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
     import keras
-    from metdata import stream, training
-    from metdata.dataset import Dataset
-    from metdata.models import ModelOptions, build_model
-    from metdata.targets import resolve
+    from metdata.train import stream, training
+    from metdata.storage.dataset import Dataset
+    from metdata.train.models import ModelOptions, build_model
+    from metdata.core.targets import resolve
 
     data = Dataset(sys.argv[1])
     slots = training.load_slots(data, resolve("painting-culture"))
@@ -290,7 +290,7 @@ SAME_START = textwrap.dedent(
     """
     import json, sys, tempfile
     from pathlib import Path
-    from metdata.distribute import check_same_start, role, strategy_for
+    from metdata.train.distribute import check_same_start, role, strategy_for
     from metdata.errors import UserError
 
     this = role()
@@ -330,7 +330,7 @@ def test_workers_that_found_different_backups_all_refuse(epochs, expected, tmp_p
 
 
 def test_a_worker_that_does_not_write_leaves_run_alone(tmp_path):
-    from metdata.runfolder import BACKUP, RunFolder
+    from metdata.train.runfolder import BACKUP, RunFolder
 
     run = tmp_path / "run"
     (run / BACKUP).mkdir(parents=True)

@@ -21,11 +21,11 @@ import zarr
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from metdata import stream, training
-from metdata.dataset import Dataset
+from metdata.core.targets import resolve
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
-from metdata.targets import resolve
+from metdata.storage.dataset import Dataset
+from metdata.train import stream, training
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "painting-culture"
@@ -82,8 +82,8 @@ def predicts(run_dir: Path, image: str, checkpoint: str) -> None:
 def test_a_checkpoint_is_whole_or_absent(tmp_path):
     import keras
 
-    from metdata.models import ModelOptions, build_model
-    from metdata.runfolder import check_resume, checkpoint_note, save_checkpoint
+    from metdata.train.models import ModelOptions, build_model
+    from metdata.train.runfolder import check_resume, checkpoint_note, save_checkpoint
 
     model = build_model("seed-cnn", ModelOptions(32, 3, augment=False))
     path = tmp_path / "best.keras"
@@ -123,7 +123,7 @@ KILL_MID_SAVE = textwrap.dedent(
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_whole_files_and_the_run_resumes(store, tmp_path):
-    from metdata.runfolder import BACKUP, checkpoint_note
+    from metdata.train.runfolder import BACKUP, checkpoint_note
 
     out = tmp_path / "run"
     args = ["train", "--data", store.url, "--target", TARGET, "--out", str(out)]
@@ -168,7 +168,7 @@ class StopAfter:
 
 def test_truncated_checkpoints_are_not_trusted_on_resume(store, tmp_path, caplog):
     from metdata.jobs.train import run
-    from metdata.runfolder import checkpoint_note
+    from metdata.train.runfolder import checkpoint_note
 
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -176,7 +176,7 @@ def test_truncated_checkpoints_are_not_trusted_on_resume(store, tmp_path, caplog
     for name in ("best.keras", "model.keras"):  # as a kill mid-write left them before atomic saves
         whole = (out / name).read_bytes()
         (out / name).write_bytes(whole[: len(whole) // 3])
-    with caplog.at_level(logging.WARNING, logger="metdata.runfolder"):
+    with caplog.at_level(logging.WARNING, logger="metdata.train.runfolder"):
         summary = run(store, options(out))
     assert "best.keras is damaged" in caplog.text and "model.keras is missing, damaged or behind" in caplog.text
     assert summary["complete"] and summary["best_epoch"] == 1  # the only weights left: the last epoch's
@@ -255,7 +255,7 @@ def test_evaluate_refuses_another_store_and_scores_it_by_object_id_when_allowed(
 
 
 def test_a_corrupt_chunk_is_named_with_its_fix(store, finished, met, dask_client, tmp_path):
-    from metdata.evaluation import evaluate
+    from metdata.predict.evaluation import evaluate
 
     copy = tmp_path / "data"
     shutil.copytree(store.url, copy)

@@ -19,12 +19,12 @@ import zarr
 from click.testing import CliRunner
 from test_images import build, image_options, ingested
 
-from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
 from metdata.jobs.train import TrainOptions
-from metdata.runfolder import RunMismatch, check_settings
-from metdata.schedule import Schedule
+from metdata.storage.dataset import Dataset
+from metdata.train.runfolder import RunMismatch, check_settings
+from metdata.train.schedule import Schedule
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "painting-culture"
@@ -122,8 +122,16 @@ def test_a_backbone_loads_weights_from_a_file_and_freezes_by_stage(tmp_path):
     import keras
     from keras.src.trainers.trainer import model_supports_jit
 
-    from metdata.models import FINE_TUNE, HEAD, ModelOptions, WeightsError, backbone_layers, build_model, set_stage
-    from metdata.models import supports_jit as declared
+    from metdata.train.models import (
+        FINE_TUNE,
+        HEAD,
+        ModelOptions,
+        WeightsError,
+        backbone_layers,
+        build_model,
+        set_stage,
+    )
+    from metdata.train.models import supports_jit as declared
 
     bare = keras.applications.EfficientNetV2B0(include_top=False, weights=None, input_shape=(32, 32, 3))
     path = tmp_path / "b0.weights.h5"
@@ -163,7 +171,7 @@ def test_a_backbone_loads_weights_from_a_file_and_freezes_by_stage(tmp_path):
 def test_mixed_precision_keeps_the_softmax_float32(policy):
     import keras
 
-    from metdata.models import ModelOptions, build_model
+    from metdata.train.models import ModelOptions, build_model
 
     model = build_model("seed-cnn", ModelOptions(32, 4, precision=policy))
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
@@ -274,10 +282,10 @@ BFLOAT16_REPLICAS = textwrap.dedent(
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from metdata import stream, training
-    from metdata.dataset import Dataset
-    from metdata.models import ModelOptions, build_model
-    from metdata.targets import resolve
+    from metdata.train import stream, training
+    from metdata.storage.dataset import Dataset
+    from metdata.train.models import ModelOptions, build_model
+    from metdata.core.targets import resolve
 
     data = Dataset(sys.argv[1])
     slots = training.load_slots(data, resolve("painting-culture"))
@@ -327,7 +335,7 @@ def test_a_pretrained_backbone_trains_in_two_phases_resumes_and_predicts(store, 
 
     from metdata.cli.train import predict
     from metdata.jobs.train import run
-    from metdata.prediction import load
+    from metdata.predict.prediction import load
 
     bare = keras.applications.EfficientNetV2B0(include_top=False, weights=None, input_shape=(32, 32, 3))
     path = tmp_path / "b0.weights.h5"

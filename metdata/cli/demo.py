@@ -28,13 +28,13 @@ import click
 import pyarrow.dataset as pads
 import requests
 
-from metdata import layout
+from metdata.acquire.ingest import read_listing_meta
 from metdata.cli.options import FiniteFloat
-from metdata.dataset import Dataset
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import KINDS, parse_kinds
-from metdata.ingest import read_listing_meta
-from metdata.layout import RUNS
+from metdata.storage import layout
+from metdata.storage.dataset import Dataset
+from metdata.storage.layout import RUNS
 
 #: A light, realistic fault mix: what a long crawl of the real service meets.
 DEMO_FAULTS = "503,drop,not-valid,image-404,truncate"

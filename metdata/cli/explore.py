@@ -40,9 +40,9 @@ def explore(data, out, target, top, seed, store, storage_options) -> None:
     Works on metadata alone: without an images store, the report says what is missing and
     which command builds it.
     """
-    from metdata.dataset import Dataset
-    from metdata.explore import ExploreOptions
-    from metdata.explore import explore as run
+    from metdata.explore.explore import ExploreOptions
+    from metdata.explore.explore import explore as run
+    from metdata.storage.dataset import Dataset
 
     options = ExploreOptions(out=out, target=target, top=top, seed=seed, store=store)
     summary = fail_cleanly(run, Dataset(data, storage_options), options)

@@ -120,12 +120,12 @@ def images(
     """
     if target and where:
         raise click.UsageError("give --target or --where, not both")
+    from metdata.acquire.lookup import LookupOptions
     from metdata.cluster import connect
-    from metdata.dataset import Dataset
-    from metdata.images import MET_IMAGE_HOST, ImageOptions
+    from metdata.images.images import MET_IMAGE_HOST, ImageOptions
     from metdata.jobs.images import check_pace, plan, run, writing
-    from metdata.lookup import LookupOptions
-    from metdata.pacing import PaceConfig
+    from metdata.net.pacing import PaceConfig
+    from metdata.storage.dataset import Dataset
 
     hosts = frozenset({MET_IMAGE_HOST, urlsplit(api).netloc, *allow_host})
     options = ImageOptions(

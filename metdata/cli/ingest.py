@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 def _pace_and_lookup(api, rate, adaptive, cooldown, max_in_flight, timeout, max_attempts):
     from urllib.parse import urlsplit
 
-    from metdata.lookup import LookupOptions
-    from metdata.pacing import PaceConfig, check_rate
+    from metdata.acquire.lookup import LookupOptions
+    from metdata.net.pacing import PaceConfig, check_rate
 
     fail_cleanly(check_rate, rate, [urlsplit(api).netloc])  # the Met's ceiling, before anything starts
     return (
@@ -43,8 +43,8 @@ def search_queries(target: str | None, searches: tuple[str, ...]):
         TargetError: an unknown target, or one without queries (its note says what to do instead).
         SearchQueryError: a query the service would misread.
     """
-    from metdata.searchquery import Query
-    from metdata.targets import TargetError, resolve
+    from metdata.core.searchquery import Query
+    from metdata.core.targets import TargetError, resolve
 
     queries = [Query.parse(text) for text in searches]
     name = None
@@ -88,8 +88,8 @@ def ids(api, data, department_ids, metadata_date, target, searches, add, storage
     search finds (every query paged to its exact total, split past the 10,000-result window), their
     queries and totals recorded in ids/_listing.json; 'metdata ingest' then looks up only those.
     """
-    from metdata.dataset import Dataset
     from metdata.jobs.ingest import take_listing, take_search
+    from metdata.storage.dataset import Dataset
 
     searching = bool(target or searches)
     if searching and (department_ids or metadata_date):
@@ -102,7 +102,7 @@ def ids(api, data, department_ids, metadata_date, target, searches, add, storage
         listed = fail_cleanly(take_listing, dataset, lookup, pace, department_ids, metadata_date)
         click.echo(f"{len(listed)} object ids snapshotted under {data}")
         return
-    from metdata.search import search_url
+    from metdata.acquire.search import search_url
 
     name, queries = fail_cleanly(search_queries, target, searches)
     fail_cleanly(search_url, api)  # before the lease: a bad --api leaves nothing behind
@@ -182,8 +182,8 @@ def ingest(
     (https://github.com/metmuseum/openaccess/raw/master/MetObjects.csv redirects there)
     """
     from metdata.cluster import connect
-    from metdata.dataset import Dataset
     from metdata.jobs.ingest import IngestOptions, load_csv, plan, run, writing
+    from metdata.storage.dataset import Dataset
 
     if target is not None and not since:
         raise click.UsageError("--target refreshes a target's candidates: give --since DATE too")
@@ -191,7 +191,7 @@ def ingest(
         raise click.UsageError("--target goes with --since, not --from-csv")
     lookup, pace = _pace_and_lookup(api, **tuning)
     if target:
-        from metdata.targets import resolve
+        from metdata.core.targets import resolve
 
         target = fail_cleanly(resolve, target).name
     options = IngestOptions(

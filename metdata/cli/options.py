@@ -9,7 +9,7 @@ import re
 
 import click
 
-from metdata.api import DEFAULT_API
+from metdata.acquire.api import DEFAULT_API
 from metdata.errors import UserError
 
 
@@ -63,7 +63,7 @@ class StoreName(click.ParamType):
 
     def convert(self, value, param, ctx):
         from metdata.errors import DatasetError
-        from metdata.layout import store_paths
+        from metdata.storage.layout import store_paths
 
         try:
             store_paths(value)

@@ -54,10 +54,10 @@ def plan(target, api, rate, image_rate, from_csv, csv_storage_options, data, as_
     Asks only what is cheap: the listing's total (1 request), each of the target's search queries'
     totals (1 request each) and the CSV's size (no download); paced at --rate.
     """
-    from metdata import plan as planning
-    from metdata.lookup import LookupOptions
-    from metdata.pacing import LocalPacer, PaceConfig
-    from metdata.targets import resolve
+    from metdata.acquire import plan as planning
+    from metdata.acquire.lookup import LookupOptions
+    from metdata.core.targets import resolve
+    from metdata.net.pacing import LocalPacer, PaceConfig
 
     def go():
         chosen = resolve(target)

@@ -98,7 +98,7 @@ def serve(
     Requests are read whole on each worker's event loop (a slow client holds a socket, not one of
     the --threads that run the model), under --header-timeout and --body-timeout.
     """
-    from metdata import prediction
+    from metdata.predict import prediction
     from metdata.serve.server import Limits, run
     from metdata.serve.state import ServeConfig
 

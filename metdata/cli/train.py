@@ -28,7 +28,7 @@ class Devices(click.ParamType):
 @data_option
 @click.option("--target", required=True, help="The target the store was built for, e.g. painting-culture.")
 @click.option("--out", "out", required=True, metavar="RUN", help="Run folder: local or s3://bucket/prefix.")
-@click.option("--model", default="seed-cnn", show_default=True, help="A model of metdata.models.MODELS.")
+@click.option("--model", default="seed-cnn", show_default=True, help="A model of metdata.train.models.MODELS.")
 @click.option("--epochs", type=click.IntRange(1), default=100, show_default=True)
 @click.option(
     "--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Per device; global = x devices."
@@ -134,9 +134,9 @@ def train(
     Writes to RUN: model.keras (last), best.keras (best validation accuracy), run.json,
     split.parquet, history.json, curves.png, logs/ (TensorBoard: tensorboard --logdir RUN/logs).
     """
-    from metdata.dataset import Dataset
     from metdata.jobs.train import run
-    from metdata.trainoptions import TrainOptions
+    from metdata.storage.dataset import Dataset
+    from metdata.train.trainoptions import TrainOptions
 
     options = fail_cleanly(  # options that do not fit together (e.g. --weights with seed-cnn): a message, exit 1
         TrainOptions,
@@ -202,8 +202,8 @@ def evaluate(data, run_url, side, checkpoint, store, allow_other_data, storage_o
     Refuses a store other than the run's own unless --allow-other-data; then writes
     evaluation-SIDE-ID.json, ID being that store's fingerprint, beside the run's own evaluation.
     """
-    from metdata.dataset import Dataset
-    from metdata.evaluation import evaluate as job
+    from metdata.predict.evaluation import evaluate as job
+    from metdata.storage.dataset import Dataset
 
     dataset = Dataset(data, storage_options)
 
@@ -224,7 +224,7 @@ def evaluate(data, run_url, side, checkpoint, store, allow_other_data, storage_o
 @storage_option
 def predict(run_url, images, top, as_json, checkpoint, storage_options) -> None:
     """The top classes of each image (local path or http(s) URL), decoded and resized like the store."""
-    from metdata.prediction import predict as job
+    from metdata.predict.prediction import predict as job
 
     results = fail_cleanly(job, run_url, list(images), storage_options, top, _file(checkpoint))
     if as_json:

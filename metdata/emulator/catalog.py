@@ -23,9 +23,9 @@ from pathlib import Path
 
 import cv2
 
+from metdata.core.schema import department_of_record
 from metdata.emulator.search import SearchIndex
 from metdata.emulator.synthetic import ImageSpec, SyntheticCatalog
-from metdata.schema import department_of_record
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metdata.schema import DEPARTMENTS, department_of_record
+from metdata.core.schema import DEPARTMENTS, department_of_record
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500

@@ -27,12 +27,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from metdata.core.schema import DEPARTMENTS
 from metdata.emulator import openaccess, search
 from metdata.emulator.catalog import CACHE_BYTES, Image, open_catalog
 from metdata.emulator.faults import FaultPlan, draw
 from metdata.emulator.protection import Throttle, ThrottleConfig, block_page
 from metdata.emulator.synthetic import IMAGE_HOST
-from metdata.schema import DEPARTMENTS
 
 log = logging.getLogger(__name__)
 

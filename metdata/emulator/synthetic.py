@@ -23,7 +23,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from metdata.schema import DEPARTMENTS, FIELDS, RECORD_DEPARTMENT_NAMES
+from metdata.core.schema import DEPARTMENTS, FIELDS, RECORD_DEPARTMENT_NAMES
 
 #: Where the real image host lives; the server rewrites it to its own address.
 IMAGE_HOST = "https://images.metmuseum.org"

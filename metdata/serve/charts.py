@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from metdata import prediction
+from metdata.predict import prediction
 
 RIGHT, WRONG, ACCENT, MUTED = "#1a7f37", "#cf222e", "#0b5cad", "#9aa7b4"
 

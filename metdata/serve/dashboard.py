@@ -13,8 +13,8 @@ import logging
 import numpy as np
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-from metdata import prediction
-from metdata.prediction import ImageRejected, fetch_image_url
+from metdata.predict import prediction
+from metdata.predict.prediction import ImageRejected, fetch_image_url
 from metdata.serve.charts import (
     ACCENT,
     RIGHT,

@@ -14,7 +14,7 @@ from dash.exceptions import DependencyException, InvalidCallbackReturnValue
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from metdata.prediction import ImageRejected, fetch_image_url
+from metdata.predict.prediction import ImageRejected, fetch_image_url
 from metdata.serve.state import Worker
 
 log = logging.getLogger(__name__)

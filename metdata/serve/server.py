@@ -14,7 +14,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from metdata import prediction
+from metdata.predict import prediction
 from metdata.serve.state import ServeConfig, Worker
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metdata import evaluation, fetch, prediction, runfolder
-from metdata.dataset import Dataset
 from metdata.errors import UserError
+from metdata.net import fetch
+from metdata.predict import evaluation, prediction
+from metdata.storage.dataset import Dataset
+from metdata.train import runfolder
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def load_validation(predictor: prediction.Predictor, data: Dataset, score) -> Va
         UserError: no split in RUN, no store, or a store whose slots hold other objects
             (``--data`` is not the dataset the run was trained on).
     """
-    from metdata import training
+    from metdata.train import training
 
     run = Dataset(predictor.url, data.storage_options)
     split = runfolder.read_split(run)
@@ -132,7 +134,7 @@ def _metadata(data: Dataset, ids: set[int]) -> dict[int, dict]:
     """title, culture and objectURL of the given objects, from the objects/ shards."""
     import pyarrow.compute as pc
 
-    from metdata.layout import OBJECTS
+    from metdata.storage.layout import OBJECTS
 
     out: dict[int, dict] = {}
     columns = ["objectID", "title", "culture", "objectURL"]

@@ -1,0 +1,1 @@
+"""Stage 3, exploration: the report's counts and figures written as ``report.html``."""

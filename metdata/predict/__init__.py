@@ -1,0 +1,1 @@
+"""Stage 5, using a run: prediction (predict, serve) and evaluation."""
