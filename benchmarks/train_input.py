@@ -37,6 +37,7 @@ from zarr_chunks import codecs, one_thread_rate, real_images
 
 import metdata
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train.training import Slots
 
 STREAM_MODULE = (Path(metdata.__file__).parent / "stream.py").exists()  # absent before the stream had its own
@@ -125,7 +126,7 @@ def child(source: str, n: int, root: str, storage: dict, epochs: int) -> dict:
         data = data.prefetch(tf.data.AUTOTUNE)
     else:
         extra = {"cache_mb": 2 * n * SIZE * SIZE * 3 / 2**20} if source == "cache" else {}
-        data = build_dataset(dataset, slots(n), InputOptions(batch_size=BATCH, seed=0, **extra))
+        data = build_dataset(ImageStore.open(dataset), slots(n), InputOptions(batch_size=BATCH, seed=0, **extra))
     return timed(lambda: sum(int(images.shape[0]) for images, *_ in data), epochs)
 
 

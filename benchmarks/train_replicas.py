@@ -24,6 +24,7 @@ from measure import epoch_clock, peak_rss_bytes
 from zarr_chunks import real_images
 
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train.stream import InputOptions
 from metdata.train.training import Slots
 
@@ -63,7 +64,7 @@ def child(replicas: int, n: int, size: int, root: str) -> dict:
     strategy = tf.distribute.MirroredStrategy(devices)
     with strategy.scope():
         model = build_model("seed-cnn", ModelOptions(size, 4, augment=True))
-    data = build_dataset(Dataset(root), slots, InputOptions(batch_size=BATCH * replicas, seed=0))
+    data = build_dataset(ImageStore.open(Dataset(root)), slots, InputOptions(batch_size=BATCH * replicas, seed=0))
     clock = epoch_clock()
     model.fit(data, epochs=2, verbose=0, callbacks=[clock])
     return {"images_per_s": n / clock.seconds[1], "peak_mb": peak_rss_bytes() / 2**20}

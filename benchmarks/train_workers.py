@@ -27,6 +27,7 @@ from train_replicas import BATCH, CHUNK, write_store
 
 from metdata.cluster.tfconfig import on_this_machine
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train.stream import InputOptions
 from metdata.train.training import Slots
 
@@ -48,7 +49,7 @@ def child(n: int, size: int, root: str) -> dict:
     def per_worker(context):
         shard = (context.input_pipeline_id, context.num_input_pipelines)
         batch = context.get_per_replica_batch_size(global_batch)
-        return build_dataset(data, slots, InputOptions(batch, seed=0, repeat=True, shard=shard))
+        return build_dataset(ImageStore.open(data), slots, InputOptions(batch, seed=0, repeat=True, shard=shard))
 
     batches = strategy.distribute_datasets_from_function(per_worker)
     with strategy.scope():

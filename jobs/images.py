@@ -1,6 +1,6 @@
 """The images job: select, create the store, run one task per chunk on Dask, summarise.
 
-Wiring only: selection is ``metdata.images.selection``, the store is ``metdata.storage.store``, each chunk's
+Wiring only: selection is ``metdata.images.selection``, the store is ``metdata.storage.imagestore``, each chunk's
 work is ``metdata.images.images``, the image host's budget is the scheduler's pacer.
 """
 
@@ -17,12 +17,14 @@ from distributed import Client
 from metdata.core.targets import resolve
 from metdata.errors import UserError
 from metdata.images import images
-from metdata.images.selection import objects_table, select
+from metdata.images.selection import select
 from metdata.jobs.tasks import install_pacer, report_unexpected, run_tasks, save_summary
 from metdata.net.pacing import PaceConfig, check_rate
-from metdata.storage import layout, lock, store
+from metdata.storage import layout, lock
 from metdata.storage.dataset import Dataset, DatasetError
+from metdata.storage.imagestore import ImageStore, StoreMismatch, prepare_store
 from metdata.storage.layout import lock_file
+from metdata.storage.objects import objects_table
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def plan(
     With ``from_originals`` (a store made with ``--keep-originals``), the bytes come from
     that store's status shards instead of the network: another size without downloading.
 
-    A store grows when the selection gained objects (``store.prepare_store``): its slots keep
+    A store grows when the selection gained objects (``imagestore.prepare_store``): its slots keep
     their objects and the new ones get new slots after them, so tasks follow the store's order.
 
     Raises:
@@ -89,8 +91,8 @@ def plan(
     if from_originals:
         urls = _kept_sources(dataset, options, from_originals, ids)
     url_of = dict(zip(ids, urls, strict=True))
-    slots = store.prepare_store(dataset, options, ids, {"target": target, "where": where})
-    done = store.read_statuses(dataset, options)
+    slots = prepare_store(dataset, options, ids, {"target": target, "where": where})
+    done = ImageStore.open(dataset, options.store).done_chunks()
     tasks = images.plan_chunks(slots, [url_of[i] for i in slots], options.chunk, done, retry_failed)
     log.info(
         "%d objects selected, %d chunks done; %d chunk tasks to run",
@@ -105,13 +107,13 @@ def _kept_sources(dataset: Dataset, options: images.ImageOptions, source_store: 
     """For each id, ``kept:<status shard>`` of the source store that holds its original."""
     source = images.ImageOptions(store=source_store).status_folder
     if source == options.status_folder:
-        raise store.StoreMismatch(f"--from-originals {source_store} is the store being built; give another --store")
+        raise StoreMismatch(f"--from-originals {source_store} is the store being built; give another --store")
     where = {}
     for shard in dataset.data_files(source):
         for object_id in dataset.read_table(shard, columns=["objectID"])["objectID"].to_pylist():
             where[object_id] = f"{images.KEPT}{shard}"
     if not where:
-        raise store.StoreMismatch(f"no status shards under {dataset.url}/{source}: build {source_store} first")
+        raise StoreMismatch(f"no status shards under {dataset.url}/{source}: build {source_store} first")
     return [where.get(i, f"{images.KEPT}{source}") for i in ids]
 
 
@@ -161,7 +163,8 @@ def run(client: Client | None, dataset: Dataset, options: images.ImageOptions, p
             requests += result.get("requests", 0)
             peak, busy = max(peak, result.get("peak_in_flight", 0)), busy + result.get("busy_s", 0.0)
     duration = time.monotonic() - started
-    table_statuses = Counter(s for slots in store.read_statuses(dataset, options).values() for s in slots)
+    done = ImageStore.open(dataset, options.store).done_chunks()
+    table_statuses = Counter(s for slots in done.values() for s in slots)
     summary = {
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "store": dataset.url_of(options.store),

@@ -16,12 +16,12 @@ its share of the training chunks (sharded by ``tf.distribute.InputContext``).
 from __future__ import annotations
 
 import logging
-
-import numpy as np
+from dataclasses import dataclass
 
 from metdata.core import figures
 from metdata.core.targets import resolve
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train import fitting, stream, training
 from metdata.train.distribute import Role, accelerators, check_same_start, check_shards, role, strategy_for
 from metdata.train.models import MODELS, UnknownModel
@@ -45,18 +45,15 @@ from metdata.train.trainoptions import TrainOptions
 log = logging.getLogger(__name__)
 
 
-def prepare(data: Dataset, options: TrainOptions) -> tuple[training.Slots, np.ndarray]:
+def prepare(store: ImageStore, options: TrainOptions) -> training.Split:
     """Labels and split, checked.
 
     Raises:
-        UserError: no store or image, fewer than two classes, a class without training images.
+        UserError: no image, fewer than two classes, a class without training images.
     """
     if options.model not in MODELS:
         raise UnknownModel(f"unknown model {options.model!r}; choose one of: {', '.join(sorted(MODELS))}")
-    slots = training.load_slots(data, resolve(options.target), options.store)
-    is_val = training.split(slots, options.val_fraction)
-    training.check_split(slots.take(~is_val), slots.take(is_val))
-    return slots, is_val
+    return training.divide(training.load_slots(store, resolve(options.target)), options.val_fraction)
 
 
 def run(data: Dataset, options: TrainOptions, storage_options: dict | None = None, callbacks: list = ()) -> dict:
@@ -69,8 +66,9 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
     """
     gpus, bf16 = accelerators()  # the machine's devices, listed once
     options = options.resolved(gpus, bf16)
-    slots, is_val = prepare(data, options)
-    wanted = settings(options, slots, data)
+    store = ImageStore.open(data, options.store)  # once: every read of the run goes through it
+    split = prepare(store, options)
+    wanted = settings(options, split.slots, store)
     this = role()
     storage = storage_options if storage_options is not None else data.storage_options
     out = RunFolder(options.out, storage, writer=this.chief)
@@ -84,10 +82,10 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
                 return existing
         out.scratch.write_json(RUN_FILE, {**wanted, "complete": False})
         out.upload((RUN_FILE,))
-        out.scratch.write_table(SPLIT, training.split_table(slots, is_val))
+        out.scratch.write_table(SPLIT, split.table())
         out.upload((SPLIT,))
         out.download_state()
-        summary = _fit(data, options, slots, is_val, out, wanted, list(callbacks), this, gpus)
+        summary = _fit(Fit(store, options, split, out, wanted, this, gpus), list(callbacks))
         out.scratch.write_json(RUN_FILE, summary)
         out.scratch.write_bytes(CURVES, figures.png_bytes(figures.draw_curves(out.scratch.read_json(HISTORY))))
         out.upload(OUTPUTS)
@@ -97,8 +95,22 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
         out.close()
 
 
-def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list, this: Role, gpus: int) -> dict:
-    check_shards(len(stream.chunk_plan(slots.take(~is_val))), this)
+@dataclass(frozen=True)
+class Fit:
+    """What a run's fit is given: the store (opened once), the settings, the split, RUN and the machine."""
+
+    store: ImageStore
+    options: TrainOptions
+    split: training.Split
+    out: RunFolder
+    wanted: dict
+    this: Role
+    gpus: int
+
+
+def _fit(job: Fit, extra: list) -> dict:
+    options, split, out, this = job.options, job.split, job.out, job.this
+    check_shards(len(stream.chunk_plan(split.train)), this)
     strategy = strategy_for(options.devices, this)
     if this.multi_worker:
         check_same_start(strategy, out.work)
@@ -109,7 +121,7 @@ def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list
     keras.utils.set_random_seed(options.seed)
     replicas = strategy.num_replicas_in_sync
     global_batch = options.batch_size * replicas
-    train, val = slots.take(~is_val), slots.take(is_val)
+    train, val = split.train, split.val
     log.info(
         "training %s on %d images, validating on %d; %d replica(s) on %d worker(s), global batch %d",
         options.model,
@@ -121,8 +133,8 @@ def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list
     )
     check_resume(out.work)
     done = fitting.backup_epochs(out.work)
-    data_in = fitting.inputs(data, options, slots, is_val, strategy, this, done)
-    model, stage = fitting.build(options, slots, strategy, gpus, done)
+    data_in = fitting.inputs(job.store, options, split, strategy, this, done)
+    model, stage = fitting.build(options, split.slots, strategy, job.gpus, done)
     schedule = options.schedule()
     monitor, loss = fitting.monitored(data_in)
     stopped = fitting.stopped_before(out, schedule, done, monitor)
@@ -143,4 +155,4 @@ def _fit(data, options, slots, is_val, out: RunFolder, wanted: dict, extra: list
         "train_images": len(train),
         "val_images": len(val),
     }
-    return fitting.summary(wanted, facts, model, entries, best_note, monitor, options.epochs)
+    return fitting.summary(job.wanted, facts, model, entries, best_note, monitor, options.epochs)

@@ -12,10 +12,11 @@ from test_search import ids_cli
 from metdata.acquire.ingest import read_listing, read_listing_meta, write_listing
 from metdata.acquire.lookup import LookupOptions
 from metdata.emulator import EmulatorConfig
-from metdata.images.selection import objects_table, select
+from metdata.images.selection import select
 from metdata.jobs.ingest import IngestOptions, plan, run
 from metdata.net.pacing import PaceConfig
 from metdata.storage.dataset import Dataset, DatasetError
+from metdata.storage.objects import objects_table
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from metdata.jobs.ingest import run as ingest_run
 from metdata.net.pacing import PaceConfig
 from metdata.storage import lock
 from metdata.storage.dataset import Dataset, DatasetError, lock_file
-from metdata.storage.store import StoreMismatch, prepare_store
+from metdata.storage.imagestore import StoreMismatch, prepare_store
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
 

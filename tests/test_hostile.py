@@ -19,7 +19,7 @@ from metdata.images import images
 from metdata.net.fetch import Policy, fetch, new_session, read_url
 from metdata.net.pacing import LocalPacer, PaceConfig
 from metdata.storage.dataset import Dataset
-from metdata.storage.store import prepare_store
+from metdata.storage.imagestore import prepare_store
 
 DEADLINE = 1.0
 #: Far below what the bombs and huge bodies decode to (100-200 MB), far above the caps in use.

@@ -23,7 +23,7 @@ from metdata.jobs.ingest import IngestOptions
 from metdata.jobs.ingest import run as ingest
 from metdata.net.pacing import PaceConfig
 from metdata.storage.dataset import Dataset
-from metdata.storage.store import StoreMismatch
+from metdata.storage.imagestore import StoreMismatch
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
 

@@ -18,7 +18,7 @@ import zarr.codecs
 from click.testing import CliRunner
 
 from metdata.storage.dataset import Dataset
-from metdata.storage.store import image_codecs
+from metdata.storage.imagestore import CorruptChunk, ImageStore, image_codecs
 from metdata.train import chunkio, stream
 from metdata.train.runfolder import check_settings
 from metdata.train.training import Slots
@@ -98,7 +98,7 @@ def test_an_epoch_plan_serves_every_sample_once_a_window_at_a_time():
 def test_the_chunk_reader_reads_what_zarr_reads(tmp_path, codec):
     data = write_store(tmp_path, 70, codec)  # 5 chunks, the last holding 6 slots
     images = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")["images"]
-    read = chunkio.chunk_reader(data, "images.zarr", images)
+    read = chunkio.chunk_reader(ImageStore.open(data))
     for c in range(5):
         block = read(c, None)
         assert np.array_equal(block[: len(images[c * CHUNK : (c + 1) * CHUNK])], images[c * CHUNK : (c + 1) * CHUNK])
@@ -119,15 +119,14 @@ def test_the_chunk_reader_reads_what_zarr_reads(tmp_path, codec):
 
 def run_stream(data: Dataset, slots: Slots, options: stream.InputOptions, epochs: int = 1, reads: list | None = None):
     """Every batch of ``epochs`` epochs of a Stream over the store (no TensorFlow), all held."""
-    images = zarr.open_group(store=data.zarr_store("images.zarr"), mode="r")["images"]
-    read = chunkio.chunk_reader(data, "images.zarr", images)
+    read = chunkio.chunk_reader(ImageStore.open(data))
 
     def counted(c, out):
         if reads is not None:
             reads.append(c)
         return read(c, out)
 
-    s = stream.Stream(counted, slots, options, damaged=lambda chunk, exc: stream.CorruptChunk(f"chunk {chunk}"))
+    s = stream.Stream(counted, slots, options, damaged=lambda chunk, exc: CorruptChunk(f"chunk {chunk}"))
     return [list(s()) for _ in range(epochs)]
 
 
@@ -207,7 +206,10 @@ def test_build_dataset_gives_the_same_batches_from_s3_and_local_and_names_a_corr
     remote = write_store(root, 100, storage=storage)
     slots = slots_of(np.arange(3, 100, 2))
     options = stream.InputOptions(batch_size=16, seed=7, window=2)
-    a_data, b_data = stream.build_dataset(local, slots, options), stream.build_dataset(remote, slots, options)
+    a_data, b_data = (
+        stream.build_dataset(ImageStore.open(local), slots, options),
+        stream.build_dataset(ImageStore.open(remote), slots, options),
+    )
     for _ in range(2):  # two epochs of each dataset, reshuffled the same way
         a, b = list(a_data), list(b_data)
         assert [len(x) for x, _ in a] == [16, 16, 16, 1]
@@ -218,13 +220,13 @@ def test_build_dataset_gives_the_same_batches_from_s3_and_local_and_names_a_corr
 
     (tmp_path / "local" / "images.zarr" / "images" / "c" / "4" / "0" / "0" / "0").write_bytes(b"damaged" * 30)
     named = r"chunk 4 of the image array .*images.zarr/images/c/4/0/0/0.*images/part-000004.parquet"
-    with pytest.raises(stream.CorruptChunk, match=named), stream.reading_chunks():
-        list(stream.build_dataset(local, slots, options))
+    with pytest.raises(CorruptChunk, match=named), stream.reading_chunks():
+        list(stream.build_dataset(ImageStore.open(local), slots, options))
 
     # an object far bigger than its chunk on S3: refused after a bounded read, named like any damage
     remote.fs.pipe_file(remote.path("images.zarr/images/c/2/0/0/0"), b"\0" * (3 * CHUNK * SIZE * SIZE * 3 + 10_000))
-    with pytest.raises(stream.CorruptChunk, match=r"chunk 2 .*more than twice its images"), stream.reading_chunks():
-        list(stream.build_dataset(remote, slots, options))
+    with pytest.raises(CorruptChunk, match=r"chunk 2 .*more than twice its images"), stream.reading_chunks():
+        list(stream.build_dataset(ImageStore.open(remote), slots, options))
 
 
 DISTRIBUTED = """
@@ -237,8 +239,10 @@ sys.path.insert(0, sys.argv[2])
 from test_stream import slots_of
 from metdata.train import chunkio, stream
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-data = stream.build_dataset(Dataset(sys.argv[1]), slots_of(np.arange(70)), stream.InputOptions(batch_size=20, seed=1))
+store = ImageStore.open(Dataset(sys.argv[1]))
+data = stream.build_dataset(store, slots_of(np.arange(70)), stream.InputOptions(batch_size=20, seed=1))
 out = []
 for x, y in strategy.experimental_distribute_dataset(data):
     out.append([[int(v) for v in t.numpy()] for t in strategy.experimental_local_results(y)])

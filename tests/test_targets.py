@@ -154,7 +154,7 @@ def test_targets_command_counts_classes_on_a_dataset(start_met, dask_client, tmp
     from test_images import ingested
 
     from metdata.cli import main
-    from metdata.images.selection import objects_table
+    from metdata.storage.objects import objects_table
 
     met = start_met(objects=600, seed=11)
     dataset = ingested(met, dask_client, tmp_path / "data")

@@ -24,6 +24,7 @@ from metdata.core.targets import resolve
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train import stream, training
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,10 +44,10 @@ def store(dask_client, tmp_path_factory) -> Dataset:
 
 
 def test_split_is_deterministic_stratified_and_leak_free(store):
-    slots = training.load_slots(store, resolve(TARGET))
+    slots = training.load_slots(ImageStore.open(store), resolve(TARGET))
     assert len(slots) > 200 and set(slots.counts()) == {"America", "China", "India", "Japan"}
     is_val = training.split(slots, 0.2)
-    assert np.array_equal(is_val, training.split(training.load_slots(store, resolve(TARGET)), 0.2))
+    assert np.array_equal(is_val, training.split(training.load_slots(ImageStore.open(store), resolve(TARGET)), 0.2))
     for name, n in slots.counts().items():
         n_val = slots.take(is_val).counts()[name]
         assert abs(n_val - 0.2 * n) <= 2, (name, n_val, n)
@@ -193,13 +194,13 @@ REPLICAS = textwrap.dedent(
     from metdata.core.targets import resolve
 
     data = Dataset(sys.argv[1])
-    slots = training.load_slots(data, resolve("painting-culture"))
+    slots = training.load_slots(ImageStore.open(data), resolve("painting-culture"))
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     results = []
     for n in (1, 2):
         keras.utils.set_random_seed(3)
         strategy = tf.distribute.MirroredStrategy(devices[:n])
-        batches = stream.build_dataset(data, slots, stream.InputOptions(32, shuffle=True, seed=5))
+        batches = stream.build_dataset(ImageStore.open(data), slots, stream.InputOptions(32, shuffle=True, seed=5))
         with strategy.scope():
             model = build_model("seed-cnn", ModelOptions(32, len(slots.classes), augment=False))
         model.fit(batches, epochs=1, verbose=0)
@@ -230,13 +231,13 @@ def test_s3_input_gives_the_same_batches_as_local(store, s3):
     for folder in ("images.zarr", "images", "objects"):
         remote.fs.put(store.path(folder), remote.path(folder), recursive=True)
     remote.fs.invalidate_cache()
-    local_slots = training.load_slots(store, resolve(TARGET))
-    remote_slots = training.load_slots(remote, resolve(TARGET))
+    local_slots = training.load_slots(ImageStore.open(store), resolve(TARGET))
+    remote_slots = training.load_slots(ImageStore.open(remote), resolve(TARGET))
     assert np.array_equal(local_slots.slot, remote_slots.slot)
     options = stream.InputOptions(batch_size=48, shuffle=True, seed=9)
     for _ in range(2):  # two epochs: reshuffled the same way
-        a = list(stream.build_dataset(store, local_slots, options))
-        b = list(stream.build_dataset(remote, remote_slots, options))
+        a = list(stream.build_dataset(ImageStore.open(store), local_slots, options))
+        b = list(stream.build_dataset(ImageStore.open(remote), remote_slots, options))
         assert len(a) == len(b) > 2
         for (xa, ya), (xb, yb) in zip(a, b, strict=True):
             assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ya.numpy(), yb.numpy())

@@ -25,6 +25,7 @@ from metdata.core.targets import resolve
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.errors import UserError
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import CorruptChunk, ImageStore
 from metdata.train import stream, training
 
 REPO = Path(__file__).resolve().parent.parent
@@ -221,7 +222,7 @@ def test_evaluate_refuses_another_store_and_scores_it_by_object_id_when_allowed(
 
     run_json = json.loads((finished / "run.json").read_text())
     own_id = run_json["fingerprint"]["id"]
-    assert run_json["fingerprint"] == training.store_fingerprint(store, "images.zarr")
+    assert run_json["fingerprint"] == ImageStore.open(store).fingerprint()
     result = CliRunner().invoke(evaluate, ["--data", store.url, "--model", str(finished)])
     assert result.exit_code == 0, result.output
     own = json.loads((finished / "evaluation-val.json").read_text())
@@ -231,7 +232,7 @@ def test_evaluate_refuses_another_store_and_scores_it_by_object_id_when_allowed(
     shutil.copytree(store.url, other)
     n = zarr.open_group(str(other / "images.zarr"), mode="r")["object_id"].shape[0]
     rewrite_store(other, order=np.arange(n)[::-1])  # the same images, every slot number changed
-    other_id = training.store_fingerprint(Dataset(str(other)))["id"]
+    other_id = ImageStore.open(Dataset(str(other))).fingerprint()["id"]
     result = CliRunner().invoke(evaluate, ["--data", str(other), "--model", str(finished)])
     assert result.exit_code == 1
     assert own_id in result.output and other_id in result.output and "--allow-other-data" in result.output
@@ -260,7 +261,7 @@ def test_a_corrupt_chunk_is_named_with_its_fix(store, finished, met, dask_client
     copy = tmp_path / "data"
     shutil.copytree(store.url, copy)
     data = Dataset(str(copy))
-    slots = training.load_slots(data, resolve(TARGET))
+    slots = training.load_slots(ImageStore.open(data), resolve(TARGET))
     chunk = sorted(stream.chunk_plan(slots))[1]
     (copy / "images.zarr" / "images" / "c" / str(chunk) / "0" / "0" / "0").write_bytes(b"not zstd" * 50)
     named = rf"chunk {chunk} of the image array .*images.zarr/images/c/{chunk}/0/0/0.*images/part-{chunk:06d}.parquet"
@@ -275,7 +276,7 @@ def test_a_corrupt_chunk_is_named_with_its_fix(store, finished, met, dask_client
     assert re.search(named, error), error
     run_copy = tmp_path / "finished"
     shutil.copytree(finished, run_copy)
-    with pytest.raises(stream.CorruptChunk, match=named):
+    with pytest.raises(CorruptChunk, match=named):
         evaluate(data, str(run_copy), side="all")
 
     # the fix the message gives: delete the chunk's status shard and rerun the images stage
@@ -294,4 +295,4 @@ def test_a_val_fraction_that_is_not_a_share_is_refused(value, store):
     with pytest.raises(UserError, match="is not a share of the images"):
         TrainOptions(target=TARGET, out="r", val_fraction=value)
     with pytest.raises(UserError, match="is not a share of the images"):
-        training.split(training.load_slots(store, resolve(TARGET)), value)
+        training.split(training.load_slots(ImageStore.open(store), resolve(TARGET)), value)

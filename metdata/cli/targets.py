@@ -14,8 +14,8 @@ from metdata.cli.options import data_option, fail_cleanly, storage_option
 def targets(data, extra, storage_options) -> None:
     """List the targets (built in and given) with their class counts on this dataset."""
     from metdata.core.targets import BUILTINS, TargetError, count, resolve
-    from metdata.images.selection import objects_table
     from metdata.storage.dataset import Dataset
+    from metdata.storage.objects import objects_table
 
     def go():
         chosen = [resolve(name) for name in [*BUILTINS, *extra]]

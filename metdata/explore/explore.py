@@ -14,8 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +24,10 @@ import pyarrow.compute as pc
 from metdata.core.counts import NO_CLASS, URL_FIELD, class_slots, collection_counts, grid_classes, random_slots, ranked
 from metdata.core.targets import Target, builtin, label_table, resolve
 from metdata.explore import report
-from metdata.images.selection import objects_table
 from metdata.storage import layout
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
+from metdata.storage.objects import objects_table
 
 log = logging.getLogger(__name__)
 
@@ -56,58 +56,15 @@ class ExploreOptions:
     target: str = "painting-culture"
     top: int = 20
     seed: int = 0
-    store: str = "images.zarr"
+    store: str = layout.DEFAULT_STORE
     sample: int = 48
     per_class: int = 8
     max_classes: int = 8
 
 
-@dataclass
-class ImageStore:
-    """What the report needs of an images store: ids, validity, status rows, and pixels on demand."""
-
-    name: str
-    object_id: np.ndarray
-    valid: np.ndarray
-    statuses: pa.Table
-    attrs: dict
-    group: object = field(repr=False)
-
-    def pixels(self, slots: Sequence[int]) -> np.ndarray:
-        """The images of these slots (uint8, N x S x S x 3 RGB)."""
-        if not len(slots):
-            size = int(self.attrs.get("size") or 1)
-            return np.zeros((0, size, size, 3), np.uint8)
-        return self.group["images"].oindex[np.asarray(slots, dtype=np.int64)]
-
-
-#: The status columns the report reads (not ``original``: the kept bytes can be large).
-STATUS_SCHEMA = pa.schema(
-    [
-        ("objectID", pa.int64()),
-        ("slot", pa.int64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-    ]
-)
-
-
-def open_images(dataset: Dataset, store: str) -> ImageStore | None:
-    """The images store and its status rows, or None if it has not been built."""
-    if not dataset.exists(f"{store}/zarr.json"):
-        return None
-    group = dataset.open_zarr(store)
-    folder = layout.status_folder(store)
-    shards = [dataset.read_table(name, columns=STATUS_SCHEMA.names) for name in dataset.data_files(folder)]
-    statuses = pa.concat_tables(shards) if shards else STATUS_SCHEMA.empty_table()
-    return ImageStore(store, group["object_id"][:], group["valid"][:], statuses, dict(group.attrs), group)
-
-
 def missing_parts(dataset: Dataset, store: str, target: Target, images: ImageStore | None) -> list[str]:
     """What the report cannot show because the images stage has not run (or not finished), and the fix."""
-    command = f"metdata images --data {dataset.url}" + (f" --store {store}" if store != "images.zarr" else "")
+    command = f"metdata images --data {dataset.url}" + (f" --store {store}" if store != layout.DEFAULT_STORE else "")
     if images is None:
         return [
             f"No images store at {dataset.url}/{store}: the image statuses, the image grids and the image "
@@ -156,7 +113,7 @@ def explore(dataset: Dataset, options: ExploreOptions) -> dict:
 
     Raises:
         TargetError: an unknown target or a bad target file.
-        SelectionError: no metadata under the root (run ``metdata ingest`` first).
+        NoMetadata: no metadata under the root (run ``metdata ingest`` first).
         DatasetError: a bad store name, or ``out`` would write into the root's own folders.
     """
     layout.store_paths(options.store)
@@ -168,7 +125,7 @@ def explore(dataset: Dataset, options: ExploreOptions) -> dict:
     )
     log.info("reading %d metadata columns of %s", len(columns), dataset.url)
     table = objects_table(dataset, columns)
-    images = open_images(dataset, options.store)
+    images = ImageStore.find(dataset, options.store)
     missing = missing_parts(dataset, options.store, target, images)
     for text in missing:
         log.warning("%s", text)

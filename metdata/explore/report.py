@@ -33,7 +33,7 @@ from metdata.core.counts import (
 from metdata.core.targets import Target
 
 if TYPE_CHECKING:
-    from metdata.explore.explore import ImageStore
+    from metdata.storage.imagestore import ImageStore
 
 TEMPLATE = "report.html.j2"
 

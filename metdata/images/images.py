@@ -25,8 +25,6 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import numpy as np
-import pyarrow as pa
-import zarr
 
 from metdata.acquire.api import RETRYABLE
 from metdata.acquire.lookup import UNEXPECTED, LookupOptions, Pacer, lookup_batch, paid_first
@@ -36,6 +34,7 @@ from metdata.net.dispatch import Figures
 from metdata.net.fetch import Outcome, Policy, fetch, judge, new_session
 from metdata.storage import layout
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +48,6 @@ STATUSES = (
     "blocked",
     "transient",
     "failed",
-)
-STATUS_SCHEMA = pa.schema(
-    [
-        ("objectID", pa.int64()),
-        ("slot", pa.int64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("url", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("bytes", pa.int64()),
-        ("sha256", pa.string()),
-        ("attempts", pa.int32()),
-        ("fetched_at", pa.timestamp("ms", tz="UTC")),
-        ("original", pa.binary()),
-    ]
 )
 
 
@@ -331,10 +314,6 @@ def _from_kept(object_id: int, url: str, options: ImageOptions, kept: dict[int, 
     return process(Fetched("ok", url=original_url, data=data), options)
 
 
-def open_arrays(dataset: Dataset, options: ImageOptions, mode: str = "r+") -> zarr.Group:
-    return dataset.open_zarr(options.store, mode)
-
-
 def run_chunk(
     task: ChunkTask, dataset: Dataset, options: ImageOptions, pacer: Pacer, progress_topic: str | None = None
 ) -> dict:
@@ -344,11 +323,10 @@ def run_chunk(
     follow-up task (``follow_up``); ``statuses`` counts only the slots that ended. With
     ``progress_topic``, finished slots are counted to the client as they end (``progress.report``).
     """
-    shard = layout.status_shard(options.store, task.index)
-    if task.redo is None and dataset.exists(shard):
+    store = ImageStore.open(dataset, options.store, "r+")
+    if task.redo is None and store.chunk_done(task.index):
         return {"chunk": task.index, "skipped": True, "statuses": {}, "bytes": 0, "errors": 0}
     n = len(task.object_ids)
-    group = open_arrays(dataset, options)
     if task.redo is None:
         redo = list(range(n))
         pixels = np.zeros((n, options.size, options.size, 3), np.uint8)
@@ -356,9 +334,7 @@ def run_chunk(
         rows: list[dict] = [{}] * n
     else:  # keep what succeeded; fetch again only the retryable slots
         redo = list(task.redo)
-        pixels = group["images"][task.start : task.start + n]
-        valid = group["valid"][task.start : task.start + n]
-        rows = dataset.read_table(shard).to_pylist()
+        pixels, valid, rows = store.read_chunk(task.start, n, task.index)
         rows += [{}] * (n - len(rows))  # the new slots of a chunk a grown store extended
     sources = {task.urls[i].removeprefix(KEPT) for i in redo if (task.urls[i] or "").startswith(KEPT)}
     kept = load_kept(dataset, sources) if sources else None
@@ -380,9 +356,7 @@ def run_chunk(
             log.exception("image slot of object %s failed unexpectedly", task.object_ids[i])
             results[k] = Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], result.url, unexpected=True)
             valid[i], pixels[i], rows[i] = _slot_row(task, i, results[k], options, now)
-    group["images"][task.start : task.start + n] = pixels
-    group["valid"][task.start : task.start + n] = valid
-    dataset.write_table(shard, pa.Table.from_pylist(rows, schema=STATUS_SCHEMA))
+    store.write_chunk(task.start, task.index, pixels, valid, rows)
     statuses: dict[str, int] = {}
     late = []
     for i, result in zip(redo, results, strict=True):

@@ -10,45 +10,13 @@ import json
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
-from metdata.core.records import SCHEMA
 from metdata.core.targets import label_table, resolve
 from metdata.errors import UserError
-from metdata.storage.dataset import Dataset, DatasetError, check_column
-from metdata.storage.layout import OBJECTS
 
 
 class SelectionError(UserError):
     """The selection is malformed or empty; the message says how to fix it."""
-
-
-def objects_table(dataset: Dataset, columns: list[str] | None = None) -> pa.Table:
-    """The whole ``objects/`` table (or some columns), sorted by objectID.
-
-    Raises:
-        SelectionError: no metadata yet.
-        DatasetError: a file of ``objects/`` is not a metdata shard (named, with the fix).
-    """
-    names = dataset.data_files(OBJECTS)
-    if not names:
-        raise SelectionError(f"no metadata under {dataset.url}/objects: run 'metdata ingest' first")
-    parts = pads.dataset([dataset.path(f) for f in names], filesystem=dataset.fs, format="parquet")
-    for name, fragment in zip(names, parts.get_fragments(), strict=True):
-        try:
-            schema = fragment.physical_schema
-        except pa.ArrowException as exc:
-            raise dataset.foreign_file(name, str(exc).splitlines()[0]) from exc
-        for key in ("objectID", "status"):  # a foreign file would otherwise read as null rows
-            check_column(dataset, name, schema, SCHEMA.field(key))
-    try:
-        table = parts.to_table(columns=columns)
-    except pa.ArrowException as exc:
-        raise DatasetError(
-            f"the shards of {dataset.url_of(OBJECTS)} cannot be read together "
-            f"({str(exc).splitlines()[0]}); another tool's file? Move it out of {OBJECTS}/ and rerun"
-        ) from exc
-    return table.sort_by("objectID")
 
 
 def select(table: pa.Table, url_field: str, target: str | None = None, where: str | None = None) -> pa.Table:

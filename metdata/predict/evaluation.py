@@ -13,6 +13,7 @@ from metdata.core.targets import resolve
 from metdata.errors import UserError
 from metdata.predict import prediction
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train import stream, training
 from metdata.train.runfolder import RunMismatch, read_split
 
@@ -89,7 +90,8 @@ def evaluate(
     predictor = prediction.load(run_url, data.storage_options, checkpoint)
     meta = predictor.meta
     store = store or meta["store"]
-    scored = training.store_fingerprint(data, store)
+    images = ImageStore.open(data, store)  # once: the fingerprint, the slots and the stream read it
+    scored = images.fingerprint()
     trained = meta.get("fingerprint")
     same = scored["id"] == trained["id"] if trained else (data.url, store) == (meta["data"], meta["store"])
     if not same and not allow_other_data:
@@ -109,13 +111,13 @@ def evaluate(
     run = Dataset(run_url, data.storage_options)
     split = read_split(run, ["objectID", "side"])
     chosen = [r["objectID"] for r in split if side == "all" or r["side"] == side]
-    slots = training.load_slots(data, resolve(meta["target"]), store)
+    slots = training.load_slots(images, resolve(meta["target"]))
     if same and tuple(meta["classes"]) != slots.classes:
         raise RunMismatch(f"the store's classes {slots.classes} differ from the run's {meta['classes']}")
     slots = _as_run_classes(slots.take(np.isin(slots.object_id, chosen)), predictor.classes)
     if not len(slots):
         raise UserError(f"no image of side {side!r} of {run_url}'s split is in {data.url}/{store}")
-    batches = stream.build_dataset(data, slots, stream.InputOptions(256, shuffle=False), store)
+    batches = stream.build_dataset(images, slots, stream.InputOptions(256, shuffle=False))
     truth, guess = [], []
     with stream.reading_chunks():
         for x, y in batches:

@@ -17,6 +17,8 @@ from metdata.errors import UserError
 from metdata.net import fetch
 from metdata.predict import evaluation, prediction
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
+from metdata.storage.layout import DEFAULT_STORE
 from metdata.train import runfolder
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,6 @@ def load_validation(predictor: prediction.Predictor, data: Dataset, score) -> Va
         UserError: no split in RUN, no store, or a store whose slots hold other objects
             (``--data`` is not the dataset the run was trained on).
     """
-    from metdata.train import training
-
     run = Dataset(predictor.url, data.storage_options)
     split = runfolder.read_split(run)
     val = [r for r in split if r["side"] == "val" and r["class"] in predictor.classes]
@@ -111,16 +111,16 @@ def load_validation(predictor: prediction.Predictor, data: Dataset, score) -> Va
         val = [val[i] for i in np.linspace(0, len(val) - 1, MAX_VALIDATION).astype(int)]
     if not val:
         raise UserError(f"{predictor.url}'s split has no validation image")
-    group = training.open_store(data, predictor.meta.get("store", "images.zarr"))
+    store = ImageStore.open(data, predictor.meta.get("store", DEFAULT_STORE))
     slots = np.array([r["slot"] for r in val])
-    stored = group["object_id"].get_orthogonal_selection((slots,))
+    stored = store.ids_of(slots)
     wanted = np.array([r["objectID"] for r in val])
     if not np.array_equal(stored, wanted):
         raise UserError(
             f"the store under {data.url} holds other objects than {predictor.url}'s split: "
             "give --data the dataset this run was trained on"
         )
-    pixels = np.asarray(group["images"].get_orthogonal_selection((slots,)), np.uint8)
+    pixels = store.pixels(slots)
     meta = _metadata(data, set(wanted.tolist()))
     rows = [{"objectID": int(r["objectID"]), "truth": r["class"], **meta.get(int(r["objectID"]), {})} for r in val]
     probabilities = np.concatenate([score(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)])

@@ -34,6 +34,8 @@ OBJECTS = "objects"
 SUMMARY = "objects/_summary.json"
 RUNS = "objects/_runs"
 LOCKS = "_locks"
+#: The image store a command uses unless told otherwise (``--store``).
+DEFAULT_STORE = "images.zarr"
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 
 MB = 2**20
 ALIGN = 64  # TensorFlow's alignment of tensor memory (EIGEN_MAX_ALIGN_BYTES)
 
 
-def chunk_reader(dataset: Dataset, store: str, images) -> Callable[[int, np.ndarray | None], np.ndarray]:
+def chunk_reader(store: ImageStore) -> Callable[[int, np.ndarray | None], np.ndarray]:
     """A function ``read(c, out)`` reading chunk ``c`` of the store's image array whole, as a
     (chunk, S, S, 3) uint8 array: ``out`` (a buffer of that shape to reuse) or a new one.
 
@@ -34,6 +34,8 @@ def chunk_reader(dataset: Dataset, store: str, images) -> Callable[[int, np.ndar
     size) or ``OSError`` (a chunk that cannot be read).
     """
     import numcodecs
+
+    dataset, images = store.dataset, store.images
     from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
     shape = tuple(images.chunks)
@@ -73,7 +75,7 @@ def chunk_reader(dataset: Dataset, store: str, images) -> Callable[[int, np.ndar
     def read(c: int, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(shape, np.uint8) if out is None else out
         try:
-            raw = fetch(dataset.path(f"{store}/{images.path}/{images.metadata.encode_chunk_key((c, 0, 0, 0))}"))
+            raw = fetch(dataset.path(store.chunk_path(c)))
         except FileNotFoundError:  # Zarr writes no chunk that holds only the fill value
             out[...] = fill
             return out

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train import stream, training
 from metdata.train.distribute import Role, multi_worker_fit
 from metdata.train.models import FINE_TUNE, HEAD, ModelOptions, build_model, set_stage
@@ -41,7 +41,7 @@ def backup_epochs(work: Path) -> int:
 
 
 def inputs(
-    data: Dataset, options: TrainOptions, slots: training.Slots, is_val, strategy, this: Role, done: int = 0
+    store: ImageStore, options: TrainOptions, split: training.Split, strategy, this: Role, done: int = 0
 ) -> Inputs:
     """The ``tf.data`` input of a run (``metdata.train.stream``): on one machine, the training slots in
     global batches, shuffled per epoch; in a multi-worker run, each worker's own chunks without
@@ -55,10 +55,10 @@ def inputs(
     that step runs on an empty batch: no weight changes, but the optimizer's step count and the
     augmentation's seeds advance once more per epoch than there are batches.
     """
-    train, val = slots.take(~is_val), slots.take(is_val)
+    train, val = split.train, split.val
     global_batch = options.batch_size * strategy.num_replicas_in_sync
     weights = training.class_weights(train) if options.class_weights else None
-    cache = options.cache_mb * len(train) / len(slots)  # the training input's share of --cache-mb
+    cache = options.cache_mb * len(train) / len(split.slots)  # the training input's share of --cache-mb
     steps = None
     if this.multi_worker:
 
@@ -68,7 +68,7 @@ def inputs(
             read = stream.InputOptions(
                 batch, seed=options.seed, weights=weights, repeat=True, shard=shard, cache_mb=cache, first_epoch=done
             )
-            return stream.build_dataset(data, train, read, options.store)
+            return stream.build_dataset(store, train, read)
 
         train_data = strategy.distribute_datasets_from_function(per_worker)
         steps = max(1, -(-len(train) // global_batch))
@@ -76,11 +76,11 @@ def inputs(
         read = stream.InputOptions(
             global_batch, shuffle=True, seed=options.seed, weights=weights, cache_mb=cache, first_epoch=done
         )
-        train_data = _counted(stream.build_dataset(data, train, read, options.store), len(train), global_batch)
+        train_data = _counted(stream.build_dataset(store, train, read), len(train), global_batch)
     val_data = None
     if len(val):
         read = stream.InputOptions(global_batch, False, cache_mb=options.cache_mb - cache)
-        val_data = _counted(stream.build_dataset(data, val, read, options.store), len(val), global_batch)
+        val_data = _counted(stream.build_dataset(store, val, read), len(val), global_batch)
     return Inputs(train_data, val_data, steps)
 
 

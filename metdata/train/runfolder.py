@@ -32,6 +32,7 @@ from pathlib import Path
 
 from metdata.errors import UserError
 from metdata.storage.dataset import Dataset
+from metdata.storage.imagestore import ImageStore
 from metdata.train import training
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,18 @@ class RunMismatch(UserError):
     """RUN holds another run; nothing is overwritten."""
 
 
-def settings(options, slots: training.Slots, data: Dataset) -> dict:
+def settings(options, slots: training.Slots, store: ImageStore) -> dict:
     """The run.json content of a run with ``options`` (a ``TrainOptions``), without the completion fields."""
     fields = asdict(options)
     fields.pop("out")
     fields.pop("devices")  # the same run may resume on another number of devices
     return {
         **fields,
-        "data": data.url,
+        "data": store.dataset.url,
         "classes": list(slots.classes),
         "size": slots.size,
         "resize": slots.resize,
-        "fingerprint": training.store_fingerprint(data, options.store),
+        "fingerprint": store.fingerprint(),
     }
 
 

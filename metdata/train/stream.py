@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from metdata.storage.dataset import Dataset, store_paths
+from metdata.storage.imagestore import CorruptChunk, ImageStore
 from metdata.train.chunkio import MB, BatchBuffers, ChunkCache, chunk_reader
 from metdata.train.quiet_tf import tensorflow
-from metdata.train.training import Slots, TrainingDataError, open_store
+from metdata.train.training import Slots, TrainingDataError
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +81,8 @@ class InputOptions:
             )
 
 
-class CorruptChunk(TrainingDataError):
-    """A chunk of the image store cannot be decoded; the message names it and the fix."""
-
-
 _failed_reads: list[str] = []  # the chunk reads that failed inside TensorFlow's pipeline threads
 _failed_lock = threading.Lock()
-
-
-def corrupt_chunk(dataset: Dataset, store: str, chunk: int, exc: Exception) -> CorruptChunk:
-    """The error for a Zarr chunk of ``images`` that does not decode: its key, the store and the fix."""
-    status = f"{store_paths(store)[1]}/part-{chunk:06d}.parquet"
-    return CorruptChunk(
-        f"chunk {chunk} of the image array ({dataset.url_of(store)}/images/c/{chunk}/0/0/0) cannot be "
-        f"read ({type(exc).__name__}: {exc}); the store is damaged there. Fix: delete that chunk's status shard "
-        f"{dataset.url_of(status)} and rerun 'metdata images' with the same options (it rebuilds the "
-        "chunk), or delete the store and rebuild it"
-    )
 
 
 @contextmanager
@@ -311,12 +296,12 @@ class Stream:
         return block, False
 
 
-def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: str = "images.zarr"):
+def build_dataset(store: ImageStore, slots: Slots, options: InputOptions):
     """A ``tf.data.Dataset`` of (uint8 images (B, S, S, 3), int32 labels (B,)) over the slots,
     plus float32 weights (B,) when ``options.weights`` is set.
 
     Whole batches of ``options.batch_size`` (the last one smaller), served by a ``Stream``
-    (see the module's docstring) through the dataset's store: local or S3. Deterministic: the
+    (see the module's docstring) from the store, local or on S3. Deterministic: the
     same seed gives the same batches, epoch by epoch (each iteration of the dataset is the next
     epoch). With ``shard=(i, n)`` the pipeline reads only the chunks ``i, i+n, ...`` of the sorted
     chunk list: the input of worker ``i`` of ``n`` (``tf.distribute.InputContext``). Chunks are
@@ -328,19 +313,18 @@ def build_dataset(dataset: Dataset, slots: Slots, options: InputOptions, store: 
         TrainingDataError: this shard has no chunk.
     """
     tf = tensorflow()
-    images = open_store(dataset, store)["images"]
     index, pipelines = options.shard
     chunks = np.unique(slots.slot // slots.chunk)[index::pipelines]
     if not len(chunks):
         raise TrainingDataError(f"input pipeline {index} of {pipelines} has no chunk: use fewer workers")
     mine = slots.take(np.isin(slots.slot // slots.chunk, chunks))
-    if options.parallel_reads is None and not dataset.local:
+    if options.parallel_reads is None and not store.dataset.local:
         options = replace(options, parallel_reads=max(REMOTE_READS, os.cpu_count() or 2))
     stream = Stream(
-        chunk_reader(dataset, store, images),
+        chunk_reader(store),
         mine,
         options,
-        lambda chunk, exc: corrupt_chunk(dataset, store, chunk, exc),
+        store.damaged,
     )
     size = slots.size
     spec = [tf.TensorSpec((None, size, size, 3), tf.uint8), tf.TensorSpec((None,), tf.int32)]

@@ -7,19 +7,17 @@ module never starts TensorFlow.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from metdata.core.targets import Target, label_table
 from metdata.errors import UserError
-from metdata.images.selection import objects_table
-from metdata.storage.dataset import Dataset, store_paths
+from metdata.storage.imagestore import ImageStore
+from metdata.storage.objects import objects_table
 
 log = logging.getLogger(__name__)
 
@@ -76,43 +74,18 @@ class Slots:
         return {c: int(n) for c, n in zip(self.classes, found, strict=True)}
 
 
-def open_store(dataset: Dataset, store: str = "images.zarr"):
-    """The image store's Zarr group, read-only.
-
-    Raises:
-        TrainingDataError: no store (``metdata images`` has not run).
-    """
-    import zarr
-
-    store_paths(store)
-    try:
-        return dataset.open_zarr(store)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
-        raise TrainingDataError(
-            f"no image store {store!r} under {dataset.url}: run 'metdata images --data {dataset.url} "
-            "--target ...' first (or give the right --store)"
-        ) from exc
-
-
-def load_slots(dataset: Dataset, target: Target, store: str = "images.zarr") -> Slots:
+def load_slots(store: ImageStore, target: Target) -> Slots:
     """Label the valid slots of the store through the target (skipping invalid or unlabelled ones).
 
     Raises:
-        TrainingDataError: no store, no valid image, or fewer than two classes present.
+        TrainingDataError: no valid image, or fewer than two classes present.
     """
-    group = open_store(dataset, store)
-    try:
-        ids = np.asarray(group["object_id"][:], np.int64)
-        valid = np.asarray(group["valid"][:], bool)
-        images = group["images"]
-    except KeyError as exc:
-        raise TrainingDataError(f"the store {store!r} under {dataset.url} is incomplete ({exc}): rebuild it") from exc
+    ids, valid, name, dataset = store.object_id, store.valid, store.name, store.dataset
     if not valid.any():
         raise TrainingDataError(
-            f"no image was built in {store!r} under {dataset.url}: run (or rerun) 'metdata images' and check "
+            f"no image was built in {name!r} under {dataset.url}: run (or rerun) 'metdata images' and check "
             "images/_summary.json for the failures"
         )
-    attrs = dict(group.attrs)
     table = objects_table(dataset, ["objectID", *target.columns])
     labels = dict(zip(table["objectID"].to_pylist(), label_table(table, target).to_pylist(), strict=True))
     names = [labels.get(int(i)) if ok else None for i, ok in zip(ids, valid, strict=True)]
@@ -120,12 +93,12 @@ def load_slots(dataset: Dataset, target: Target, store: str = "images.zarr") -> 
     classes = tuple(sorted({n for n in names if n is not None}))
     if len(classes) < 2:
         raise TrainingDataError(
-            f"the store {store!r} holds images of {len(classes)} class(es) of target {target.name!r} "
+            f"the store {name!r} holds images of {len(classes)} class(es) of target {target.name!r} "
             f"({', '.join(classes) or 'none'}): a classifier needs at least two; build the store with "
             f"'metdata images --target {target.name}' on more objects"
         )
     index = {c: i for i, c in enumerate(classes)}
-    digests = _digests(dataset, store_paths(store)[1])
+    digests = store.digests()
     slot = np.flatnonzero(keep)
     return Slots(
         slot=slot,
@@ -133,18 +106,10 @@ def load_slots(dataset: Dataset, target: Target, store: str = "images.zarr") -> 
         label=np.array([index[names[s]] for s in slot], np.int32),
         sha256=np.array([digests.get(int(ids[s]), "") for s in slot], object),
         classes=classes,
-        size=int(images.shape[1]),
-        resize=str(attrs.get("resize", "squash")),
-        chunk=int(images.chunks[0]),
+        size=store.size,
+        resize=store.resize,
+        chunk=store.chunk,
     )
-
-
-def _digests(dataset: Dataset, folder: str) -> dict[int, str]:
-    files = [dataset.path(f) for f in dataset.data_files(folder)]
-    if not files:
-        return {}
-    t = pads.dataset(files, filesystem=dataset.fs, format="parquet").to_table(columns=["objectID", "sha256"])
-    return {i: d for i, d in zip(t["objectID"].to_pylist(), t["sha256"].to_pylist(), strict=True) if d}
 
 
 def unit_hash(object_id: int) -> float:
@@ -207,27 +172,30 @@ def check_val_fraction(val_fraction: float) -> None:
         )
 
 
-def store_fingerprint(dataset: Dataset, store: str = "images.zarr") -> dict:
-    """What a store holds, to tell whether two stores are the same data.
+@dataclass(frozen=True)
+class Split:
+    """The slots and their two sides, computed once (``divide``)."""
 
-    ``id`` hashes what makes the data (when the store was created, its object ids in slot
-    order, its image size and resize mode), not where it lives: a root copied to S3 keeps its id.
+    slots: Slots
+    is_val: np.ndarray
+    train: Slots
+    val: Slots
+
+    def table(self) -> pa.Table:
+        """The split as run folders keep it (``split_table``)."""
+        return split_table(self.slots, self.is_val)
+
+
+def divide(slots: Slots, val_fraction: float) -> Split:
+    """The leak-free stratified split (``split``) of the slots, both sides checked (``check_split``).
 
     Raises:
-        TrainingDataError: no store (see ``open_store``).
+        TrainingDataError: a bad share, or a class without training images.
     """
-    group = open_store(dataset, store)
-    attrs = dict(group.attrs)
-    ids = np.asarray(group["object_id"][:], "<i8")
-    found = {
-        "created_at": attrs.get("created_at"),
-        "objects": len(ids),
-        "object_ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest(),
-        "size": int(group["images"].shape[1]),
-        "resize": str(attrs.get("resize", "squash")),
-    }
-    identity = hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:12]
-    return {"id": identity, "data": dataset.url, "store": store, **found}
+    is_val = split(slots, val_fraction)
+    train, val = slots.take(~is_val), slots.take(is_val)
+    check_split(train, val)
+    return Split(slots, is_val, train, val)
 
 
 def split_table(slots: Slots, is_val: np.ndarray) -> pa.Table:
