@@ -35,16 +35,10 @@ import numpy as np
 from measure import peak_rss_bytes
 from zarr_chunks import codecs, one_thread_rate, real_images
 
-import metdata
 from metdata.storage.dataset import Dataset
 from metdata.storage.imagestore import ImageStore
+from metdata.train.stream import InputOptions, build_dataset
 from metdata.train.training import Slots
-
-STREAM_MODULE = (Path(metdata.__file__).parent / "stream.py").exists()  # absent before the stream had its own
-if STREAM_MODULE:
-    from metdata.train.stream import InputOptions, build_dataset
-else:
-    from metdata.train.training import InputOptions, build_dataset
 
 SIZE, CHUNK, BATCH = 150, 64, 64
 CODECS = {  # the images stage's, and those before it
@@ -155,14 +149,13 @@ def bare(source: str, n: int, dataset: Dataset, epochs: int) -> dict:
 
     from metdata.train.chunkio import chunk_reader
     from metdata.train.stream import Stream
-    from metdata.train.training import open_store
 
-    images = open_store(dataset, "images.zarr")["images"]
+    store = ImageStore.open(dataset)
     if source == "numpy":
-        stream = Stream(chunk_reader(dataset, "images.zarr", images), slots(n), InputOptions(batch_size=BATCH), None)
+        stream = Stream(chunk_reader(store), slots(n), InputOptions(batch_size=BATCH), None)
         epoch = lambda: sum(len(batch[0]) for batch in stream())  # noqa: E731
     else:
-        keys = [dataset.path(f"images.zarr/images/c/{c}/0/0/0") for c in range(-(-n // CHUNK))]
+        keys = [dataset.path(store.chunk_path(c)) for c in range(-(-n // CHUNK))]
         pool = ThreadPoolExecutor(16)
         epoch = lambda: CHUNK * sum(1 for _ in pool.map(lambda k: dataset.fs.cat_file(k, max_concurrency=1), keys))  # noqa: E731
     return timed(lambda: min(n, epoch()), epochs)
@@ -223,9 +216,8 @@ def main() -> None:
                 (n, "metdata: Zarr stream, local disk", run_child("local", n, str(local), {}, args.epochs), base)
             )
             peaks[n] = rows[-1][2]["peak_mb"]
-            if STREAM_MODULE:
-                bare_rate = run_child("numpy", n, str(local), {}, args.epochs)
-                rows.append((n, "the stream alone: NumPy batches, no tf.data", bare_rate, base))
+            bare_rate = run_child("numpy", n, str(local), {}, args.epochs)
+            rows.append((n, "the stream alone: NumPy batches, no tf.data", bare_rate, base))
             if n == args.small and cache:
                 cached = run_child("cache", n, str(local), {}, args.epochs + 1)  # the first epoch fills the cache
                 rows.append((n, "metdata: Zarr stream, local, --cache-mb", cached, base))
@@ -233,9 +225,8 @@ def main() -> None:
                 write_store(local, n, args.codec, storage, url=f"s3://bench/n{n}")
                 remote = run_child("s3", n, f"s3://bench/n{n}", storage, args.epochs)
                 rows.append((n, "metdata: Zarr stream, S3 (moto)", remote, base))
-                if STREAM_MODULE:
-                    ceiling = run_child("s3-get", n, f"s3://bench/n{n}", storage, args.epochs)
-                    rows.append((n, "moto's ceiling: the chunks' GETs, no decode", ceiling, base))
+                ceiling = run_child("s3-get", n, f"s3://bench/n{n}", storage, args.epochs)
+                rows.append((n, "moto's ceiling: the chunks' GETs, no decode", ceiling, base))
     server.stop()
     cores = os.cpu_count() or 1
     print(

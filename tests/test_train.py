@@ -190,17 +190,18 @@ REPLICAS = textwrap.dedent(
     import keras
     from metdata.train import stream, training
     from metdata.storage.dataset import Dataset
+    from metdata.storage.imagestore import ImageStore
     from metdata.train.models import ModelOptions, build_model
     from metdata.core.targets import resolve
 
-    data = Dataset(sys.argv[1])
-    slots = training.load_slots(ImageStore.open(data), resolve("painting-culture"))
+    store = ImageStore.open(Dataset(sys.argv[1]))
+    slots = training.load_slots(store, resolve("painting-culture"))
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     results = []
     for n in (1, 2):
         keras.utils.set_random_seed(3)
         strategy = tf.distribute.MirroredStrategy(devices[:n])
-        batches = stream.build_dataset(ImageStore.open(data), slots, stream.InputOptions(32, shuffle=True, seed=5))
+        batches = stream.build_dataset(store, slots, stream.InputOptions(32, shuffle=True, seed=5))
         with strategy.scope():
             model = build_model("seed-cnn", ModelOptions(32, len(slots.classes), augment=False))
         model.fit(batches, epochs=1, verbose=0)
