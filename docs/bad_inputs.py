@@ -22,7 +22,8 @@ from moto.server import ThreadedMotoServer
 
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.storage import lock
-from metdata.storage.dataset import Dataset, lock_file
+from metdata.storage.dataset import Dataset
+from metdata.storage.layout import lock_file
 
 OUT = Path(__file__).with_name("bad-inputs.md")
 

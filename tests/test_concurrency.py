@@ -29,8 +29,9 @@ from metdata.jobs.ingest import plan as ingest_plan
 from metdata.jobs.ingest import run as ingest_run
 from metdata.net.pacing import PaceConfig
 from metdata.storage import lock
-from metdata.storage.dataset import Dataset, DatasetError, lock_file
+from metdata.storage.dataset import Dataset, DatasetError
 from metdata.storage.imagestore import StoreMismatch, prepare_store
+from metdata.storage.layout import lock_file
 
 FAST = PaceConfig(rate=300, cooldown=0.5)
 

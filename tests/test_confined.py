@@ -21,7 +21,8 @@ from metdata.acquire.ingest import read_index, read_listing
 from metdata.cli import main
 from metdata.core.records import record_row, rows_to_table
 from metdata.images.selection import SelectionError, select
-from metdata.storage.dataset import Dataset, DatasetError, store_paths
+from metdata.storage.dataset import Dataset, DatasetError
+from metdata.storage.layout import store_paths
 from metdata.storage.objects import objects_table
 
 CSV = SAMPLES.parent / "MetObjects-sample.csv"

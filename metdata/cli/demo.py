@@ -245,7 +245,7 @@ def demo(
         for args in [*steps.acquire(), steps.explore(), steps.train(), steps.evaluate()]:
             run_command(args)
             if args[0] == "images":
-                image_runs.append(dataset.read_json(layout.store_summary("images.zarr"))["this_run"])
+                image_runs.append(dataset.read_json(layout.store_summary(layout.DEFAULT_STORE))["this_run"])
         painting = held_out_painting(dataset, steps.run_url)
         prediction = json.loads(run_command(steps.predict(painting["primaryImageSmall"]), capture=True))[0]
         counters = requests.get(f"{met.base}/__emulator__/stats", timeout=5).json()
@@ -272,7 +272,7 @@ def summarize(
         columns=["objectID", "status"]
     )
     statuses = Counter(table["status"].to_pylist())
-    images = dataset.read_json(layout.store_summary("images.zarr"))
+    images = dataset.read_json(layout.store_summary(layout.DEFAULT_STORE))
     run = Dataset(steps.run_url, dataset.storage_options)
     trained, evaluation = run.read_json("run.json"), run.read_json("evaluation-val.json")
     best = prediction["top"][0]

@@ -17,6 +17,7 @@ from metdata.cli.options import (
     store_option,
     tuning_options,
 )
+from metdata.storage.layout import DEFAULT_STORE
 
 
 @click.command()
@@ -64,8 +65,8 @@ from metdata.cli.options import (
     metavar="STORE",
     type=StoreName(),
     is_flag=False,
-    flag_value="images.zarr",
-    help="Build from the bytes STORE kept with --keep-originals (default images.zarr): no download.",
+    flag_value=DEFAULT_STORE,
+    help=f"Build from the bytes STORE kept with --keep-originals (default {DEFAULT_STORE}): no download.",
 )
 @click.option(
     "--allow-host",

@@ -11,6 +11,7 @@ import click
 
 from metdata.acquire.api import DEFAULT_API
 from metdata.errors import UserError
+from metdata.storage.layout import DEFAULT_STORE
 
 
 class FiniteFloat(click.FloatRange):
@@ -57,7 +58,7 @@ class NonEmpty(click.ParamType):
 
 
 class StoreName(click.ParamType):
-    """A store name under the root: one plain folder name ending ``.zarr`` (see ``dataset.store_paths``)."""
+    """A store name under the root: one plain folder name ending ``.zarr`` (see ``layout.store_paths``)."""
 
     name = "NAME.zarr"
 
@@ -160,7 +161,7 @@ rate_option = click.option(
 
 
 store_option = click.option(
-    "--store", type=StoreName(), default="images.zarr", show_default=True, help="The Zarr store's name under ROOT."
+    "--store", type=StoreName(), default=DEFAULT_STORE, show_default=True, help="The Zarr store's name under ROOT."
 )
 
 
@@ -208,6 +209,23 @@ def tuning_options(f):
     ):
         f = option(f)
     return f
+
+
+def _checkpoint_file(ctx, param, value: str) -> str:
+    from metdata.train.runfolder import CHECKPOINTS
+
+    return CHECKPOINTS[value]
+
+
+#: ``--checkpoint best|last``, given to the command as the checkpoint's file name in RUN.
+checkpoint_option = click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    callback=_checkpoint_file,
+    help="best.keras (best validation accuracy) or model.keras (last epoch).",
+)
 
 
 def fail_cleanly(fn, *args, **kwargs):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from metdata.cli.options import FiniteFloat, fail_cleanly, storage_option
+from metdata.cli.options import FiniteFloat, checkpoint_option, fail_cleanly, storage_option
 
 
 @click.command()
@@ -72,7 +72,7 @@ from metdata.cli.options import FiniteFloat, fail_cleanly, storage_option
     show_default=True,
     help="Open connections per worker; more are answered 503.",
 )
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@checkpoint_option
 @storage_option
 def serve(
     run_url,
@@ -106,7 +106,7 @@ def serve(
         run=run_url,
         data=data,
         storage_options=storage_options,
-        checkpoint="best.keras" if checkpoint == "best" else "model.keras",
+        checkpoint=checkpoint,
         max_bytes=int(max_upload_mb * (1 << 20)),
         fetch_deadline=fetch_timeout,
         allowed_hosts=frozenset({prediction.MET_IMAGE_HOST, *(h.strip().lower() for h in allow_host)}),

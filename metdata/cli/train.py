@@ -9,7 +9,15 @@ import json
 
 import click
 
-from metdata.cli.options import FiniteFloat, StoreName, data_option, fail_cleanly, storage_option, store_option
+from metdata.cli.options import (
+    FiniteFloat,
+    StoreName,
+    checkpoint_option,
+    data_option,
+    fail_cleanly,
+    storage_option,
+    store_option,
+)
 
 
 class Devices(click.ParamType):
@@ -173,15 +181,6 @@ def train(
     click.echo(json.dumps(fail_cleanly(go), indent=2))
 
 
-checkpoint_option = click.option(
-    "--checkpoint",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="best.keras (best validation accuracy) or model.keras (last epoch).",
-)
-
-
 @click.command()
 @data_option
 @click.option("--model", "run_url", required=True, metavar="RUN", help="A run folder written by 'metdata train'.")
@@ -209,7 +208,7 @@ def evaluate(data, run_url, side, checkpoint, store, allow_other_data, storage_o
 
     def go():
         dataset.check_output(run_url, "--model", storage_options)  # evaluation files are written into RUN
-        return job(dataset, run_url, side, _file(checkpoint), store, allow_other_data)
+        return job(dataset, run_url, side, checkpoint, store, allow_other_data)
 
     report = fail_cleanly(go)
     click.echo(json.dumps(report, indent=2))
@@ -226,14 +225,10 @@ def predict(run_url, images, top, as_json, checkpoint, storage_options) -> None:
     """The top classes of each image (local path or http(s) URL), decoded and resized like the store."""
     from metdata.predict.prediction import predict as job
 
-    results = fail_cleanly(job, run_url, list(images), storage_options, top, _file(checkpoint))
+    results = fail_cleanly(job, run_url, list(images), storage_options, top, checkpoint)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for result in results:
         ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
         click.echo(f"{result['image']}: {ranked}")
-
-
-def _file(checkpoint: str) -> str:
-    return "best.keras" if checkpoint == "best" else "model.keras"

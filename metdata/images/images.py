@@ -77,7 +77,7 @@ class ImageOptions:
     allowed_hosts: frozenset[str] = frozenset({MET_IMAGE_HOST})
     max_bytes: int = 50 << 20
     keep_originals: bool = False
-    store: str = "images.zarr"
+    store: str = layout.DEFAULT_STORE
     late_after: float | None = 1.0
 
     @property

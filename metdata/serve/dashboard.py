@@ -26,6 +26,7 @@ from metdata.serve.charts import (
     probability_figure,
 )
 from metdata.serve.state import Worker
+from metdata.storage.layout import DEFAULT_STORE
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ def _about(worker: Worker) -> list:
         ("Epochs", f"{meta.get('epochs_run', len(p.history))} of {meta.get('epochs', '?')}"),
         ("Best validation accuracy", f"{best:.1%}" if isinstance(best, float) else "unknown"),
         ("Model", f"{meta.get('model')} on {p.size}x{p.size} px ({p.resize}), checkpoint {p.checkpoint}"),
-        ("Dataset", f"{_name(meta.get('data'))} (store {meta.get('store', 'images.zarr')})"),
+        ("Dataset", f"{_name(meta.get('data'))} (store {meta.get('store', DEFAULT_STORE)})"),
         ("Trained", facts["trained"] or "unknown"),
         ("Run", worker.config.run_name),
     ]

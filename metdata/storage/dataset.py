@@ -26,18 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from metdata.errors import DatasetError
-from metdata.storage.layout import (  # noqa: F401 -- the layout's names, where older code asks for them
-    CSV_STAGED,
-    LISTING,
-    LISTING_META,
-    LOCKS,
-    OBJECTS,
-    RUNS,
-    STAGE_FOLDERS,
-    SUMMARY,
-    lock_file,
-    store_paths,
-)
+from metdata.storage.layout import CSV_STAGED
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """One writer per root and stage: a lease file that a run creates atomically and keeps alive.
 
 A stage's writer (``metdata ingest`` on ``objects/``, ``metdata images`` on one store) holds the
-lease ``_locks/<folder>.json`` under the root (``dataset.lock_file``) from its planning to its
+lease ``_locks/<folder>.json`` under the root (``layout.lock_file``) from its planning to its
 summary. The file appears only if it was not there: locally by hard-linking a written temp file
 (``os.link`` fails if the name exists), on S3 by a conditional PUT (``If-None-Match: *``). A second
 run finds it and refuses, naming the holder. The holder rewrites it every ``heartbeat`` seconds;

@@ -44,6 +44,8 @@ CURVES = "curves.png"
 BACKUP = "backup"
 LOGS = "logs"
 BEST, LAST = "best.keras", "model.keras"
+#: ``--checkpoint``'s choices and the files they name.
+CHECKPOINTS = {"best": BEST, "last": LAST}
 OUTPUTS = (LAST, BEST, RUN_FILE, SPLIT, HISTORY, CURVES, LOGS)
 #: settings recorded in run.json that a resumed run may change: how it runs, not what it learns
 FREE = frozenset({"jit", "steps_per_execution", "cache_mb"})

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, replace
 
 from metdata.errors import UserError
+from metdata.storage.layout import DEFAULT_STORE
 from metdata.train import training
 from metdata.train.models import BACKBONES, MODELS, PRECISIONS, supports_jit
 from metdata.train.schedule import Schedule
@@ -64,7 +65,7 @@ class TrainOptions:
     seed: int = 0
     devices: str = "all"
     class_weights: bool = True
-    store: str = "images.zarr"
+    store: str = DEFAULT_STORE
     augment: bool = True
     learning_rate: float = 1e-3
     weights: str | None = None
