@@ -32,7 +32,6 @@ from metdata.train.runfolder import (
     LOGS,
     OUTPUTS,
     RUN_FILE,
-    SPLIT,
     RunFolder,
     check_finished,
     check_resume,
@@ -45,15 +44,15 @@ from metdata.train.trainoptions import TrainOptions
 log = logging.getLogger(__name__)
 
 
-def prepare(store: ImageStore, options: TrainOptions) -> training.Split:
-    """Labels and split, checked.
+def prepare(data: Dataset, options: TrainOptions) -> training.RunData:
+    """The run's data (the store opened once, labels and split), checked.
 
     Raises:
-        UserError: no image, fewer than two classes, a class without training images.
+        UserError: no store or image, fewer than two classes, a class without training images.
     """
     if options.model not in MODELS:
         raise UnknownModel(f"unknown model {options.model!r}; choose one of: {', '.join(sorted(MODELS))}")
-    return training.divide(training.load_slots(store, resolve(options.target)), options.val_fraction)
+    return training.prepare(data, options.store, resolve(options.target), options.val_fraction)
 
 
 def run(data: Dataset, options: TrainOptions, storage_options: dict | None = None, callbacks: list = ()) -> dict:
@@ -66,9 +65,8 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
     """
     gpus, bf16 = accelerators()  # the machine's devices, listed once
     options = options.resolved(gpus, bf16)
-    store = ImageStore.open(data, options.store)  # once: every read of the run goes through it
-    split = prepare(store, options)
-    wanted = settings(options, split.slots, store)
+    run_data = prepare(data, options)  # the store opened once: every read of the run goes through it
+    wanted = settings(options, run_data)
     this = role()
     storage = storage_options if storage_options is not None else data.storage_options
     out = RunFolder(options.out, storage, writer=this.chief)
@@ -80,12 +78,9 @@ def run(data: Dataset, options: TrainOptions, storage_options: dict | None = Non
                 check_finished(options.out, storage)
                 log.info("%s is already complete; nothing to do", options.out)
                 return existing
-        out.scratch.write_json(RUN_FILE, {**wanted, "complete": False})
-        out.upload((RUN_FILE,))
-        out.scratch.write_table(SPLIT, split.table())
-        out.upload((SPLIT,))
+        out.start(wanted, run_data.split.table())
         out.download_state()
-        summary = _fit(Fit(store, options, split, out, wanted, this, gpus), list(callbacks))
+        summary = _fit(Fit(run_data.store, options, run_data.split, out, wanted, this, gpus), list(callbacks))
         out.scratch.write_json(RUN_FILE, summary)
         out.scratch.write_bytes(CURVES, figures.png_bytes(figures.draw_curves(out.scratch.read_json(HISTORY))))
         out.upload(OUTPUTS)

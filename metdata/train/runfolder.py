@@ -30,9 +30,10 @@ import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow as pa
+
 from metdata.errors import UserError
 from metdata.storage.dataset import Dataset
-from metdata.storage.imagestore import ImageStore
 from metdata.train import training
 
 log = logging.getLogger(__name__)
@@ -68,18 +69,18 @@ class RunMismatch(UserError):
     """RUN holds another run; nothing is overwritten."""
 
 
-def settings(options, slots: training.Slots, store: ImageStore) -> dict:
+def settings(options, run: training.RunData) -> dict:
     """The run.json content of a run with ``options`` (a ``TrainOptions``), without the completion fields."""
     fields = asdict(options)
     fields.pop("out")
     fields.pop("devices")  # the same run may resume on another number of devices
     return {
         **fields,
-        "data": store.dataset.url,
-        "classes": list(slots.classes),
-        "size": slots.size,
-        "resize": slots.resize,
-        "fingerprint": store.fingerprint(),
+        "data": run.store.dataset.url,
+        "classes": list(run.split.slots.classes),
+        "size": run.split.slots.size,
+        "resize": run.split.slots.resize,
+        "fingerprint": run.fingerprint,
     }
 
 
@@ -124,6 +125,13 @@ class RunFolder:
     def read_settings(self) -> dict | None:
         """RUN's run.json, or None when there is none."""
         return self.remote.read_json(RUN_FILE) if self.remote.exists(RUN_FILE) else None
+
+    def start(self, settings: dict, split: pa.Table) -> None:
+        """Mark RUN as started with these settings (``complete`` false) and keep its split (``Split.table``)."""
+        self.scratch.write_json(RUN_FILE, {**settings, "complete": False})
+        self.upload((RUN_FILE,))
+        self.scratch.write_table(SPLIT, split)
+        self.upload((SPLIT,))
 
     def download_state(self) -> None:
         """Bring back the backup and history of an interrupted run (unless it works in RUN)."""

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from metdata.core.targets import Target, label_table
 from metdata.errors import UserError
+from metdata.storage.dataset import Dataset
 from metdata.storage.imagestore import ImageStore
 from metdata.storage.objects import objects_table
 
@@ -196,6 +197,27 @@ def divide(slots: Slots, val_fraction: float) -> Split:
     train, val = slots.take(~is_val), slots.take(is_val)
     check_split(train, val)
     return Split(slots, is_val, train, val)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's data, read once: the store (opened once), its labelled slots and split, its fingerprint."""
+
+    store: ImageStore
+    split: Split
+    fingerprint: dict
+
+
+def prepare(data: Dataset, store: str, target: Target, val_fraction: float) -> RunData:
+    """Open the store once, label its slots through the target, split them, take its fingerprint.
+
+    Raises:
+        NoStore: no such store under the root.
+        TrainingDataError: no image, fewer than two classes, a class without training images.
+    """
+    images = ImageStore.open(data, store)
+    split = divide(load_slots(images, target), val_fraction)
+    return RunData(images, split, images.fingerprint())
 
 
 def split_table(slots: Slots, is_val: np.ndarray) -> pa.Table:
