@@ -62,8 +62,12 @@ def test_split_is_deterministic_stratified_and_leak_free(store):
         assert sides[v] == sides[t]
 
 
-def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path, recwarn):
+def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path, recwarn, monkeypatch):
     import keras
+
+    opened = []  # every Zarr open of the dataset: a run, then an evaluate, each opens the store once
+    open_zarr = Dataset.open_zarr
+    monkeypatch.setattr(Dataset, "open_zarr", lambda self, *a, **k: opened.append(a[0]) or open_zarr(self, *a, **k))
 
     from metdata.cli.train import predict
     from metdata.jobs.train import TrainOptions, run
@@ -76,6 +80,7 @@ def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path, r
     out = tmp_path / "run"
     options = TrainOptions(target=TARGET, out=str(out), epochs=10, batch_size=32, seed=1)
     summary = run(store, options, callbacks=[Keep()])
+    assert opened == ["images.zarr"]
     assert summary["best_val_accuracy"] > 0.5, summary  # chance is 0.25
     for name in ("model.keras", "best.keras", "run.json", "split.parquet", "history.json", "curves.png"):
         assert (out / name).stat().st_size > 0, name
@@ -104,8 +109,10 @@ def test_train_learns_and_predict_matches_the_in_memory_model(store, tmp_path, r
     # evaluate the best checkpoint on the validation side: it is the epoch that set best_val_accuracy
     from metdata.cli.train import evaluate
 
+    opened.clear()
     result = CliRunner().invoke(evaluate, ["--data", store.url, "--model", str(out), "--split", "val"])
     assert result.exit_code == 0, result.output
+    assert opened == ["images.zarr"]
     report = json.loads((out / "evaluation-val.json").read_text())
     split = pq.read_table(out / "split.parquet").to_pylist()
     val = [r for r in split if r["side"] == "val"]
