@@ -272,7 +272,7 @@ def test_staged_shards_of_a_failed_or_killed_load_are_removed(tmp_path):
 
 
 def _row(object_id: int) -> dict:
-    from metdata.core.records import csv_row
+    from metdata.acquire.csvrows import csv_row
 
     return csv_row(dict(zip(HEADER, rows_for([object_id])[0], strict=True)))
 

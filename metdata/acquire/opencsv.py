@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from metdata.core.records import CSV_REQUIRED, csv_row
+from metdata.acquire.csvrows import CSV_REQUIRED, csv_row
 from metdata.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -361,7 +361,7 @@ class CsvReader:
 
     def batches(self) -> Iterator[list[dict]]:
         """Schema rows (status ``csv``), a batch at a time; every column is read as text (ids like
-        "1979.486.1" must stay strings) and mapped by ``records.csv_row``.
+        "1979.486.1" must stay strings) and mapped by ``csvrows.csv_row``.
 
         Raises:
             CsvError: not MetObjects.csv, or cut (a row of another field count, a missing end).

@@ -78,7 +78,7 @@ CSV_DATE = dt.date(2026, 8, 26)
 #: Where the emulator serves it.
 CSV_PATH = "/openaccess/MetObjects.csv"
 #: CSV column -> API field, for the columns with one value per object. Written here on purpose, not
-#: taken from ``metdata.core.records.CSV_COLUMNS``: the emulator stands for the real file, so a wrong
+#: taken from ``metdata.acquire.csvrows.CSV_COLUMNS``: the emulator stands for the real file, so a wrong
 #: mapping in the reader shows as a failing test instead of agreeing with itself.
 _FIELDS = {
     "Object Number": "accessionNumber",
