@@ -109,8 +109,7 @@ def evaluate(
             "(give it another --store name)"
         )
     run = Dataset(run_url, data.storage_options)
-    split = read_split(run, ["objectID", "side"])
-    chosen = [r["objectID"] for r in split if side == "all" or r["side"] == side]
+    chosen = [r["objectID"] for r in read_split(run, ["objectID", "side"], side)]
     slots = training.load_slots(images, resolve(meta["target"]))
     if same and tuple(meta["classes"]) != slots.classes:
         raise RunMismatch(f"the store's classes {slots.classes} differ from the run's {meta['classes']}")

@@ -19,6 +19,7 @@ from metdata.predict import evaluation, prediction
 from metdata.storage.dataset import Dataset
 from metdata.storage.imagestore import ImageStore
 from metdata.storage.layout import DEFAULT_STORE
+from metdata.storage.objects import objects_table
 from metdata.train import runfolder
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ def load_validation(predictor: prediction.Predictor, data: Dataset, score) -> Va
             (``--data`` is not the dataset the run was trained on).
     """
     run = Dataset(predictor.url, data.storage_options)
-    split = runfolder.read_split(run)
-    val = [r for r in split if r["side"] == "val" and r["class"] in predictor.classes]
+    val = runfolder.read_split(run, side="val", classes=predictor.classes)
     if len(val) > MAX_VALIDATION:
         val = [val[i] for i in np.linspace(0, len(val) - 1, MAX_VALIDATION).astype(int)]
     if not val:
@@ -132,24 +132,8 @@ def load_validation(predictor: prediction.Predictor, data: Dataset, score) -> Va
 
 def _metadata(data: Dataset, ids: set[int]) -> dict[int, dict]:
     """title, culture and objectURL of the given objects, from the objects/ shards."""
-    import pyarrow.compute as pc
-
-    from metdata.storage.layout import OBJECTS
-
-    out: dict[int, dict] = {}
-    columns = ["objectID", "title", "culture", "objectURL"]
-    for path in data.data_files(OBJECTS):
-        table = data.read_table(path, columns=columns)
-        table = table.filter(pc.is_in(table["objectID"], value_set=_int64(ids)))
-        for row in table.to_pylist():
-            out[int(row.pop("objectID"))] = {k: v or "" for k, v in row.items()}
-    return out
-
-
-def _int64(ids: set[int]):
-    import pyarrow as pa
-
-    return pa.array(sorted(ids), pa.int64())
+    table = objects_table(data, ["objectID", "title", "culture", "objectURL"], ids)
+    return {int(row.pop("objectID")): {k: v or "" for k, v in row.items()} for row in table.to_pylist()}
 
 
 def run_facts(run_url: str, storage_options: dict | None = None) -> dict:

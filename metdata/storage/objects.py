@@ -6,7 +6,10 @@ the fix, rather than read as null rows); the table comes sorted by objectID.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from metdata.core.records import SCHEMA
@@ -19,8 +22,9 @@ class NoMetadata(UserError):
     """There is no metadata under the root yet."""
 
 
-def objects_table(dataset: Dataset, columns: list[str] | None = None) -> pa.Table:
-    """The whole ``objects/`` table (or some columns), sorted by objectID.
+def objects_table(dataset: Dataset, columns: list[str] | None = None, ids: Iterable[int] | None = None) -> pa.Table:
+    """The whole ``objects/`` table (or some columns; with ``ids``, only those objects' rows,
+    filtered while reading), sorted by objectID.
 
     Raises:
         NoMetadata: no metadata yet (run ``metdata ingest`` first).
@@ -38,7 +42,8 @@ def objects_table(dataset: Dataset, columns: list[str] | None = None) -> pa.Tabl
         for key in ("objectID", "status"):  # a foreign file would otherwise read as null rows
             check_column(dataset, name, schema, SCHEMA.field(key))
     try:
-        table = parts.to_table(columns=columns)
+        wanted = None if ids is None else pc.field("objectID").isin(pa.array(sorted(ids), pa.int64()))
+        table = parts.to_table(columns=columns, filter=wanted)
     except pa.ArrowException as exc:
         raise DatasetError(
             f"the shards of {dataset.url_of(OBJECTS)} cannot be read together "

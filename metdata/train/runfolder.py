@@ -179,15 +179,19 @@ def local_copy(run: Dataset, name: str, into: Path) -> Path:
     return target
 
 
-def read_split(run: Dataset, columns: list[str] | None = None) -> list[dict]:
-    """RUN's split.parquet as rows (objectID, slot, class, side).
+def read_split(
+    run: Dataset, columns: list[str] | None = None, side: str = "all", classes: list[str] | None = None
+) -> list[dict]:
+    """RUN's split.parquet as rows (objectID, slot, class, side): those of ``side`` (val, train
+    or all) and, with ``classes``, of those classes (``columns`` must then hold ``class``).
 
     Raises:
         UserError: RUN has no split.parquet.
     """
     if not run.exists(SPLIT):
         raise UserError(f"{run.url} has no {SPLIT}: it was not written by 'metdata train'")
-    return run.read_table(SPLIT, columns=columns).to_pylist()
+    rows = run.read_table(SPLIT, columns=columns).to_pylist()
+    return [r for r in rows if (side == "all" or r["side"] == side) and (classes is None or r["class"] in classes)]
 
 
 def save_checkpoint(model, path: Path, note: dict) -> None:
