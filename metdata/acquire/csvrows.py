@@ -9,6 +9,7 @@ import html
 from collections.abc import Mapping
 
 from metdata.core.schema import BOOL_FIELDS, FIELDS, INT_FIELDS
+from metdata.core.statuses import Status
 
 #: CSV column -> API field, for the columns that map one to one.
 CSV_COLUMNS = {
@@ -137,5 +138,5 @@ def csv_row(values: Mapping[str, str | None]) -> dict:
             for i, t in enumerate(terms)
         ]
     row["objectURL"] = f"https://www.metmuseum.org/art/collection/search/{row['objectID']}"
-    row.update(status="csv", error=None, attempts=0, fetched_at=None)
+    row.update(status=Status.CSV.value, error=None, attempts=0, fetched_at=None)
     return row

@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metdata.core.statuses import WITH_RECORD, Status
 from metdata.core.targets import Target, label_table
 
 #: Statuses of rows that carry a record (looked up, or read from MetObjects.csv).
-RECORD_STATUSES = ("ok", "csv")
 URL_FIELD = "primaryImageSmall"
 MISSING = "(none)"
 NO_CLASS = "(no class)"
@@ -61,7 +61,7 @@ def top_n(counter: Mapping, n: int) -> tuple[list[tuple[object, int]], int, int]
 
 def records(table: pa.Table) -> pa.Table:
     """The rows that carry a record (status ``ok`` or ``csv``), not lookup errors."""
-    return table.filter(pc.is_in(table["status"], pa.array(RECORD_STATUSES)))
+    return table.filter(pc.is_in(table["status"], pa.array(WITH_RECORD)))
 
 
 def _true(values: pa.ChunkedArray | pa.Array) -> int:
@@ -186,7 +186,7 @@ def reason(error: str | None) -> str:
     return _NUMBER.sub("N", _BYTES.sub("b'…'", _URL.sub("<url>", error))).strip()
 
 
-def failures(table: pa.Table, fine: Iterable[str] = ("ok",)) -> list[dict]:
+def failures(table: pa.Table, fine: Iterable[str] = (Status.OK,)) -> list[dict]:
     """The statuses that are not ``fine``, largest first, each with its most common reason.
 
     Needs the columns ``status`` and ``error``.
@@ -217,7 +217,8 @@ def image_sizes(statuses: pa.Table) -> dict[str, np.ndarray]:
     """
     ok = statuses.filter(
         pc.and_(
-            pc.equal(statuses["status"], "ok"), pc.and_(pc.is_valid(statuses["width"]), pc.is_valid(statuses["height"]))
+            pc.equal(statuses["status"], Status.OK.value),
+            pc.and_(pc.is_valid(statuses["width"]), pc.is_valid(statuses["height"])),
         )
     )
     ok = ok.filter(pc.greater(ok["height"], 0))

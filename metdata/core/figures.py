@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from metdata.core.counts import MISSING, NO_CLASS, RECORD_STATUSES, ranked, top_n
+from metdata.core.counts import MISSING, NO_CLASS, ranked, top_n
+from metdata.core.statuses import WITH_RECORD
 
 _GREY = "#9e9e9e"
 _COLORS = ("#3b6ea8", "#e0873a", "#5a9e5a")
@@ -138,7 +139,7 @@ def draw_collection(collection: Mapping) -> object:
 
 def _status_axis(ax, counter: Mapping, title: str, slots: int) -> None:
     items = ranked(counter)
-    _barh(ax, items, title, "count", {status: _COLORS[2] for status in RECORD_STATUSES}, slots)
+    _barh(ax, items, title, "count", {status: _COLORS[2] for status in WITH_RECORD}, slots)
     values = [v for _, v in items if v > 0]
     if values and max(values) / min(values) > 50:  # a few failures next to many successes stay visible
         ax.set_xscale("log")

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import pyarrow as pa
 
 from metdata.core.schema import BOOL_FIELDS, FIELDS, INT_FIELDS
+from metdata.core.statuses import Status
 
 CONSTITUENT = pa.struct(
     [
@@ -78,7 +79,7 @@ def record_row(record: Mapping, attempts: int, fetched_at: dt.datetime) -> dict:
             {**m, "elementMeasurements": list((m.get("elementMeasurements") or {}).items())}
             for m in row["measurements"]
         ]
-    row.update(status="ok", error=None, attempts=attempts, fetched_at=fetched_at)
+    row.update(status=Status.OK.value, error=None, attempts=attempts, fetched_at=fetched_at)
     return row
 
 
@@ -125,5 +126,5 @@ def fitted(row: dict) -> dict:
         pa.Table.from_pylist([row], schema=SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
         message = f"record does not fit the schema: {exc}"[:500]
-        return error_row(row["objectID"], "failed", message, row["attempts"], row["fetched_at"])
+        return error_row(row["objectID"], Status.FAILED.value, message, row["attempts"], row["fetched_at"])
     return row

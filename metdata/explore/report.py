@@ -22,7 +22,6 @@ import pyarrow as pa
 from metdata.core import figures
 from metdata.core.counts import (
     NO_CLASS,
-    RECORD_STATUSES,
     classification_counts,
     counts,
     failures,
@@ -30,6 +29,7 @@ from metdata.core.counts import (
     ranked,
     target_counts,
 )
+from metdata.core.statuses import WITH_RECORD
 from metdata.core.targets import Target
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def status_section(
     report: Report, table: pa.Table, collection: dict, images: ImageStore | None, missing: list[str]
 ) -> None:
     """What was fetched and what failed: ingestion statuses, image statuses (when built), and why."""
-    section: dict = {"objects": status_rows(collection["statuses"], failures(table, RECORD_STATUSES))}
+    section: dict = {"objects": status_rows(collection["statuses"], failures(table, WITH_RECORD))}
     image_statuses = None
     if images is None:
         section.update(notes=missing, images=None)

@@ -9,6 +9,7 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
+from metdata.core.statuses import Status
 from metdata.core.targets import resolve
 from metdata.images import images
 from metdata.images.selection import select
@@ -76,7 +77,7 @@ def check_unique(dataset: Dataset, ids: list[int]) -> None:
 def image_urls(selected, url_field: str) -> list[str | None]:
     """Each selected object's image URL: its record's, or None (looked up first) for a row without a record."""
     return [
-        u if s == "ok" else None
+        u if s == Status.OK else None
         for u, s in zip(selected[url_field].to_pylist(), selected["status"].to_pylist(), strict=True)
     ]
 

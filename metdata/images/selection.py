@@ -11,6 +11,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metdata.core.statuses import Status
 from metdata.core.targets import label_table, resolve
 from metdata.errors import UserError
 
@@ -30,8 +31,8 @@ def select(table: pa.Table, url_field: str, target: str | None = None, where: st
         SelectionError: a malformed expression, or nothing selected.
     """
     has_image = pc.or_(
-        pc.and_(pc.equal(table["status"], "ok"), pc.not_equal(pc.fill_null(table[url_field], ""), "")),
-        pc.and_(pc.equal(table["status"], "csv"), pc.fill_null(table["isPublicDomain"], False)),
+        pc.and_(pc.equal(table["status"], Status.OK.value), pc.not_equal(pc.fill_null(table[url_field], ""), "")),
+        pc.and_(pc.equal(table["status"], Status.CSV.value), pc.fill_null(table["isPublicDomain"], False)),
     )
     table = table.filter(has_image)
     if target is not None:
