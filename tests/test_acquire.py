@@ -11,6 +11,7 @@ from test_search import ids_cli
 
 from metdata.acquire.ingest import read_listing, read_listing_meta, write_listing
 from metdata.acquire.lookup import LookupOptions
+from metdata.core.statuses import Status
 from metdata.emulator import EmulatorConfig
 from metdata.images.selection import select
 from metdata.jobs.ingest import IngestOptions, plan, run
@@ -43,9 +44,9 @@ def test_a_withdrawn_hit_ends_as_a_not_valid_row(start_met, dask_client, tmp_pat
     summary = run(dask_client, dataset, options(met))
     rows = objects_table(dataset, ["objectID", "status", "error"]).to_pylist()
     assert [r["objectID"] for r in rows] == listed and summary["this_run"]["ids_looked_up"] == len(listed)
-    withdrawn = [r for r in rows if r["status"] == "not_valid"]
+    withdrawn = [r for r in rows if r["status"] == Status.NOT_VALID]
     assert withdrawn and all(r["error"] == "Not a valid object" for r in withdrawn)
-    assert {r["status"] for r in rows} <= {"ok", "not_valid"}
+    assert {r["status"] for r in rows} <= {Status.OK, Status.NOT_VALID}
 
 
 def test_since_with_a_target_refreshes_only_its_candidates(start_met, dask_client, tmp_path):
@@ -141,7 +142,7 @@ def test_the_emulators_csv_by_url_then_the_search_looks_up_only_the_candidates_i
     assert summary["this_run"]["ids_looked_up"] == len(candidates)
     assert stats(met)["api"]["requests"] - before == len(candidates)  # each once, no faults here
     rows = objects_table(dataset, ["objectID", "status"]).to_pylist()
-    assert {r["objectID"] for r in rows if r["status"] != "csv"} == candidates
+    assert {r["objectID"] for r in rows if r["status"] != Status.CSV} == candidates
 
 
 def test_since_with_a_target_after_the_csv_looks_up_only_the_searchs_updated_candidates(

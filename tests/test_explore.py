@@ -15,6 +15,7 @@ from test_images import build, image_options, ingested
 from metdata.cli import main
 from metdata.core import counts as ct
 from metdata.core import figures
+from metdata.core.statuses import Status
 from metdata.core.targets import builtin, label_table
 from metdata.explore.explore import FIGURES, report
 
@@ -25,7 +26,7 @@ def objects(**columns) -> pa.Table:
     n = len(next(iter(columns.values())))
     defaults = {
         "objectID": list(range(1, n + 1)),
-        "status": ["ok"] * n,
+        "status": [Status.OK] * n,
         "error": [None] * n,
         "department": ["Asian Art"] * n,
         "isPublicDomain": [True] * n,
@@ -41,14 +42,14 @@ def objects(**columns) -> pa.Table:
 
 def test_collection_counts_count_records_images_and_departments():
     table = objects(
-        status=["ok", "ok", "csv", "not_valid", "transient"],
+        status=[Status.OK, Status.OK, Status.CSV, Status.NOT_VALID, Status.TRANSIENT],
         department=["Asian Art", "Asian Art", "Egyptian Art", None, None],
         isPublicDomain=[True, False, True, None, None],
         primaryImageSmall=["u", "", None, None, None],
     )
     counts = ct.collection_counts(table)
     assert (counts["objects"], counts["records"], counts["with_image_url"], counts["public_domain"]) == (5, 3, 1, 2)
-    assert counts["statuses"] == {"ok": 2, "csv": 1, "not_valid": 1, "transient": 1}
+    assert counts["statuses"] == {Status.OK: 2, Status.CSV: 1, Status.NOT_VALID: 1, Status.TRANSIENT: 1}
     assert list(counts["departments"]) == ["Asian Art", "Egyptian Art"]  # largest first; failed rows left out
     assert counts["departments"]["Asian Art"] == {"records": 2, "with_image_url": 1, "public_domain": 1}
 
@@ -56,7 +57,7 @@ def test_collection_counts_count_records_images_and_departments():
 def test_classifications_raw_and_merged():
     table = objects(
         classification=["Metal", "Metal-Ornaments", "Metalwork", "Ceramics-Porcelain", "Glass", None, ""],
-        status=["ok"] * 6 + ["ok"],
+        status=[Status.OK] * 6 + [Status.OK],
     )
     raw, merged = ct.classification_counts(table, builtin("object-type"))
     assert raw == Counter(
@@ -84,7 +85,7 @@ def test_target_counts_show_the_rules_effect():
 def test_failures_group_errors_by_cause():
     table = pa.table(
         {
-            "status": ["ok", "bad_image", "bad_image", "not_found", "transient"],
+            "status": [Status.OK, Status.BAD_IMAGE, Status.BAD_IMAGE, Status.NOT_FOUND, Status.TRANSIENT],
             "error": [
                 None,
                 "OpenCV could not decode 8292 bytes (starts b'\\xff\\xd8')",
@@ -95,7 +96,11 @@ def test_failures_group_errors_by_cause():
         }
     )
     found = ct.failures(table)
-    assert [(f["status"], f["count"]) for f in found] == [("bad_image", 2), ("not_found", 1), ("transient", 1)]
+    assert [(f["status"], f["count"]) for f in found] == [
+        (Status.BAD_IMAGE, 2),
+        (Status.NOT_FOUND, 1),
+        (Status.TRANSIENT, 1),
+    ]
     assert found[0]["reason"] == "OpenCV could not decode N bytes (starts b'…')" and found[0]["reason_count"] == 2
     assert found[1]["reason"] == "HTTP 404"
     assert found[2]["reason"] == "ConnectionError: <url> reset"
@@ -106,7 +111,7 @@ def test_top_n_and_image_sizes():
     sizes = ct.image_sizes(
         pa.table(
             {
-                "status": ["ok", "ok", "too_large", "ok"],
+                "status": [Status.OK, Status.OK, Status.TOO_LARGE, Status.OK],
                 "width": pa.array([800, 400, None, None], pa.int32()),
                 "height": pa.array([400, 800, None, 10], pa.int32()),
             }
@@ -133,7 +138,7 @@ def test_drawing_copes_with_nothing_to_show(tmp_path):
     empty = {"width": np.array([]), "height": np.array([]), "ratio": np.array([])}
     for fig in (
         figures.draw_pair(Counter(), Counter(a=1), ("left", "right"), 10),
-        figures.draw_statuses({"ok": 3}, {}),
+        figures.draw_statuses({Status.OK: 3}, {}),
         figures.draw_sizes(empty),
         figures.draw_grid(np.zeros((0, 8, 8, 3), np.uint8), [], 8, "none"),
         figures.draw_class_grid({"China": (np.zeros((0, 8, 8, 3), np.uint8), [])}, {}, 8, "none"),
@@ -148,7 +153,7 @@ def test_the_report_escapes_every_value_it_shows():
     figure = report.Figure("collection", b"\x89PNG", bad)
     sections = {
         "collection": {"rows": [(bad, 12345), ("valid images", True)], "figure": figure},
-        "statuses": {"objects": [("ok", 1, "100.0 %", bad)], "notes": [bad], "images": None, "figure": figure},
+        "statuses": {"objects": [(Status.OK, 1, "100.0 %", bad)], "notes": [bad], "images": None, "figure": figure},
         "classifications": {"raw": 1, "merge": bad, "merged": 1, "figure": figure},
         "target": {
             "name": bad,
@@ -209,7 +214,10 @@ def test_report_before_and_after_the_images(start_met, dask_client, tmp_path, ca
     # the counts shown are the Parquet's
     object_statuses = Counter(parquet(root / "objects")["status"].to_pylist())
     image_statuses = Counter(parquet(root / "images")["status"].to_pylist())
-    assert set(object_statuses) >= {"ok", "not_valid"} and set(image_statuses) >= {"ok", "not_found"}
+    assert set(object_statuses) >= {Status.OK, Status.NOT_VALID} and set(image_statuses) >= {
+        Status.OK,
+        Status.NOT_FOUND,
+    }
     glance = section(page, "The collection at a glance")
     assert f"<td>ids looked up (rows of objects/)</td><td>{sum(object_statuses.values()):,}</td>" in glance
     assert f"<td>records (status ok or csv)</td><td>{object_statuses['ok']:,}</td>" in glance

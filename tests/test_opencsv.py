@@ -20,6 +20,7 @@ from csvhost import CsvHost
 
 from metdata.acquire import ingest
 from metdata.acquire.opencsv import MET_OBJECTS_CSV_URL, CsvError, open_csv
+from metdata.core.statuses import Status
 from metdata.jobs.ingest import IngestOptions, load_csv
 from metdata.storage import layout
 from metdata.storage.dataset import Dataset
@@ -113,7 +114,7 @@ def test_hostile_header_encodings_load_the_same_rows(tmp_path, csv_host):
     for name, body in variants.items():
         root = tmp_path / name
         summary = load_csv(Dataset(str(root)), IngestOptions(from_csv=csv_host.serve(f"/{name}.csv", body)))
-        assert summary["rows_by_status"] == {"csv": 3}, name
+        assert summary["rows_by_status"] == {Status.CSV: 3}, name
         assert summary["this_run"]["csv"]["sha256"] == hashlib.sha256(body).hexdigest()
         assert Dataset(str(root)).read_table("objects/part-0000005.parquet").to_pylist() == want, name
 
