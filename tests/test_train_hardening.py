@@ -222,7 +222,7 @@ def test_evaluate_refuses_another_store_and_scores_it_by_object_id_when_allowed(
 
     run_json = json.loads((finished / "run.json").read_text())
     own_id = run_json["fingerprint"]["id"]
-    assert run_json["fingerprint"] == ImageStore.open(store).fingerprint()
+    assert run_json["fingerprint"] == ImageStore.open(store).fingerprint
     result = CliRunner().invoke(evaluate, ["--data", store.url, "--model", str(finished)])
     assert result.exit_code == 0, result.output
     own = json.loads((finished / "evaluation-val.json").read_text())
@@ -232,7 +232,7 @@ def test_evaluate_refuses_another_store_and_scores_it_by_object_id_when_allowed(
     shutil.copytree(store.url, other)
     n = zarr.open_group(str(other / "images.zarr"), mode="r")["object_id"].shape[0]
     rewrite_store(other, order=np.arange(n)[::-1])  # the same images, every slot number changed
-    other_id = ImageStore.open(Dataset(str(other))).fingerprint()["id"]
+    other_id = ImageStore.open(Dataset(str(other))).fingerprint["id"]
     result = CliRunner().invoke(evaluate, ["--data", str(other), "--model", str(finished)])
     assert result.exit_code == 1
     assert own_id in result.output and other_id in result.output and "--allow-other-data" in result.output

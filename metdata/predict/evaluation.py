@@ -91,7 +91,7 @@ def evaluate(
     meta = predictor.meta
     store = store or meta["store"]
     images = ImageStore.open(data, store)  # once: the fingerprint, the slots and the stream read it
-    scored = images.fingerprint()
+    scored = images.fingerprint
     trained = meta.get("fingerprint")
     same = scored["id"] == trained["id"] if trained else (data.url, store) == (meta["data"], meta["store"])
     if not same and not allow_other_data:

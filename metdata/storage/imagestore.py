@@ -189,11 +189,13 @@ class ImageStore:
             done[int(match.group(1))] = self.dataset.read_table(name, columns=["status"])["status"].to_pylist()
         return done
 
+    @cached_property
     def digests(self) -> dict[int, str]:
         """objectID -> the SHA-256 of its image's bytes, where known."""
         t = self.statuses
         return {i: d for i, d in zip(t["objectID"].to_pylist(), t["sha256"].to_pylist(), strict=True) if d}
 
+    @cached_property
     def fingerprint(self) -> dict:
         """What the store holds, to tell whether two stores are the same data.
 

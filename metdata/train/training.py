@@ -99,7 +99,7 @@ def load_slots(store: ImageStore, target: Target) -> Slots:
             f"'metdata images --target {target.name}' on more objects"
         )
     index = {c: i for i, c in enumerate(classes)}
-    digests = store.digests()
+    digests = store.digests
     slot = np.flatnonzero(keep)
     return Slots(
         slot=slot,
@@ -217,7 +217,7 @@ def prepare(data: Dataset, store: str, target: Target, val_fraction: float) -> R
     """
     images = ImageStore.open(data, store)
     split = divide(load_slots(images, target), val_fraction)
-    return RunData(images, split, images.fingerprint())
+    return RunData(images, split, images.fingerprint)
 
 
 def split_table(slots: Slots, is_val: np.ndarray) -> pa.Table:
