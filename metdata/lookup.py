@@ -171,13 +171,15 @@ def lookup_batch(
     ``tries``: attempts each id already had (a follow-up task); ``finished(k)`` as id ``k`` ends.
     With ``late_after`` (``dispatch.Dispatcher.late_after``), ids still waiting on a hanging answer
     or a long backoff when the rest is done come back as ``transient`` rows marked ``late`` (the
-    seconds until they may go again), for a follow-up task; none is lost.
+    seconds until they may go again), for a follow-up task; none is lost. So do ids whose request
+    hangs past that while the in-flight bound holds others back (``Dispatcher.hand_on_hanging``).
     """
     pacer = pacer.bind()
     dispatcher = options.dispatcher(pacer, len(ids))
     dispatcher.late_after = late_after
+    dispatcher.hand_on_hanging = late_after is not None  # hanging answers do not eat the in-flight bound
     base, host, policy = options.api.rstrip("/"), host_of(options.api), options.policy
-    with new_session(dispatcher.max_in_flight) as session:
+    with new_session(dispatcher.threads) as session:
 
         def attempt(object_id: int) -> tuple[str, Answer]:
             url = f"{base}/objects/{object_id}"
