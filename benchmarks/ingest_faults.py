@@ -16,7 +16,7 @@ At ``--rate 0`` (no limit) the budget is what the host gives: a first run **with
 Prints, counted at the emulator's API (its request counter polled every 50 ms): the pace over the
 active window (first request to last) and up to 95 % of the requests (the steady state: the tail
 is retry chains waiting out their timeouts and backoffs), as requests/s and as a fraction of the
-budget; ids/s over the run; whether every id has exactly one row (rows == ids, no id twice, no row
+budget; rows/s over the run; whether every id has exactly one row (rows == ids, no id twice, no row
 left "pending"); the follow-up tasks; the longest gap between two progress lines.
 
 ``--cap`` bounds each run (interrupted as Ctrl-C would); the row is then marked CAPPED.
@@ -72,6 +72,7 @@ def one_run(args, cw, flags: tuple[str, ...], late_after: float | None, progress
         ids=len(ids),
         rows=len(got),
         once=len(set(got)) == len(got) == len(ids) and set(got) == set(ids),
+        twice=len(set(got)) != len(got),
         pending=pending,
         by_status=(out["summary"] or {}).get("rows_by_status"),
         follow_ups=this_run.get("follow_up_tasks", 0),
@@ -122,12 +123,18 @@ def main() -> None:
     )
     for name, r in results.items():
         capped = " CAPPED" if r["capped"] else ""
-        accounted = "each id once" if r["once"] else f"ROWS {r['rows']} of {r['ids']} ids, NOT each once"
+        if r["once"]:
+            accounted = "each id once"
+        elif r["capped"]:
+            twice = "SOME ID TWICE" if r["twice"] else "no id twice"
+            accounted = f"capped: {r['rows']} rows of {r['ids']} ids so far ({twice})"
+        else:
+            accounted = f"ROWS {r['rows']} of {r['ids']} ids, NOT each once"
         print(
             f"  {name:<9} requests {r['requests']} in {r['span']:.1f} s = {r['pace']:.1f}/s "
             f"(x{r['pace'] / budget:.2f}); "
             f"up to 95 %: {r['pace95']:.1f}/s (x{r['pace95'] / budget:.2f}) in {r['span95']:.1f} s; "
-            f"{r['ids'] / r['wall']:.1f} ids/s over {r['wall']:.1f} s{capped}"
+            f"{r['rows'] / r['wall']:.1f} rows/s over {r['wall']:.1f} s{capped}"
         )
         print(
             f"  {'':<9} {accounted}, {r['pending']} pending; {r['follow_ups']} follow-up tasks; {r['by_status']}; "

@@ -172,12 +172,14 @@ def lookup_batch(
     With ``late_after`` (``dispatch.Dispatcher.late_after``), ids still waiting on a hanging answer
     or a long backoff when the rest is done come back as ``transient`` rows marked ``late`` (the
     seconds until they may go again), for a follow-up task; none is lost. So do ids whose request
-    hangs past that while the in-flight bound holds others back (``Dispatcher.hand_on_hanging``).
+    hangs past that while the in-flight bound holds others back (``Dispatcher.hand_on_hanging``),
+    unless ``options.max_in_flight`` was given: then it bounds every request still open.
     """
     pacer = pacer.bind()
     dispatcher = options.dispatcher(pacer, len(ids))
     dispatcher.late_after = late_after
-    dispatcher.hand_on_hanging = late_after is not None  # hanging answers do not eat the in-flight bound
+    # hanging answers do not eat the in-flight bound, unless the user set it (then it bounds every socket)
+    dispatcher.hand_on_hanging = late_after is not None and not options.max_in_flight
     base, host, policy = options.api.rstrip("/"), host_of(options.api), options.policy
     with new_session(dispatcher.threads) as session:
 
