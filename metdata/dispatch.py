@@ -25,7 +25,10 @@ attempt function each, possibly several times:
   late one), the run returns: those items come back ``late`` with their attempts so far (an
   abandoned request counts as one) and when they may go again (``due``), for a later task to
   retry. An item on its last attempt is waited for. So a task ends when its work is done, not
-  when its slowest answer times out, and its thread goes to the next task.
+  when its slowest answer times out, and its thread goes to the next task. With
+  ``hand_on_hanging``, requests hanging past that patience are also handed on mid-run whenever
+  the in-flight bound holds ready items back (their threads wait out the deadline, at most
+  ``MAX_IN_FLIGHT`` per run), so hanging answers do not fill the bound.
 
 The dispatcher's loop runs in the calling thread (a Dask task's); it sleeps until the next slot,
 backoff deadline or answer, and never polls.
