@@ -93,13 +93,22 @@ def test_fault_storm_accounts_for_every_id(start_met, dask_client, tmp_path):
 
 
 def test_slow_and_retried_lookups_are_handed_to_follow_up_tasks_and_every_id_ends_once(
-    start_met, dask_client, tmp_path
+    start_met, dask_client, tmp_path, caplog
 ):
+    import logging
+
     met = start_met(objects=300, seed=7, fault_rate=0.15, slow_seconds=3, faults=frozenset({"503", "drop", "slow"}))
     clean = start_met(objects=300, seed=7)
     dataset = Dataset(str(tmp_path))
     lookup = LookupOptions(api=met.url, timeout=2.0, max_attempts=8, backoff=0.5)
-    summary = run(dask_client, dataset, options(met, lookup=lookup, late_after=0.2))
+    with caplog.at_level(logging.INFO, logger="metdata.progress"):
+        summary = run(dask_client, dataset, options(met, lookup=lookup, late_after=0.2))
+    ends = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("ids looked up: ") and " in " in r.getMessage()
+    ]
+    assert ends and ends[-1].startswith("ids looked up: 300/300 in ")  # each id counted once, follow-ups' included
     assert summary["this_run"]["follow_up_tasks"] > 0  # the tails went to other tasks
     assert summary["this_run"]["ids_looked_up"] == 300  # each id counted once, when it ended
     t = table(tmp_path)
