@@ -269,7 +269,7 @@ def recommend(costs: list[PathCost]) -> PathCost:
 
 def hours_cell(cost: PathCost) -> str:
     """A path's hours as the table shows them: a lower bound (``≥``) when a host without a limit is
-    part of it, "host-bound" when only such hosts are.
+    part of it, "host-bound" when only such hosts are (or the others' hours round to 0.0).
 
     >>> hours_cell(PathCost("p", 10, 0, 1.25, True, ""))
     '1.2'
@@ -277,10 +277,12 @@ def hours_cell(cost: PathCost) -> str:
     '≥ 1.2'
     >>> hours_cell(PathCost("p", 10, 0, 0.0, True, "", host_bound=True))
     'host-bound'
+    >>> hours_cell(PathCost("p", 10, 5, 0.004, True, "", host_bound=True))
+    'host-bound'
     """
     if not cost.host_bound:
         return f"{cost.hours:,.1f}"
-    return f"≥ {cost.hours:,.1f}" if cost.hours else "host-bound"
+    return f"≥ {cost.hours:,.1f}" if round(cost.hours, 1) else "host-bound"  # "≥ 0.0" would say nothing
 
 
 def unlimited_note(rate: float, image_rate: float) -> str | None:
@@ -291,8 +293,9 @@ def unlimited_note(rate: float, image_rate: float) -> str | None:
     return (
         f"no limit for {' and '.join(hosts)} (--rate 0): its requests take what the host answers (bounded by "
         "--max-in-flight and its answers), not a budget, so their hours are not priced: 'host-bound' where "
-        "they are all of a path, '≥' where the hours count only the hosts with a rate; paths are ranked by "
-        "those hours, then by requests. Give a host's measured pace as its rate to price it in hours."
+        "they are all of a path (or the rest rounds to 0.0 h), '≥' where the hours count only the hosts with "
+        "a rate; paths are ranked by those hours, then by requests. Give a host's measured pace as its rate to "
+        "price it in hours."
     )
 
 
@@ -333,7 +336,7 @@ def render(facts: Facts, costs: list[PathCost], rate: float, image_rate: float) 
     lines.append("")
     if not best.host_bound:
         lines.append(f"recommended: {best.path}, about {best.hours:,.1f} h. Run:")
-    elif best.hours:
+    elif round(best.hours, 1):
         lines.append(f"recommended: {best.path}, at least {best.hours:,.1f} h, {best.requests:,} requests. Run:")
     else:
         lines.append(f"recommended: {best.path}, {best.requests:,} requests, bounded by the host. Run:")
