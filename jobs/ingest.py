@@ -45,6 +45,8 @@ class IngestOptions:
     #: with ``since``: refresh only this target's candidates (the listing ``metdata ids --target`` took)
     target: str | None = None
     csv_max_bytes: int = MAX_CSV_BYTES
+    #: seconds a shard task waits on its tail before handing it to a follow-up task (None: wait for every answer)
+    late_after: float | None = ingest.LATE_AFTER
 
 
 class ShardsFailed(UserError):
@@ -205,7 +207,7 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
     tasks = fitted
     pacer = install_pacer(client, options.pace)
     statuses: Counter[str] = Counter()
-    requests = bugs = peak = 0
+    requests = bugs = peak = follow_ups = 0
     busy = 0.0
     failures: list[str] = []
     for result in run_tasks(
@@ -213,14 +215,18 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
         ingest.run_shard,
         tasks,
         label="ids looked up",
-        size=lambda t: len(t.ids),
-        name=lambda t: t.name.rsplit("/", 1)[-1],
+        size=lambda t: len(t.ids) if t.tries is None else 0,  # a follow-up's ids are in its first task's size
+        name=lambda t: t.name.rsplit("/", 1)[-1] + ("" if t.tries is None else " follow-up"),
         failures=failures,
+        follow_up=ingest.follow_up,
+        finished=lambda result: result["ids"] if result["skipped"] else sum(result["statuses"].values()),
         dataset=dataset,
         options=options.lookup,
         pacer=pacer,
+        late_after=options.late_after,
     ):
         statuses.update(result["statuses"])
+        follow_ups += result.get("follow_up", False)
         requests += result["requests"]
         bugs += result.get("errors", 0)
         peak, busy = max(peak, result.get("peak_in_flight", 0)), busy + result.get("busy_s", 0.0)
@@ -228,6 +234,7 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
     summary = _summary(dataset, options, statuses, requests, duration, pacer.stats(), failures)
     summary["this_run"]["unexpected_errors"] = report_unexpected(bugs, "ids")
     summary["this_run"]["in_flight"] = {"mean": round(busy / duration, 1), "peak_per_task": peak, "tasks": len(tasks)}
+    summary["this_run"]["follow_up_tasks"] = follow_ups
     _save_summary(dataset, summary, failures)
     return summary
 

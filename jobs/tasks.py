@@ -64,9 +64,13 @@ def run_tasks(
     running = as_completed(loop=client.loop)
     counter = itertools.count()
 
-    def submit(batch: list) -> None:
+    follow_ups: set[str] = set()  # keys of follow-up tasks submitted and not yet ended
+
+    def submit(batch: list, following: bool = False) -> None:
         keys = [f"{label}-{name(t)}-{time.time_ns()}-{next(counter)}".replace(" ", "-") for t in batch]
         task_of.update(zip(keys, batch, strict=True))
+        if following:
+            follow_ups.update(keys)
         running.update(client.map(fn, batch, key=keys, retries=1, **kwargs, **extra))
 
     with Progress(sum(size(t) for t in tasks), label) as progress:
@@ -95,13 +99,14 @@ def run_tasks(
                 while later and later[0][0] <= now:
                     due.append(heapq.heappop(later)[2])
                 if due:
-                    submit(due)
+                    submit(due, following=True)
                 progress.update(0, f"({running.count()} tasks to finish, {len(later)} follow-ups waiting)")
                 if not running.has_ready():  # as_completed itself looks every 0.1 s: so does this loop
                     time.sleep(max(0.01, min(0.1, progress.next_line_in(), later[0][0] - now if later else 0.1)))
                     continue
                 for future in running.next_batch(block=False):
                     task = task_of[future.key]
+                    follow_ups.discard(future.key)
                     if future.status == "error":
                         settle(future.key, size(task))
                         failures.append(f"{name(task)}: {future.exception()!r}")
@@ -115,6 +120,11 @@ def run_tasks(
         except KeyboardInterrupt:
             client.cancel(list(running.futures))
             log.warning("interrupted: finished work is kept; rerun the same command to resume")
+            if later or follow_ups:
+                log.warning(
+                    "%d follow-up tasks had not finished: their items stay transient; add --retry-failed to retry them",
+                    len(later) + len(follow_ups),
+                )
             raise
         finally:
             if topic:

@@ -258,3 +258,27 @@ def test_an_items_last_attempt_is_waited_for_not_handed_on():
     dispatcher = Dispatcher(Slots(LocalPacer(PaceConfig(rate=0))), 4, max_attempts=2, backoff=0.01, late_after=0.1)
     done = dispatcher.run([0, 1, 2], lambda _: "api", attempt, tries=[1, 0, 0])
     assert [(d.status, d.late, d.attempts) for d in done] == [("ok", False, 2), ("ok", False, 1), ("ok", False, 1)]
+
+
+@pytest.mark.parametrize("hand_on_hanging", [True, False])
+def test_hanging_answers_do_not_eat_the_in_flight_bound_when_handed_on_mid_run(hand_on_hanging):
+    release = threading.Event()
+    finished: list[int] = []
+
+    def attempt(i: int):
+        if i < 2:  # the first two hang until the test lets them go, holding the whole bound of 2
+            release.wait(NO_HANG if hand_on_hanging else 1.5)
+        return "ok", i
+
+    dispatcher = Dispatcher(
+        Slots(LocalPacer(PaceConfig(rate=0))), 2, 3, 0.01, late_after=1.0, hand_on_hanging=hand_on_hanging
+    )
+    done = dispatcher.run(list(range(12)), lambda _: "api", attempt, finished=finished.append)
+    still_hanging = not release.is_set()
+    release.set()
+    assert [d.status for d in done[2:]] == ["ok"] * 10 and sorted(finished)[-10:] == list(range(2, 12))
+    if hand_on_hanging:  # the other ten went while the two still hung; those two are handed on
+        assert still_hanging and all(d.late and d.attempts == 1 and d.status == "transient" for d in done[:2])
+        assert sorted(finished) == list(range(2, 12))
+    else:  # without it, the ten waited for the two (a bound of 2, both held): a hanging one ended first
+        assert finished[0] in (0, 1) and not any(d.late for d in done)

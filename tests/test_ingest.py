@@ -92,6 +92,63 @@ def test_fault_storm_accounts_for_every_id(start_met, dask_client, tmp_path):
     assert sum(r["status"] == "ok" for r in t.to_pylist()) > 200
 
 
+def test_slow_and_retried_lookups_are_handed_to_follow_up_tasks_and_every_id_ends_once(
+    start_met, dask_client, tmp_path, caplog
+):
+    import logging
+
+    met = start_met(objects=300, seed=7, fault_rate=0.15, slow_seconds=3, faults=frozenset({"503", "drop", "slow"}))
+    clean = start_met(objects=300, seed=7)
+    dataset = Dataset(str(tmp_path))
+    lookup = LookupOptions(api=met.url, timeout=2.0, max_attempts=8, backoff=0.5)
+    with caplog.at_level(logging.INFO, logger="metdata.core.progress"):
+        summary = run(dask_client, dataset, options(met, lookup=lookup, late_after=0.2))
+    ends = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("ids looked up: ") and " in " in r.getMessage()
+    ]
+    assert ends and ends[-1].startswith("ids looked up: 300/300 in ")  # each id counted once, follow-ups' included
+    assert summary["this_run"]["follow_up_tasks"] > 0  # the tails went to other tasks
+    assert summary["this_run"]["ids_looked_up"] == 300  # each id counted once, when it ended
+    t = table(tmp_path)
+    ids = t["objectID"].to_pylist()
+    assert ids == sorted(requests.get(f"{clean.url}/objects").json()["objectIDs"]) and len(set(ids)) == 300
+    assert summary["rows_by_status"] == {"ok": 300}  # 8 attempts: every transient fault was outlived
+    assert max(t["attempts"].to_pylist()) > 1 and not any("pending" in (e or "") for e in t["error"].to_pylist())
+    again = run(dask_client, dataset, options(met, lookup=lookup, late_after=0.2, retry_failed=True))
+    assert again["this_run"]["ids_looked_up"] == 0 and comparable(table(tmp_path)) == comparable(t)
+
+
+def test_ids_left_pending_by_a_stopped_run_stay_transient_and_retry_failed_finishes_them(start_met, tmp_path):
+    from metdata.acquire.ingest import ShardTask, follow_up, run_shard
+    from metdata.net.pacing import LocalPacer
+
+    met = start_met(objects=40, seed=9, fault_rate=0.3, slow_seconds=3, faults=frozenset({"slow"}))
+    dataset = Dataset(str(tmp_path))
+    ids = requests.get(f"{met.url}/objects").json()["objectIDs"]
+    from metdata.acquire.ingest import write_listing
+
+    write_listing(dataset, ids, {})
+    task = ShardTask("objects/part-0000001.parquet", tuple(sorted(ids)))
+    lookup = LookupOptions(api=met.url, timeout=2.0, max_attempts=5, backoff=0.05)
+    result = run_shard(task, dataset, lookup, LocalPacer(FAST), late_after=0.2)  # its follow-up never runs
+    late = result["late"]
+    assert late and sum(result["statuses"].values()) + len(late) == 40
+    rows = {r["objectID"]: r for r in table(tmp_path).to_pylist()}
+    assert len(rows) == 40
+    for object_id, attempts, _ in late:
+        assert rows[object_id]["status"] == "transient" and "pending" in rows[object_id]["error"]
+        assert rows[object_id]["attempts"] == attempts >= 1  # the abandoned request counts
+    _, nxt = follow_up(task, result)
+    assert nxt.replace and set(nxt.ids) == {i for i, *_ in late}
+    fixed = run_shard(nxt, dataset, lookup, LocalPacer(FAST))  # what --retry-failed would do, waiting its tail
+    assert not fixed.get("late") and sum(fixed["statuses"].values()) == len(late)
+    after = table(tmp_path)
+    assert after["objectID"].to_pylist() == sorted(ids)  # one row per id, the others kept
+    assert not any("pending" in (e or "") for e in after["error"].to_pylist())
+
+
 def test_rerun_skips_finished_shards_and_retry_failed_fixes_the_rest(start_met, dask_client, tmp_path):
     met = start_met(objects=200, seed=1, fault_rate=0.3, faults=frozenset({"503"}))
     dataset = Dataset(str(tmp_path))

@@ -3,6 +3,13 @@
 Plain functions; ``jobs/ingest.py`` runs them on Dask. A shard is a Parquet file named after
 its first id that one task owns entirely: it reads the shard (when replacing rows), looks its
 ids up, and writes the whole file atomically. Running a task twice writes the same rows.
+
+A task does not wait for its slowest answers (``late_after``, ``dispatch``: the tail is handed
+on): ids still waiting on a hanging answer or a long backoff when the rest are done are written
+``transient`` ("pending") and listed in the result's ``late``; the job runs a follow-up task of
+the same shard for them (``follow_up``), with their attempts so far, when their backoff ends. It
+replaces just those ids' rows, so each id keeps exactly one row, and only one task per shard is
+ever queued or running.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metdata.acquire.api import RETRYABLE
-from metdata.acquire.lookup import MAX_OBJECT_ID, UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
+from metdata.acquire.lookup import LATE, MAX_OBJECT_ID, UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
+from metdata.core.progress import report
 from metdata.core.records import SCHEMA, rows_to_table
 from metdata.storage.dataset import Dataset, DatasetError
 from metdata.storage.layout import (
@@ -39,12 +47,14 @@ log = logging.getLogger(__name__)
 class ShardTask:
     """One task: look up ``ids`` and write them into the shard ``name``.
 
-    ``replace`` keeps the shard's other rows and replaces just these ids' rows.
+    ``replace`` keeps the shard's other rows and replaces just these ids' rows. ``tries``: the
+    attempts each id already had (a follow-up task, ``follow_up``); None for a first task.
     """
 
     name: str
     ids: tuple[int, ...]
     replace: bool = False
+    tries: tuple[int, ...] | None = None
 
 
 #: The shard file that starts at an id (``layout.object_shard``).
@@ -185,26 +195,71 @@ def retryable_ids(index: dict[int, tuple[str, str]]) -> set[int]:
     return {i for i, (_, status) in index.items() if status in RETRYABLE}
 
 
-def run_shard(task: ShardTask, dataset: Dataset, options: LookupOptions, pacer: Pacer) -> dict:
-    """Look up one shard's ids and write the shard; return counts for the run summary."""
+#: Seconds a shard task waits for a hanging answer or a backoff once nothing else is left to send,
+#: before it writes its shard and hands those ids on to a follow-up task (``dispatch``).
+LATE_AFTER = 1.0
+
+
+def run_shard(
+    task: ShardTask,
+    dataset: Dataset,
+    options: LookupOptions,
+    pacer: Pacer,
+    late_after: float | None = None,
+    progress_topic: str | None = None,
+) -> dict:
+    """Look up one shard's ids and write the shard; return counts for the run summary.
+
+    With ``late_after``, the ids handed on are written ``transient`` and listed in the result's
+    ``late`` (``[id, attempts, due s]``) for a follow-up task (``follow_up``); ``statuses`` counts
+    only the ids that ended. With ``progress_topic``, ids are counted to the client as they end
+    (``progress.report``).
+    """
     if not task.replace and dataset.exists(task.name):
-        return {"shard": task.name, "skipped": True, "statuses": {}, "requests": 0, "errors": 0}
-    rows, figures = lookup_batch(list(task.ids), options, pacer)
+        return {"shard": task.name, "skipped": True, "ids": len(task.ids), "statuses": {}, "requests": 0, "errors": 0}
+    with report(progress_topic) as finished:
+        rows, figures = lookup_batch(
+            list(task.ids),
+            options,
+            pacer,
+            tries=list(task.tries) if task.tries is not None else None,
+            finished=lambda k: finished(1),
+            late_after=late_after,
+        )
     table = rows_to_table(rows)
     if task.replace and dataset.exists(task.name):
         old = dataset.read_table(task.name)
         keep = pc.invert(pc.is_in(old["objectID"], value_set=pa.array(task.ids, pa.int64())))
         table = pa.concat_tables([old.filter(keep).cast(table.schema), table]).sort_by("objectID")
     dataset.write_table(task.name, table)
+    late = [[r["objectID"], r["attempts"], round(r[LATE], 3)] for r in rows if LATE in r]
     return {
         "shard": task.name,
         "skipped": False,
-        "statuses": dict(Counter(r["status"] for r in rows)),
+        "statuses": dict(Counter(r["status"] for r in rows if LATE not in r)),
+        "late": late,
+        "follow_up": task.tries is not None,
         "requests": figures.requests,
         "peak_in_flight": figures.peak_in_flight,
         "busy_s": figures.busy_s,
         "errors": sum(1 for r in rows if r.get(UNEXPECTED)),  # ids whose handling raised: logged, counted
     }
+
+
+def follow_up(task: ShardTask, result: dict) -> tuple[float, ShardTask] | None:
+    """The follow-up task of a shard task's late ids, and in how many seconds it may start (when the
+    last of their backoffs ends); None if none is late. It replaces those ids' rows in the same shard.
+
+    >>> follow_up(ShardTask("objects/part-0000001.parquet", (1, 2, 3)), {"late": [[2, 2, 1.5], [3, 1, 0.0]]})
+    (1.5, ShardTask(name='objects/part-0000001.parquet', ids=(2, 3), replace=True, tries=(2, 1)))
+    >>> follow_up(ShardTask("objects/part-0000001.parquet", (1,)), {"late": []}) is None
+    True
+    """
+    late = result.get("late") or []
+    if not late:
+        return None
+    ids, tries = tuple(i for i, *_ in late), tuple(attempts for _, attempts, _ in late)
+    return max(due for *_, due in late), ShardTask(task.name, ids, replace=True, tries=tries)
 
 
 def write_listing(

@@ -29,7 +29,17 @@ from metdata.net.dispatch import Dispatcher, Done, Figures, Slots, in_flight_lim
 from metdata.net.fetch import Policy, fetch, new_session
 from metdata.net.pacing import PaceConfig
 
-__all__ = ["LookupOptions", "Pacer", "fetch_listing", "get", "lookup_batch", "lookup_ids", "lookup_one", "new_session"]
+__all__ = [
+    "LATE",
+    "LookupOptions",
+    "Pacer",
+    "fetch_listing",
+    "get",
+    "lookup_batch",
+    "lookup_ids",
+    "lookup_one",
+    "new_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +152,43 @@ def get(
 UNEXPECTED = "unexpected"
 
 
-def lookup_batch(ids: list[int], options: LookupOptions, pacer: Pacer) -> tuple[list[dict], Figures]:
+#: Key of a row handed on (``late_after``): seconds until it may be tried again; not a column.
+LATE = "late"
+
+
+def lookup_batch(
+    ids: list[int],
+    options: LookupOptions,
+    pacer: Pacer,
+    tries: list[int] | None = None,
+    finished: Callable[[int], None] | None = None,
+    late_after: float | None = None,
+) -> tuple[list[dict], Figures]:
     """Look many ids up at the budget's pace; one row per id, in order, and how the requests went.
 
     Never raises for one id: whatever goes wrong with it becomes a ``failed`` row naming the
     exception (marked ``unexpected`` so the task can count it), and the traceback is logged.
+    ``tries``: attempts each id already had (a follow-up task); ``finished(k)`` as id ``k`` ends.
+    With ``late_after`` (``dispatch.Dispatcher.late_after``), ids still waiting on a hanging answer
+    or a long backoff when the rest is done come back as ``transient`` rows marked ``late`` (the
+    seconds until they may go again), for a follow-up task; none is lost. So do ids whose request
+    hangs past that while the in-flight bound holds others back (``Dispatcher.hand_on_hanging``),
+    unless ``options.max_in_flight`` was given: then it bounds every request still open.
     """
     pacer = pacer.bind()
     dispatcher = options.dispatcher(pacer, len(ids))
+    dispatcher.late_after = late_after
+    # hanging answers do not eat the in-flight bound, unless the user set it (then it bounds every socket)
+    dispatcher.hand_on_hanging = late_after is not None and not options.max_in_flight
     base, host, policy = options.api.rstrip("/"), host_of(options.api), options.policy
-    with new_session(dispatcher.max_in_flight) as session:
+    with new_session(dispatcher.threads) as session:
 
         def attempt(object_id: int) -> tuple[str, Answer]:
             url = f"{base}/objects/{object_id}"
             answer = api.judge(fetch(session, url, policy, wait=paid_first(dispatcher.slots, host_of)))
             return answer.outcome.value, answer
 
-        done = dispatcher.run(ids, lambda _: host, attempt)
+        done = dispatcher.run(ids, lambda _: host, attempt, tries=tries, finished=finished)
     rows = [_row(object_id, result) for object_id, result in zip(ids, done, strict=True)]
     return all_fitted(rows), dispatcher.figures
 
@@ -174,7 +204,12 @@ def lookup_one(object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
 
 
 def _row(object_id: int, done: Done[Answer]) -> dict:
-    """The row of one id from its last answer; a ``failed``/``unexpected`` row if that raised."""
+    """The row of one id from its last answer; a ``failed``/``unexpected`` row if that raised; a
+    ``transient`` row marked ``late`` if it was handed on."""
+    if done.late:
+        last = done.value.error if done.value is not None else "no answer yet"
+        reason = f"{last} (pending: a follow-up task retries it)"[:500]
+        return {**error_row(object_id, "transient", reason, done.attempts, dt.datetime.now(dt.UTC)), LATE: done.due}
     try:
         if done.error is not None:
             raise done.error

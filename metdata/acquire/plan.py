@@ -17,6 +17,12 @@ Measured: the listing's total, the queries' totals, the CSV's size. Estimated (a
 images (candidates x the public-domain share measured live), the CSV's rows (its size / bytes per
 row of the 2023 file), the candidates the CSV holds (its rows / the listing), the search's pages
 past the window.
+
+A rate of 0 (no limit, for a host that is not the Met's: a mirror, the emulator) prices nothing:
+that host's requests take what it answers, not a budget, so its hours are unknown. They count 0 in
+a path's hours, which then cover only the hosts with a rate and are a lower bound (``host_bound``;
+"bounded by the host" when nothing else is left); paths are ranked by those hours, then by their
+requests (at any pace, fewer requests to the same host end sooner).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import shlex
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from metdata.acquire.api import DEFAULT_API
 from metdata.acquire.opencsv import MET_OBJECTS_CSV_URL
@@ -72,6 +78,12 @@ class PathCost:
     how: str
     commands: tuple[str, ...] = ()
     estimated: tuple[str, ...] = field(default_factory=tuple)
+    #: some of its requests go to a host with no limit (rate 0): ``hours`` counts only the others (a lower bound)
+    host_bound: bool = False
+
+    @property
+    def requests(self) -> int:
+        return self.api_requests + self.image_requests
 
 
 def search_requests(total: int) -> int:
@@ -88,12 +100,31 @@ def search_requests(total: int) -> int:
 
 
 def hours(requests: int, rate: float) -> float:
-    """Hours ``requests`` take at ``rate`` per second.
+    """Hours ``requests`` take at ``rate`` per second; 0 with no limit (rate 0: the host bounds them, not a budget).
 
-    >>> hours(3600, 1.0), hours(0, 2.0)
-    (1.0, 0.0)
+    >>> hours(3600, 1.0), hours(0, 2.0), hours(3600, 0)
+    (1.0, 0.0, 0.0)
     """
-    return requests / rate / 3600
+    return requests / rate / 3600 if rate else 0.0
+
+
+def slower(rate: float, image_rate: float) -> float:
+    """The one ``--rate`` of ``metdata images`` (one per host) priced at two: the slower, 0 being no limit.
+
+    >>> slower(40, 4), slower(0, 4), slower(40, 0), slower(0, 0)
+    (4, 4, 40, 0)
+    """
+    limited = [r for r in (rate, image_rate) if r]
+    return min(limited) if limited else 0
+
+
+def rate_label(rate: float) -> str:
+    """A rate as the plan prints it.
+
+    >>> rate_label(40), rate_label(0)
+    ('40/s', 'no limit')
+    """
+    return f"{rate:g}/s" if rate else "no limit"
 
 
 def price(
@@ -118,7 +149,7 @@ def price(
     where = ("--data", data)
     api_rate = ("--rate", f"{rate:g}") if rate != 1 else ()
     # 'metdata images' has one --rate per host: the lower of the two it was priced at
-    images_rate = ("--rate", f"{min(rate, image_rate):g}") if min(rate, image_rate) != 1 else ()
+    images_rate = ("--rate", f"{slower(rate, image_rate):g}") if slower(rate, image_rate) != 1 else ()
     images_cmd = command("images", "--target", target, *api_flag, *where, *images_rate)
     csv_cmd = command("ingest", "--from-csv", facts.csv_url, *where)
     ids_cmd = command("ids", *api_flag, *where, *api_rate)
@@ -207,7 +238,12 @@ def price(
                 (est_images, est_csv),
             )
         )
-    return costs
+    if rate and image_rate:
+        return costs
+    return [  # a host without a limit: its hours are not known, only the others' (a lower bound)
+        replace(c, host_bound=bool((c.api_requests and not rate) or (c.image_requests and not image_rate)))
+        for c in costs
+    ]
 
 
 def command(*args: str) -> str:
@@ -220,12 +256,47 @@ def command(*args: str) -> str:
 
 
 def recommend(costs: list[PathCost]) -> PathCost:
-    """The fastest path that misses nothing (a CSV alone misses the objects newer than it).
+    """The fastest path that misses nothing (a CSV alone misses the objects newer than it): the fewest
+    hours, then (hosts without a limit count no hours) the fewest requests.
 
     >>> recommend(price(Facts("t", 500_000, (("medium=Paintings", 10_000),)))).path
     'csv+search'
+    >>> recommend(price(Facts("t", 500_000, (("medium=Paintings", 10_000),)), rate=0, image_rate=0)).path
+    'csv+search'
     """
-    return min((c for c in costs if c.complete), key=lambda c: c.hours)
+    return min((c for c in costs if c.complete), key=lambda c: (c.hours, c.requests))
+
+
+def hours_cell(cost: PathCost) -> str:
+    """A path's hours as the table shows them: a lower bound (``≥``) when a host without a limit is
+    part of it, "host-bound" when only such hosts are (or the others' hours round to 0.0).
+
+    >>> hours_cell(PathCost("p", 10, 0, 1.25, True, ""))
+    '1.2'
+    >>> hours_cell(PathCost("p", 10, 5, 1.25, True, "", host_bound=True))
+    '≥ 1.2'
+    >>> hours_cell(PathCost("p", 10, 0, 0.0, True, "", host_bound=True))
+    'host-bound'
+    >>> hours_cell(PathCost("p", 10, 5, 0.004, True, "", host_bound=True))
+    'host-bound'
+    """
+    if not cost.host_bound:
+        return f"{cost.hours:,.1f}"
+    return f"≥ {cost.hours:,.1f}" if round(cost.hours, 1) else "host-bound"  # "≥ 0.0" would say nothing
+
+
+def unlimited_note(rate: float, image_rate: float) -> str | None:
+    """What the hours mean when a host has no limit (None when both have one)."""
+    hosts = [name for name, r in (("the API host", rate), ("the image host", image_rate)) if not r]
+    if not hosts:
+        return None
+    return (
+        f"no limit for {' and '.join(hosts)} (--rate 0): its requests take what the host answers (bounded by "
+        "--max-in-flight and its answers), not a budget, so their hours are not priced: 'host-bound' where "
+        "they are all of a path (or the rest rounds to 0.0 h), '≥' where the hours count only the hosts with "
+        "a rate; paths are ranked by those hours, then by requests. Give a host's measured pace as its rate to "
+        "price it in hours."
+    )
 
 
 def render(facts: Facts, costs: list[PathCost], rate: float, image_rate: float) -> str:
@@ -239,9 +310,10 @@ def render(facts: Facts, costs: list[PathCost], rate: float, image_rate: float) 
         lines.append(f"  no search queries: {facts.note or 'the target has no [search]'}")
         if facts.with_images is not None:
             lines.append(f"  search hasImages=true: {facts.with_images:,} (the bound of its images)")
-    head = ("path", "API requests", "image requests", f"hours at {rate:g}/s and {image_rate:g}/s", "complete")
+    head = ("path", "API requests", "image requests", f"hours at {rate_label(rate)} and {rate_label(image_rate)}")
+    head += ("complete",)
     rows = [
-        (c.path, f"{c.api_requests:,}", f"{c.image_requests:,}", f"{c.hours:,.1f}", "yes" if c.complete else "no")
+        (c.path, f"{c.api_requests:,}", f"{c.image_requests:,}", hours_cell(c), "yes" if c.complete else "no")
         for c in costs
     ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -258,9 +330,16 @@ def render(facts: Facts, costs: list[PathCost], rate: float, image_rate: float) 
     estimates = sorted({e for c in costs for e in c.estimated})
     lines.append("")
     lines.append("estimated: " + "; ".join(estimates))
+    if note := unlimited_note(rate, image_rate):
+        lines.append(note)
     best = recommend(costs)
     lines.append("")
-    lines.append(f"recommended: {best.path}, about {best.hours:,.1f} h. Run:")
+    if not best.host_bound:
+        lines.append(f"recommended: {best.path}, about {best.hours:,.1f} h. Run:")
+    elif round(best.hours, 1):
+        lines.append(f"recommended: {best.path}, at least {best.hours:,.1f} h, {best.requests:,} requests. Run:")
+    else:
+        lines.append(f"recommended: {best.path}, {best.requests:,} requests, bounded by the host. Run:")
     lines.extend(f"  {command}" for command in best.commands)
     return "\n".join(lines)
 
@@ -271,6 +350,7 @@ def as_json(facts: Facts, costs: list[PathCost], rate: float, image_rate: float)
         "facts": asdict(facts),
         "rate": rate,
         "image_rate": image_rate,
+        "unlimited": unlimited_note(rate, image_rate),
         "paths": [asdict(c) for c in costs],
         "recommended": recommend(costs).path,
     }

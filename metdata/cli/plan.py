@@ -6,7 +6,7 @@ import json
 
 import click
 
-from metdata.cli.options import FiniteFloat, JsonObject, NonEmpty, api_option, fail_cleanly
+from metdata.cli.options import JsonObject, NonEmpty, Rate, api_option, fail_cleanly
 
 
 @click.command()
@@ -20,17 +20,19 @@ from metdata.cli.options import FiniteFloat, JsonObject, NonEmpty, api_option, f
 @api_option
 @click.option(
     "--rate",
-    type=FiniteFloat(0.01, 80),
+    type=Rate(),
     default=1.0,
     show_default=True,
-    help="API requests/second to price at (and to pace the plan's own few requests).",
+    help="API requests/second to price at (and to pace the plan's own few requests); 0: no limit, then the "
+    "API host's hours are not priced (bounded by the host). The Met's hosts refuse 0 or more than 80/s.",
 )
 @click.option(
     "--image-rate",
-    type=FiniteFloat(0.01, 80),
+    type=Rate(),
     default=1.0,
     show_default=True,
-    help="Image requests/second to price at (the image host has its own budget).",
+    help="Image requests/second to price at (the image host has its own budget); 0: no limit, as --rate. "
+    "With the Met's API, the image host is images.metmuseum.org: 0 or more than 80/s are refused.",
 )
 @click.option(
     "--from-csv",
@@ -54,10 +56,17 @@ def plan(target, api, rate, image_rate, from_csv, csv_storage_options, data, as_
     Asks only what is cheap: the listing's total (1 request), each of the target's search queries'
     totals (1 request each) and the CSV's size (no download); paced at --rate.
     """
+    from urllib.parse import urlsplit
+
     from metdata.acquire import plan as planning
     from metdata.acquire.lookup import LookupOptions
     from metdata.core.targets import resolve
-    from metdata.net.pacing import LocalPacer, PaceConfig
+    from metdata.net.pacing import MET_HOSTS, LocalPacer, PaceConfig, check_rate, is_met_host
+
+    api_host = urlsplit(api).netloc
+    fail_cleanly(check_rate, rate, [api_host])  # the Met's ceiling, before any request
+    image_hosts = sorted(MET_HOSTS) if is_met_host(api_host) else [api_host]  # the Met's records: its image host
+    fail_cleanly(check_rate, image_rate, image_hosts, "--image-rate")
 
     def go():
         chosen = resolve(target)

@@ -25,7 +25,10 @@ attempt function each, possibly several times:
   late one), the run returns: those items come back ``late`` with their attempts so far (an
   abandoned request counts as one) and when they may go again (``due``), for a later task to
   retry. An item on its last attempt is waited for. So a task ends when its work is done, not
-  when its slowest answer times out, and its thread goes to the next task.
+  when its slowest answer times out, and its thread goes to the next task. With
+  ``hand_on_hanging``, requests hanging past that patience are also handed on mid-run whenever
+  the in-flight bound holds ready items back (their threads wait out the deadline, at most
+  ``MAX_IN_FLIGHT`` per run), so hanging answers do not fill the bound.
 
 The dispatcher's loop runs in the calling thread (a Dask task's); it sleeps until the next slot,
 backoff deadline or answer, and never polls.
@@ -202,6 +205,11 @@ class Dispatcher:
             the pacer is told (``pacing.RateLimiter.throttled``: an unlimited host slows down).
         late_after: hand the tail on after this many seconds of only waiting (see the module
             docstring); None: wait for every item.
+        hand_on_hanging: with ``late_after``, also mid-run: while the in-flight bound holds ready
+            items back, a request in flight past the same patience is handed on at once and stops
+            counting against the bound (its thread waits out its deadline; at most
+            ``MAX_IN_FLIGHT`` such per run), so answers that hang (a fault mix with no rate limit)
+            do not stall the others.
     """
 
     slots: Slots
@@ -212,6 +220,12 @@ class Dispatcher:
     figures: Figures = field(default_factory=Figures)
     throttled: Callable[[object], bool] | None = None
     late_after: float | None = None
+    hand_on_hanging: bool = False
+
+    @property
+    def threads(self) -> int:
+        """The most threads a run may hold: the bound, plus the requests handed on while hanging."""
+        return self.max_in_flight + (MAX_IN_FLIGHT if self.hand_on_hanging and self.late_after is not None else 0)
 
     def run(
         self,
@@ -238,6 +252,7 @@ class Dispatcher:
         answers: queue.SimpleQueue = queue.SimpleQueue()
         in_flight, unresolved, retry_at = 0, len(items), 0.0
         sent_at: dict[int, float] = {}  # item -> when its request went (while in flight)
+        hanging: set[int] = set()  # items handed on mid-run whose request still holds a thread
         took_all: list[float] = []
 
         def send(i: int) -> None:
@@ -254,6 +269,23 @@ class Dispatcher:
             unresolved -= 1
             if finished is not None and not done.late:
                 finished(i)
+
+        def release(now: float) -> float:
+            """Hand on the requests hanging past the patience (``hand_on_hanging``); when to look again."""
+            nonlocal in_flight
+            wait = max(self.late_after, 3 * sorted(took_all)[len(took_all) // 2]) if took_all else self.late_after
+            again = math.inf
+            for i, at in list(sent_at.items()):
+                if tries[i] + 1 >= self.max_attempts:
+                    continue  # its last attempt: waited for
+                if at + wait > now:
+                    again = min(again, at + wait)
+                elif len(hanging) < self.threads - self.max_in_flight:
+                    del sent_at[i]
+                    in_flight -= 1
+                    hanging.add(i)
+                    end(i, Done(Outcome.TRANSIENT.value, last[i][1], tries[i] + 1, late=True, due=0.0))
+            return again
 
         def hand_on(now: float) -> tuple[bool, float]:
             """(whether the rest is a tail to hand on, when to look again); if it is, end those items
@@ -281,7 +313,8 @@ class Dispatcher:
             nonlocal in_flight
             i, status, value, error, took = answer
             if i not in sent_at or results[i] is not None:
-                return  # the answer of a request handed on meanwhile (never: the run ended first)
+                hanging.discard(i)  # the answer of a request handed on meanwhile: its thread is free
+                return
             in_flight -= 1
             del sent_at[i]
             tries[i] += 1
@@ -301,7 +334,7 @@ class Dispatcher:
                 return
             end(i, Done(status, value, tries[i], error))
 
-        pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="metdata-request")
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="metdata-request")
         try:
             while unresolved:
                 now = clock()
@@ -330,6 +363,10 @@ class Dispatcher:
                         wake = min(wake, at)
                 elif ready and in_flight < self.max_in_flight:
                     wake = min(wake, retry_at)
+                elif ready and self.threads > self.max_in_flight:  # the bound holds them back: hanging ones?
+                    wake = min(wake, release(now))
+                    if in_flight < self.max_in_flight:
+                        continue
                 timeout = None if wake == math.inf else max(0.0, wake - clock())
                 if in_flight == 0:  # nothing can answer: just sleep until the slot or deadline
                     self.slots.sleep(timeout or 0.0)
@@ -344,6 +381,6 @@ class Dispatcher:
                     except queue.Empty:
                         break
         finally:  # requests handed on end in their own time (their deadline); nobody waits for them
-            pool.shutdown(wait=not sent_at, cancel_futures=True)
+            pool.shutdown(wait=not sent_at and not hanging, cancel_futures=True)
         self.figures.grants = self.slots.grants
         return results  # type: ignore[return-value]

@@ -109,8 +109,9 @@ class RateRefused(UserError):
     """A rate the Met's hosts do not allow (above their ceiling, or no limit)."""
 
 
-def check_rate(rate: float, hosts) -> None:
-    """Refuse ``rate`` if it is unlimited (0) or above ``MET_CEILING`` and one of ``hosts`` is the Met's.
+def check_rate(rate: float, hosts, option: str = "--rate") -> None:
+    """Refuse ``rate`` if it is unlimited (0) or above ``MET_CEILING`` and one of ``hosts`` is the Met's
+    (``option``: the command-line option the message names).
 
     >>> check_rate(0, ["127.0.0.1:8080"]); check_rate(80, ["images.metmuseum.org"])
     >>> check_rate(0, ["collectionapi.metmuseum.org"])
@@ -124,11 +125,11 @@ def check_rate(rate: float, hosts) -> None:
         return
     met = sorted({host_name(h) for h in hosts if is_met_host(h)})
     if met:
-        what = "--rate 0 (no limit)" if rate == 0 else f"--rate {rate:g}"
+        what = f"{option} 0 (no limit)" if rate == 0 else f"{option} {rate:g}"
         raise RateRefused(
             f"{what} is refused for {', '.join(met)}: the Met documents a ceiling of {MET_CEILING:g} requests/s "
             f"per host (and blocks this address for up to an hour when pushed; 1/s is the pace measured safe). "
-            f"Give --rate between 0.01 and {MET_CEILING:g} for the Met, or point --api/--allow-host at a mirror "
+            f"Give {option} between 0.01 and {MET_CEILING:g} for the Met, or point --api/--allow-host at a mirror "
             "or the emulator to go faster"
         )
 
