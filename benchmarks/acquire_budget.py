@@ -66,7 +66,7 @@ from images_pipeline import baseline as images_loop
 from images_pipeline import write_replay
 from measure import StatsSampler, fake_met, free_port, total_cpu
 
-from metdata.acquire import ingest
+from metdata.acquire.listing import write_listing
 from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import connect
 from metdata.images.images import ImageOptions
@@ -158,7 +158,7 @@ def ingest_measured(cw, url: str, base: str, ids: list[int], rate: float, args) 
     client, _ = cw
     with tempfile.TemporaryDirectory(prefix="metdata-acquire-") as tmp:
         dataset = Dataset(f"{tmp}/dataset")
-        ingest.write_listing(dataset, ids, {})
+        write_listing(dataset, ids, {})
         options = IngestOptions(lookup=LookupOptions(api=url, timeout=args.timeout), pace=PaceConfig(rate=rate))
         out = measured(cw, base, "api", args.cap, lambda: ingest_run(client, dataset, options))
     summary = out["summary"] or {}

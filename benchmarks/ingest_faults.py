@@ -40,7 +40,7 @@ import pyarrow.dataset as pads
 from acquire_budget import cluster, emulator, listing, measured
 from images_faults import ProgressTimes
 
-from metdata.acquire import ingest
+from metdata.acquire.listing import write_listing
 from metdata.acquire.lookup import LookupOptions
 from metdata.jobs.ingest import IngestOptions
 from metdata.jobs.ingest import run as ingest_run
@@ -56,7 +56,7 @@ def one_run(args, cw, flags: tuple[str, ...], late_after: float | None, progress
     with emulator(args, *flags) as (url, base, _), tempfile.TemporaryDirectory(prefix="metdata-faults-") as tmp:
         ids = listing(url, args.ids)
         dataset = Dataset(f"{tmp}/dataset")
-        ingest.write_listing(dataset, ids, {})
+        write_listing(dataset, ids, {})
         options = IngestOptions(
             lookup=LookupOptions(api=url, timeout=args.timeout), pace=PaceConfig(rate=args.rate), late_after=late_after
         )

@@ -26,7 +26,7 @@ import requests
 from measure import RssSampler, fake_met
 from measure import peak_rss_bytes as max_rss_bytes
 
-from metdata.acquire import ingest
+from metdata.acquire import listing
 from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import connect
 from metdata.jobs.ingest import IngestOptions, run
@@ -40,7 +40,7 @@ def measure(url: str, ids: list[int], args, root: str) -> dict:
     """One ingestion run of ``ids`` on a fresh cluster; the workers' memory along the way."""
     with connect("local", workers=args.workers, threads_per_worker=args.threads_per_worker) as c:
         dataset = Dataset(root)
-        ingest.write_listing(dataset, ids, {})
+        listing.write_listing(dataset, ids, {})
         options = IngestOptions(
             lookup=LookupOptions(api=url),
             pace=PaceConfig(rate=args.rate),

@@ -31,7 +31,7 @@ import time
 
 from distributed import Event
 
-from metdata.acquire import ingest
+from metdata.acquire import listing
 from metdata.acquire.lookup import LookupOptions, lookup_ids
 from metdata.cluster import connect
 from metdata.emulator import EmulatorConfig, MetEmulator
@@ -126,7 +126,7 @@ def measure_metdata(client, args, root: str) -> dict:
     with emulator(args.objects, args.latency) as met:
         dataset = Dataset(root)
         # Snapshot the listing from the catalog (no request), so every request is a lookup.
-        ingest.write_listing(dataset, met.catalog.listing(None, None), {})
+        listing.write_listing(dataset, met.catalog.listing(None, None), {})
         options = IngestOptions(
             lookup=LookupOptions(api=met.url),
             pace=PaceConfig(rate=args.rate),

@@ -26,7 +26,7 @@ import time
 import requests
 from measure import cpu_seconds, fake_met, process_cpu
 
-from metdata.acquire import ingest
+from metdata.acquire import listing
 from metdata.acquire.lookup import LookupOptions
 from metdata.cluster import connect
 from metdata.jobs.ingest import IngestOptions, run
@@ -45,9 +45,9 @@ def baseline(url: str, ids: list[int]) -> dict:
 
 def metdata_run(client, url: str, ids: list[int], rate: float, args, root: str) -> dict:
     dataset = Dataset(root)
-    ingest.write_listing(dataset, ids, {})
+    listing.write_listing(dataset, ids, {})
     options = IngestOptions(
-        lookup=LookupOptions(api=url, threads=args.lookup_threads),
+        lookup=LookupOptions(api=url, max_in_flight=args.max_in_flight),
         pace=PaceConfig(rate=rate),
         shard_size=args.shard_size,
     )
@@ -74,7 +74,9 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[80.0, 1000.0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads-per-worker", type=int, default=2)
-    parser.add_argument("--lookup-threads", type=int, default=LookupOptions.threads)
+    parser.add_argument(
+        "--max-in-flight", type=int, default=0, help="requests in flight per task (0: sized to the rate)"
+    )
     # 250, not the default 1,000: 5,000 ids in 1,000-id shards are 5 tasks on 4 task slots,
     # and the fifth would run alone at the end, hiding the pipeline's ceiling.
     parser.add_argument("--shard-size", type=int, default=250)
@@ -100,7 +102,7 @@ def main() -> None:
     print(
         f"Ingestion throughput, unthrottled emulator in its own process ({args.objects} objects); "
         f"metdata on {args.workers} workers x {args.threads_per_worker} threads x "
-        f"{args.lookup_threads} lookup threads, shards of {args.shard_size}"
+        f"max {args.max_in_flight or 'auto'} in flight, shards of {args.shard_size}"
     )
     print(
         f"  {'run':<55} {'lookups':>7} {'lookups/s':>9} {'x base':>7}"

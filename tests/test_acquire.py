@@ -9,7 +9,7 @@ import requests
 from conftest import stats
 from test_search import ids_cli
 
-from metdata.acquire.ingest import read_listing, read_listing_meta, write_listing
+from metdata.acquire.listing import read_listing, read_listing_meta, write_listing
 from metdata.acquire.lookup import LookupOptions
 from metdata.core.statuses import Status
 from metdata.emulator import EmulatorConfig
@@ -154,7 +154,7 @@ def test_since_with_a_target_after_the_csv_looks_up_only_the_searchs_updated_can
     in between keeps the search's record."""
     from test_search import search_hits
 
-    from metdata.acquire.ingest import read_candidates, searched_targets
+    from metdata.acquire.listing import read_candidates, searched_targets
     from metdata.core.targets import builtin
     from metdata.jobs.ingest import load_csv
 

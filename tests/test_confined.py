@@ -17,7 +17,8 @@ import requests
 from click.testing import CliRunner
 from conftest import SAMPLES
 
-from metdata.acquire.ingest import read_index, read_listing
+from metdata.acquire.ingest import read_index
+from metdata.acquire.listing import read_listing
 from metdata.cli import main
 from metdata.core.records import record_row, rows_to_table
 from metdata.images.selection import SelectionError, select

@@ -13,7 +13,7 @@ import zarr
 from click.testing import CliRunner
 from workers import kill_a_worker_when
 
-from metdata.acquire.ingest import read_listing
+from metdata.acquire.listing import read_listing
 from metdata.cli import main
 from metdata.cli.demo import Pipeline, emulator_config, run_command
 from metdata.emulator import MetEmulator

@@ -127,7 +127,7 @@ def test_ids_left_pending_by_a_stopped_run_stay_transient_and_retry_failed_finis
     met = start_met(objects=40, seed=9, fault_rate=0.3, slow_seconds=3, faults=frozenset({"slow"}))
     dataset = Dataset(str(tmp_path))
     ids = requests.get(f"{met.url}/objects").json()["objectIDs"]
-    from metdata.acquire.ingest import write_listing
+    from metdata.acquire.listing import write_listing
 
     write_listing(dataset, ids, {})
     task = ShardTask("objects/part-0000001.parquet", tuple(sorted(ids)))
@@ -173,7 +173,7 @@ def test_since_refreshes_updated_objects_and_adds_new_ones(start_met, dask_clien
     # drop three rows, as if those objects were new since the first run
     listed = dataset.read_table("ids/listing.parquet")["objectID"].to_pylist()
     updated = requests.get(f"{met.url}/objects", params={"metadataDate": "2025-06-01"}).json()["objectIDs"]
-    from metdata.acquire.ingest import write_listing
+    from metdata.acquire.listing import write_listing
 
     write_listing(dataset, [i for i in listed if i not in updated[:3]], {})
     shard = dataset.data_files("objects")[0]

@@ -18,7 +18,7 @@ import pytest
 from conftest import SAMPLES
 from csvhost import CsvHost
 
-from metdata.acquire import ingest
+from metdata.acquire import csvload
 from metdata.acquire.opencsv import MET_OBJECTS_CSV_URL, CsvError, open_csv
 from metdata.core.statuses import Status
 from metdata.jobs.ingest import IngestOptions, load_csv
@@ -258,17 +258,17 @@ def test_staged_shards_of_a_failed_or_killed_load_are_removed(tmp_path):
         raise CsvError("cut")
 
     with pytest.raises(CsvError):
-        ingest.write_csv_shards(dataset, batches(), 10, load)
-    staged = ingest.staged_csv_shards(dataset, load)
+        csvload.write_csv_shards(dataset, batches(), 10, load)
+    staged = csvload.staged_csv_shards(dataset, load)
     assert [first for _, first in staged] == [1, 11, 21]  # written while reading, all hidden
     assert dataset.data_files("objects") == []
     for name, _ in staged:  # two hours old: a slow load's, still staging; the stale-file sweep keeps them
         os.utime(dataset.path(name), (time.time() - 7200, time.time() - 7200))
     dataset.check_writable()
-    assert ingest.staged_csv_shards(dataset, load) == staged
+    assert csvload.staged_csv_shards(dataset, load) == staged
     # a killed load's leftovers go at the next load (it holds the lease), and are never published
     summary = load_csv(dataset, IngestOptions(from_csv=str(SAMPLE)))
-    assert summary["rows"] == 10 and ingest.staged_csv_shards(dataset) == []
+    assert summary["rows"] == 10 and csvload.staged_csv_shards(dataset) == []
     assert not [p for p in (tmp_path / "objects").iterdir() if p.name.startswith(".")]
 
 
@@ -330,7 +330,7 @@ def test_a_csv_on_s3_loads_into_an_s3_root_all_or_nothing(s3, csv_host):
         and summary["this_run"]["csv"]["sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
     )
     shards = dataset.data_files("objects")
-    assert len(shards) == 3 and ingest.staged_csv_shards(dataset) == []
+    assert len(shards) == 3 and csvload.staged_csv_shards(dataset) == []
 
     def listing() -> list[str]:
         fs.invalidate_cache()

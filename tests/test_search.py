@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import SAMPLES, stats
 
-from metdata.acquire.ingest import read_listing, read_listing_meta
+from metdata.acquire.listing import read_listing, read_listing_meta
 from metdata.acquire.lookup import LookupOptions
 from metdata.acquire.search import SearchError, search_all
 from metdata.cli import main
@@ -508,7 +508,7 @@ def test_a_listing_record_that_cannot_be_written_leaves_the_old_pair(met, tmp_pa
 
 
 def test_a_targets_candidates_are_merged_along_add_and_replaced_without(start_met, tmp_path):
-    from metdata.acquire.ingest import read_candidates
+    from metdata.acquire.listing import read_candidates
     from metdata.core.targets import builtin
 
     met = start_met(objects=1500, seed=4)

@@ -15,29 +15,33 @@ ever queued or running.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from metdata.acquire.api import RETRYABLE
-from metdata.acquire.lookup import LATE, MAX_OBJECT_ID, UNEXPECTED, LookupOptions, Pacer, checked_ids, lookup_batch
+from metdata.acquire.listing import (
+    check_candidates,
+    read_candidates,
+    read_listing,
+    read_listing_meta,
+    refresh_ids,
+    write_listing,
+)
+from metdata.acquire.lookup import LATE, UNEXPECTED, LookupOptions, Pacer, fetch_listing, lookup_batch
+from metdata.acquire.opencsv import MAX_CSV_BYTES
 from metdata.core.progress import report
 from metdata.core.records import SCHEMA, rows_to_table
-from metdata.storage.dataset import Dataset, DatasetError
+from metdata.net.pacing import LocalPacer, PaceConfig
+from metdata.storage.dataset import Dataset
 from metdata.storage.layout import (
-    CSV_STAGED,
     LISTING,
-    LISTING_META,
     OBJECTS,
-    csv_staged_shard,
     object_shard,
-    target_candidates,
 )
 
 log = logging.getLogger(__name__)
@@ -262,317 +266,135 @@ def follow_up(task: ShardTask, result: dict) -> tuple[float, ShardTask] | None:
     return max(due for *_, due in late), ShardTask(task.name, ids, replace=True, tries=tries)
 
 
-def write_listing(
-    dataset: Dataset,
-    ids: list[int] | np.ndarray,
-    filters: dict,
-    search: dict | None = None,
-    previous: dict | None = None,
-) -> None:
-    """Snapshot the id listing (and how it was taken: ``filters``, and ``search``, the queries of
-    ``metdata ids --target/--search`` with their totals and splits) into the dataset (``ids``: a
-    list, or a NumPy array of distinct ids). ``previous``: the record of the listing this one
-    extends (a CSV load, a ``--since`` refresh), kept when it names searches (``searched_targets``),
-    so that ``ingest --since --target`` still finds the target's candidates.
+@dataclass(frozen=True)
+class IngestOptions:
+    """What ``metdata ingest`` was asked to do."""
 
-    The pair (``ids/listing.parquet``, ``ids/_listing.json``) is replaced together: if the record
-    cannot be written, the old listing is put back (or the new one removed), so a failure leaves
-    the old pair.
-
-    Raises:
-        DatasetError: the pair could not be written (the old pair is kept).
-    """
-    ids = np.sort(ids) if isinstance(ids, np.ndarray) else sorted(ids)
-    meta: dict = {"total": len(ids), "filters": filters, "taken_at": dt.datetime.now(dt.UTC).isoformat()}
-    if search is not None:
-        meta["search"] = search
-    if previous and searched_targets(previous):
-        meta["previous"] = previous
-    record = json.dumps(meta, indent=2, default=str, allow_nan=False).encode()
-    try:
-        old = dataset.read_bytes(LISTING) if dataset.exists(LISTING) else None
-        dataset.write_table(LISTING, pa.table({"objectID": pa.array(ids, pa.int64())}), dictionary=False)
-    except OSError as exc:
-        raise _unwritten(dataset, exc) from exc
-    try:
-        dataset.write_bytes(LISTING_META, record)
-    except BaseException as exc:  # put the old listing back: never a listing without its own record
-        if old is None:
-            dataset.remove(LISTING)
-        else:
-            dataset.write_bytes(LISTING, old)
-        if isinstance(exc, OSError):
-            raise _unwritten(dataset, exc) from exc
-        raise
+    lookup: LookupOptions = field(default_factory=LookupOptions)
+    pace: PaceConfig = field(default_factory=PaceConfig)
+    shard_size: int = 1000
+    retry_failed: bool = False
+    since: str | None = None
+    from_csv: str | None = None
+    csv_storage_options: dict = field(default_factory=dict)
+    #: with ``since``: refresh only this target's candidates (the listing ``metdata ids --target`` took)
+    target: str | None = None
+    csv_max_bytes: int = MAX_CSV_BYTES
+    #: seconds a shard task waits on its tail before handing it to a follow-up task (None: wait for every answer)
+    late_after: float | None = LATE_AFTER
 
 
-def _unwritten(dataset: Dataset, exc: OSError) -> DatasetError:
-    return DatasetError(
-        f"the listing under {dataset.url_of('ids')} could not be written ({type(exc).__name__}: {str(exc)[:200]}); "
-        f"the old one is kept: check that {dataset.url_of(LISTING)} and {dataset.url_of(LISTING_META)} are files "
-        "metdata may write (free space, permissions, nothing else under those names), then rerun"
-    )
+@dataclass(frozen=True)
+class Plan:
+    """The shard tasks of one run, and what they cover."""
+
+    tasks: list[ShardTask]
+    listed: int
+    with_rows: int
 
 
-def write_candidates(dataset: Dataset, target: str, ids: set[int], merged_into: dict | None) -> list[int]:
-    """Save a target's search candidates (``layout.target_candidates``); returns them. With
-    ``merged_into``, the record of the listing an ``--add`` merges into: if its searches name the
-    same target (``searched_targets``), the candidates saved before are kept too (an ``--add``
-    chain); otherwise they are replaced (a file left by a listing since replaced is stale).
+def plan(dataset: Dataset, options: IngestOptions) -> Plan:
+    """Decide the run's shard tasks. Needs no cluster, so bad input fails before one starts.
+
+    Takes the listing snapshot if there is none; with ``since``, fetches the updated ids (with
+    ``target``, only those among the target's candidates, saved by ``metdata ids --target``).
+    Ids found in two shards (two runs at once, before the lease) keep one row (``keep_one``);
+    new ids go into new shards only, so shards never overlap, whatever ``shard_size`` each run had.
 
     Raises:
-        DatasetError: a candidates file metdata did not write, or one it cannot write.
+        DatasetError, ListingError: a bad root or API (nothing written).
     """
-    relative = target_candidates(target)
-    chained = merged_into is not None and target in searched_targets(merged_into) and dataset.exists(relative)
-    old = set(read_candidates(dataset, target)) if chained else set()
-    merged = sorted(old | ids)
-    try:
-        dataset.write_table(relative, pa.table({"objectID": pa.array(merged, pa.int64())}), dictionary=False)
-    except OSError as exc:
-        raise DatasetError(
-            f"{dataset.url_of(relative)} could not be written ({type(exc).__name__}: {str(exc)[:200]}); "
-            "free space or fix the root, then rerun"
-        ) from exc
-    return merged
-
-
-def read_candidates(dataset: Dataset, target: str) -> list[int]:
-    """A target's search candidates, saved by ``metdata ids --target``.
-
-    Raises:
-        DatasetError: none saved (taken before they were kept, or by another tool), or a bad file.
-    """
-    relative = target_candidates(target)
-    if not dataset.exists(relative):
-        raise DatasetError(
-            f"{dataset.url_of(relative)} is missing: the candidates of target {target!r} were not saved; "
-            f"run 'metdata ids --target {target} --add --data {dataset.url}' (it keeps what is listed), then this again"
-        )
-    table = dataset.read_table(relative, columns=["objectID"], schema=pa.schema([("objectID", pa.int64())]))
-    try:
-        return checked_ids(table["objectID"].to_pylist())
-    except ValueError as exc:
-        raise DatasetError(
-            f"{dataset.url_of(relative)} is not a candidates file metdata wrote ({exc}): "
-            f"run 'metdata ids --target {target} --data {dataset.url}' again"
-        ) from exc
-
-
-def read_listing_meta(dataset: Dataset) -> dict:
-    """How the listing snapshot was taken (``{}`` if nothing says).
-
-    Raises:
-        DatasetError: the file is not the JSON object ``write_listing`` wrote.
-    """
-    if not dataset.exists(LISTING_META):
-        return {}
-    try:
-        meta = dataset.read_json(LISTING_META)
-    except (ValueError, OSError):  # not JSON, not UTF-8, a folder in its place
-        meta = None
-    if not isinstance(meta, dict):
-        raise DatasetError(
-            f"{dataset.url_of(LISTING_META)} is not what metdata wrote: take the listing again with 'metdata ids'"
-        )
-    return meta
-
-
-def merged_listing(old: list[int], found: set[int], add: bool) -> list[int]:
-    """The listing after a search: the union with the old one (``--add``), else the search's ids.
-
-    >>> merged_listing([1, 5], {5, 7}, add=True), merged_listing([1, 5], {5, 7}, add=False)
-    ([1, 5, 7], [5, 7])
-    """
-    return sorted(set(old) | found) if add else sorted(found)
-
-
-def searched_targets(meta: dict) -> set[str]:
-    """The targets whose search made the listing (``ids/_listing.json``, ``--add`` merges included).
-
-    >>> sorted(searched_targets({"search": {"target": "a", "previous": {"search": {"target": "b"}}}}))
-    ['a', 'b']
-    >>> sorted(searched_targets({"filters": {"since": "2020-01-01"}, "previous": {"search": {"target": "c"}}}))
-    ['c']
-    """
-    names: set[str] = set()
-    for _ in range(1000):  # a chain of --add merges, CSV loads and refreshes; bounded whatever the file says
-        if not isinstance(meta, dict):
-            break
-        search = meta.get("search")
-        if isinstance(search, dict):
-            if isinstance(search.get("target"), str):
-                names.add(search["target"])
-            meta = search.get("previous") or meta.get("previous")
-        else:
-            meta = meta.get("previous")
-    return names
-
-
-def check_candidates(meta: dict, target: str, url: str) -> None:
-    """Check the listing snapshot holds a target's search candidates (for ``--since --target``).
-
-    Raises:
-        DatasetError: it was taken otherwise (the message gives the command that takes it).
-    """
-    if target not in searched_targets(meta):
-        raise DatasetError(
-            f"the listing under {url} does not hold the candidates of target {target!r} (it was not taken by "
-            f"'metdata ids --target {target}'): run 'metdata ids --target {target} --data {url}' "
-            "(with --add to keep what is listed), then this again"
-        )
-
-
-def refresh_ids(updated: list[int], candidates: list[int]) -> list[int]:
-    """The ids a ``--since --target`` refresh looks up: the updated ones among the target's
-    candidates (``read_candidates``), not among the whole listing (a CSV's rows are in it too).
-
-    >>> refresh_ids([3, 4, 9], [1, 3, 9])
-    [3, 9]
-    """
-    return sorted(set(updated) & set(candidates))
-
-
-def listing_with(dataset: Dataset, added: list[int]) -> np.ndarray:
-    """The listing's ids and ``added``, each once and sorted, as a NumPy array (8 bytes an id,
-    where a Python set takes ~60 and Arrow's hash table ~170)."""
-    old = read_listing_array(dataset).to_numpy() if dataset.exists(LISTING) else np.array([], np.int64)
-    return np.unique(np.concatenate([old, np.fromiter(added, np.int64, len(added))]))
-
-
-def read_listing_array(dataset: Dataset) -> pa.Array:
-    """The snapshotted ids as an Arrow array, checked as ``read_listing`` checks them.
-
-    Raises:
-        DatasetError: the listing file is not one ``metdata ids`` wrote (bad ids or columns).
-    """
-    table = dataset.read_table(LISTING, columns=["objectID"], schema=pa.schema([("objectID", pa.int64())]))
-    ids = table["objectID"].combine_chunks()
-    bounds = pc.min_max(ids).as_py()
-    if ids.null_count or (len(ids) and not 1 <= bounds["min"] <= bounds["max"] <= MAX_OBJECT_ID):
-        read_listing(dataset)  # raises with the message of the id at fault
-    return ids
-
-
-def read_listing(dataset: Dataset) -> list[int]:
-    """The snapshotted ids.
-
-    Raises:
-        DatasetError: the listing file is not one ``metdata ids`` wrote (bad ids or columns).
-    """
-    table = dataset.read_table(LISTING, columns=["objectID"], schema=pa.schema([("objectID", pa.int64())]))
-    try:
-        return checked_ids(table["objectID"].to_pylist())
-    except ValueError as exc:
-        raise DatasetError(
-            f"{dataset.url_of(LISTING)} is not a listing metdata took ({exc}): "
-            f"take it again with 'metdata ids --data {dataset.url}'"
-        ) from exc
-
-
-def write_csv_shards(dataset: Dataset, batches: Iterable[list[dict]], shard_size: int, load: str) -> list[int]:
-    """Stage MetObjects.csv rows (status ``csv``) of every id that has no row yet, in shards of
-    ``shard_size`` sorted ids, under hidden names of this ``load`` (``layout.csv_staged_shard``);
-    returns the ids staged. Rows already looked up through the API are richer (image URLs,
-    measurements) and are kept; an id twice in the file keeps its first row.
-
-    Nothing is published here: ``publish_csv_shards`` does that once the whole file is read and
-    checked, ``discard_csv_shards`` removes the staged files of a load that failed.
-    """
-    seen = row_ids(dataset)
-    added: list[int] = []
-    pending: list[pa.Table] = []  # Arrow, not dicts: a shard's rows in flight take ~7x less memory
-    held = 0
-
-    for batch in batches:
-        fresh = []
-        for row in batch:
-            object_id = row["objectID"]
-            if object_id is None or not 1 <= object_id <= MAX_OBJECT_ID or object_id in seen:
-                continue
-            seen.add(object_id)
-            fresh.append(row)
-            added.append(object_id)
+    pacer = LocalPacer(options.pace)
+    candidates = None
+    if options.target is not None:  # before any request: the candidates must be there
+        check_candidates(read_listing_meta(dataset), options.target, dataset.url)
+        candidates = read_candidates(dataset, options.target)
+    if not dataset.exists(LISTING):
+        write_listing(dataset, fetch_listing(options.lookup, pacer), {})
+    listed = read_listing(dataset)
+    index, overlaps = index_and_duplicates(dataset)
+    for name, ids in sorted(overlaps.items()):  # left by two runs at once: keep one row per id
+        log.warning("%d ids of %s also have a row in another shard: dropping them here", len(ids), name)
+        drop_rows(dataset, name, ids)
+    replace: set[int] = set()
+    if options.retry_failed:
+        replace |= retryable_ids(index)
+    new = [i for i in listed if i not in index]
+    if options.since:
+        updated = fetch_listing(options.lookup, pacer, metadata_date=options.since)
+        if candidates is not None:  # the museum's changes, only among the target's candidates
+            updated = refresh_ids(updated, candidates)
+        replace |= {i for i in updated if i in index}
+        fresh = sorted(set(updated) - set(index) - set(new))
         if fresh:
-            pending.append(rows_to_table(fresh))
-            held += len(fresh)
-        while held >= shard_size:
-            rows = pa.concat_tables(pending).sort_by("objectID")
-            shard, rest = rows.slice(0, shard_size), rows.slice(shard_size)
-            dataset.write_table(csv_staged_shard(shard["objectID"][0].as_py(), load), shard)
-            pending, held = [rest], rest.num_rows
-    if held:
-        rows = pa.concat_tables(pending).sort_by("objectID")
-        dataset.write_table(csv_staged_shard(rows["objectID"][0].as_py(), load), rows)
-    return added
+            listed = sorted(set(listed) | set(fresh))
+            write_listing(dataset, listed, {"since": options.since}, previous=read_listing_meta(dataset))
+        new += fresh
+    tasks = plan_replacements(replace, index) + plan_new_shards(new, options.shard_size)
+    log.info(
+        "%d ids listed, %d with rows; %d new ids and %d rows to replace in %d shard tasks",
+        len(listed),
+        len(index),
+        len(new),
+        len(replace),
+        len(tasks),
+    )
+    return Plan(tasks, len(listed), len(index))
 
 
-def staged_csv_shards(dataset: Dataset, load: str | None = None) -> list[tuple[str, int]]:
-    """The staged CSV shards of one load (``None``: of every load) as (relative path, first id)."""
-    found = []
-    for name in dataset.hidden_files(OBJECTS):
-        match = CSV_STAGED.fullmatch(name)
-        if match and (load is None or match.group(2) == load):
-            found.append((f"{OBJECTS}/{name}", int(match.group(1))))
-    return found
+@dataclass
+class Tally:
+    """A run's shard results, added up as they arrive."""
 
+    statuses: Counter = field(default_factory=Counter)
+    requests: int = 0
+    bugs: int = 0
+    peak: int = 0
+    busy: float = 0.0
+    follow_ups: int = 0
 
-def publish_csv_shards(dataset: Dataset, load: str) -> int:
-    """Give a finished load's staged shards their final names (``layout.object_shard``); returns how many.
-
-    Raises:
-        DatasetError: a shard of that name exists already (another tool's file: the load's own ids
-            have no row, so no metdata shard starts at one of them); nothing of the load is published.
-    """
-    staged = staged_csv_shards(dataset, load)
-    taken = [object_shard(first) for _, first in staged if dataset.exists(object_shard(first))]
-    if taken:
-        raise DatasetError(
-            f"{dataset.url_of(taken[0])} exists but holds none of the ids a CSV shard of that name would: "
-            f"another tool's file? Move it out of {OBJECTS}/ and rerun"
-        )
-    for name, first in staged:
-        dataset.move(name, object_shard(first))
-    return len(staged)
-
-
-def discard_csv_shards(dataset: Dataset, load: str | None = None) -> int:
-    """Delete the staged shards of a load that failed (``None``: of every load, e.g. killed ones);
-    returns how many."""
-    staged = staged_csv_shards(dataset, load)
-    for name, _ in staged:
-        dataset.remove(name)
-    return len(staged)
+    def add(self, result: dict) -> None:
+        self.statuses.update(result["statuses"])
+        self.follow_ups += result.get("follow_up", False)
+        self.requests += result["requests"]
+        self.bugs += result.get("errors", 0)
+        self.peak = max(self.peak, result.get("peak_in_flight", 0))
+        self.busy += result.get("busy_s", 0.0)
 
 
 def summary(
     dataset: Dataset,
-    api: str,
-    rate: float,
-    run_statuses: Counter,
-    requests: int,
+    options: IngestOptions,
+    tally: Tally,
     duration: float,
     pacer: dict,
     failures: list[str],
+    tasks: int,
 ) -> dict:
     """An ingestion run's summary: rows by status over the whole table, then this run's ids by
     status, requests, blocks (``pacer``: the pacer's figures per host), duration and rate
-    achieved against the configured ``rate``, and its failed shard tasks."""
+    achieved against the configured rate, its failed shard tasks and, when ``tasks`` ran, their
+    requests in flight and follow-ups."""
     table_statuses = status_counts(dataset)
+    this_run = {
+        "ids_looked_up": sum(tally.statuses.values()),
+        "by_status": dict(sorted(tally.statuses.items())),
+        "requests": tally.requests,
+        "blocks": sum(int(h["blocks"]) for h in pacer.values()),
+        "duration_s": round(duration, 2),
+        "achieved_rate": round(tally.requests / duration, 3) if duration else None,
+        "configured_rate": options.pace.rate,
+        "failed_shard_tasks": failures,
+    }
+    if tasks:
+        busy = round(tally.busy / duration, 1) if duration else 0
+        this_run["in_flight"] = {"mean": busy, "peak_per_task": tally.peak, "tasks": tasks}
+        this_run["follow_up_tasks"] = tally.follow_ups
     return {
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "dataset": dataset.url,
-        "api": api,
+        "api": options.lookup.api,
         "rows_by_status": dict(sorted(table_statuses.items())),
         "rows": sum(table_statuses.values()),
-        "this_run": {
-            "ids_looked_up": sum(run_statuses.values()),
-            "by_status": dict(sorted(run_statuses.items())),
-            "requests": requests,
-            "blocks": sum(int(h["blocks"]) for h in pacer.values()),
-            "duration_s": round(duration, 2),
-            "achieved_rate": round(requests / duration, 3) if duration else None,
-            "configured_rate": rate,
-            "failed_shard_tasks": failures,
-        },
+        "this_run": this_run,
     }

@@ -28,7 +28,7 @@ import click
 import pyarrow.dataset as pads
 import requests
 
-from metdata.acquire.ingest import read_listing_meta
+from metdata.acquire.listing import read_listing_meta
 from metdata.cli.options import FiniteFloat
 from metdata.emulator import EmulatorConfig, MetEmulator
 from metdata.emulator.faults import KINDS, parse_kinds
