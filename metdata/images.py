@@ -32,9 +32,10 @@ from metdata import imaging, layout
 from metdata.api import RETRYABLE
 from metdata.dataset import Dataset
 from metdata.dispatch import Figures
-from metdata.fetch import Outcome, Policy, fetch, judge, new_session
+from metdata.fetch import Outcome, Policy, fetch, judge
 from metdata.lookup import UNEXPECTED, LookupOptions, Pacer, lookup_batch, paid_first
 from metdata.progress import report
+from metdata.session import shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def download_all(
     dispatcher = options.lookup.dispatcher(pacer, len(urls))
     dispatcher.late_after = options.late_after
     policy = options.policy
-    with new_session(dispatcher.max_in_flight) as session:
+    with shared_pool(dispatcher.max_in_flight) as session:
 
         def attempt(url: str) -> tuple[str, Fetched]:
             reply = fetch(session, url, policy, wait=paid_first(dispatcher.slots, budget_key))
