@@ -238,7 +238,7 @@ def process(fetched: Fetched, options: ImageOptions) -> Fetched:
     if fetched.status != "ok":
         return fetched
     try:
-        rgb, width, height = imaging.decode(fetched.data, options.size)
+        rgb, width, height = imaging.decode(fetched.data, options.size, longer=options.resize == "pad")
     except imaging.TooLarge as exc:
         return replace(fetched, status="too_large", error=str(exc))
     except imaging.BadImage as exc:
@@ -380,8 +380,10 @@ def run_chunk(
             log.exception("image slot of object %s failed unexpectedly", task.object_ids[i])
             results[k] = Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], result.url, unexpected=True)
             valid[i], pixels[i], rows[i] = _slot_row(task, i, results[k], options, now)
-    group["images"][task.start : task.start + n] = pixels
-    group["valid"][task.start : task.start + n] = valid
+    # Every chunk is written (the task owns it), so Zarr need not first compare it with the fill value
+    # (``write_empty_chunks``): that check cost ~0.15 ms per image, 40 % of the chunk's write.
+    for name, values in (("images", pixels), ("valid", valid)):
+        group[name].with_config({"write_empty_chunks": True})[task.start : task.start + n] = values
     dataset.write_table(shard, pa.Table.from_pylist(rows, schema=STATUS_SCHEMA))
     statuses: dict[str, int] = {}
     late = []
