@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 
 #: Decoded pixels allowed per image (OpenCV refuses more; the header check comes first).
 MAX_PIXELS = 100_000_000
@@ -70,7 +71,21 @@ def _is_frame(marker: int) -> bool:
     return 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)
 
 
-def _segments(data: bytes):
+#: Within ``decode``: the segments of the bytes it decodes, walked once (``decode`` reads them four times).
+_walked = threading.local()
+
+
+def _segments(data: bytes) -> list[tuple[int, int]]:
+    """``_walk``'s segments of ``data``; inside ``decode``, walked once for the bytes it decodes."""
+    if getattr(_walked, "data", None) is data:
+        return _walked.segments
+    segments = list(_walk(data))
+    if getattr(_walked, "keep", False):
+        _walked.data, _walked.segments = data, segments
+    return segments
+
+
+def _walk(data: bytes):
     """Yield (marker, offset of its length field) for each segment of a JPEG's header, up to and
     including its first SOS, within ``HEADER_LIMIT`` bytes.
 
@@ -257,6 +272,14 @@ def decode(data: bytes, target: int = 0, longer: bool = False) -> tuple[np.ndarr
         TooLarge: more than ``MAX_PIXELS`` pixels.
         BadImage: not decodable.
     """
+    _walked.keep = True
+    try:
+        return _decode(data, target, longer)
+    finally:  # the bytes are not kept past the call
+        _walked.keep, _walked.data, _walked.segments = False, None, None
+
+
+def _decode(data: bytes, target: int, longer: bool) -> tuple[np.ndarray, int, int]:
     header = sniff(data)
     if header is None and data[:2] == b"\xff\xd8":
         raise BadImage(f"no JPEG frame header (SOF) within the first {HEADER_LIMIT >> 20} MB: corrupt or not a JPEG")
