@@ -6,6 +6,11 @@ at a time, floods ``100 Continue`` or never ends a chunked body's trailers would
 request forever. Sessions from ``new_session`` use connection pools that hand the watchdog the
 connection of each request while ``watched(deadline)`` is in force; past the deadline it shuts
 the socket down, and the blocked read fails.
+
+``new_pool`` is the same without ``requests`` (urllib3's pools, watched the same way: a third of
+the CPU per request), and ``shared_pool`` is one such pool per process, which the images stage's
+chunk tasks share so that each reuses the connections of the ones before it. Both fall back to
+``new_session`` when the environment sets a proxy.
 """
 
 from __future__ import annotations
