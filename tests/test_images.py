@@ -391,6 +391,7 @@ def test_cli_bad_input(start_met, dask_client, tmp_path):
         (["--where", "objectBeginDate > 99999"], 1, "is empty"),
         (["--size", "32", "--where", "department = 'Asian Art'"], 1, "was made with"),
         (["--target", "painting-culture", "--where", "true"], 2, "not both"),
+        (["--processes", "--cluster", "tcp://127.0.0.1:9"], 2, "--processes is for --cluster local"),
     ]:
         result = runner.invoke(main, [*base, *args])
         assert result.exit_code == code, (args, result.output)

@@ -128,6 +128,8 @@ def images(
     """
     if target and where:
         raise click.UsageError("give --target or --where, not both")
+    if processes and cluster != "local":
+        raise click.UsageError("--processes is for --cluster local: a running cluster's workers are what it started")
     from metdata.cluster import connect
     from metdata.dataset import Dataset
     from metdata.images import MET_IMAGE_HOST, ImageOptions
