@@ -4,7 +4,8 @@ A replay catalog of about ``--images`` web-large images is drawn beforehand (the
 reads files). Metadata is ingested from a clean emulator; then, on the same address, an emulator
 with ``--fault-rate`` (default 0.05) of every fault kind, ``slow`` answers held ``--slow-seconds``
 (default 30, the client's timeout): ``metdata.jobs.images.plan`` + ``run`` at ``--rate`` (default
-80) on a LocalCluster of ``--workers`` x ``--threads-per-worker``, as the CLI runs it.
+80) on a LocalCluster of ``--workers`` x ``--threads-per-worker``, worker processes (``--in-process``:
+in this process, as ``metdata images`` runs it by default since issue 24).
 
 Prints, counted at the emulator's image host (its request counter polled every 50 ms):
 
@@ -25,6 +26,7 @@ Old code against the current emulator: ``cd OLD && PYTHONPATH=OLD python NEW/ben
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import os
@@ -43,6 +45,7 @@ from images_pipeline import write_replay
 from measure import free_port
 
 from metdata.acquire.lookup import LookupOptions
+from metdata.cluster import connect
 from metdata.images.images import ImageOptions
 from metdata.jobs import images as images_job
 from metdata.jobs.ingest import IngestOptions
@@ -65,6 +68,13 @@ class ProgressTimes(logging.Handler):
         self.times.append(time.monotonic())
 
 
+@contextlib.contextmanager
+def in_process(args):
+    """``acquire_budget.cluster``'s ``(client, worker processes)`` for a LocalCluster in this process."""
+    with connect("local", workers=args.workers, threads_per_worker=args.threads_per_worker, processes=False) as client:
+        yield client, []  # no other process: its CPU is this one's (``measured``'s cpu_here)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="about this many images")
@@ -77,6 +87,7 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=600.0, help="seconds at most for the run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads-per-worker", type=int, default=2)
+    parser.add_argument("--in-process", action="store_true", help="the LocalCluster's workers in this process")
     parser.add_argument("--emulator-code", default=str(Path(__file__).resolve().parents[1]), help="source tree")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -89,7 +100,7 @@ def main() -> None:
         drawn = write_replay(Path(tmp) / "replay", objects, 0)
         served = ("--no-throttle", "--catalog", f"{tmp}/replay", "--port", str(free_port()))
         dataset = Dataset(f"{tmp}/dataset")
-        with cluster(args) as cw:
+        with in_process(args) if args.in_process else cluster(args) as cw:
             client, _ = cw
             with emulator(args, *served) as (url, _, _):
                 lookup = LookupOptions(api=url, timeout=args.timeout)

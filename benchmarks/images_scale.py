@@ -1,5 +1,9 @@
 """Scale-out of the images stage (issue 24): ``metdata images --rate 0`` on 1 vs 2 worker processes.
 
+The workers are processes (``metdata images --processes``): what scales across cores and machines.
+``--in-process`` measures the default local flavour instead (workers as threads of the command's
+process: cheaper to start, bound by one interpreter's GIL for its Python part).
+
 A replay catalog of about ``--images`` web-large images (the emulator in its own process only
 reads files), metadata ingested once (``metdata ids`` + ``metdata ingest --rate 0``); then, for
 each ``--latency`` (default 0 and 0.3 s), ``metdata images --rate 0 --workers W`` for W in
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--latency", default="0,0.3")
     parser.add_argument("--size", type=int, default=150)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--in-process", action="store_true", help="workers as threads (the default flavour)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     rows = []
@@ -48,7 +53,9 @@ def main() -> None:
         for latency in (float(x) for x in args.latency.split(",")):
             with fake_met(*served, "--latency", str(latency)) as (api, met):
                 for workers in (int(x) for x in args.workers.split(",")):
-                    run = argparse.Namespace(size=args.size, workers=workers, timeout=args.timeout)
+                    run = argparse.Namespace(
+                        size=args.size, workers=workers, timeout=args.timeout, metdata_processes=not args.in_process
+                    )
                     emulator = process_cpu(met)
                     r = run_metdata(api, root, f"images-{latency:g}-{workers}.zarr", run)
                     r["emulator_cpu"] = process_cpu(met) - emulator

@@ -17,11 +17,13 @@ output folders:
 - img2dataset: ``--processes_count`` x ``--thread_count`` (default 2 x 16), ``--image_size``
   150, ``--resize_mode border`` (padding, as metdata's ``--resize pad``), ``--output_format
   files``, ``--timeout`` as metdata's, ``--retries`` 0 (and 4 under the fault mix);
-- metdata: ``metdata images --rate 0 --resize pad --workers 2`` (a LocalCluster, as a user runs it).
+- metdata: ``metdata images --rate 0 --resize pad --workers 2`` (its LocalCluster, as a user runs
+  it: in the command's own process since issue 24; ``--metdata-processes`` adds ``--processes``,
+  worker processes under nannies, as before).
 
 Both run as commands; the wall time is the command's and the CPU is its whole process tree's
 (``getrusage(RUSAGE_CHILDREN)`` around it: every process it started and waited for, which for
-metdata includes the Dask scheduler, nannies and workers). CPU per image is over the images each
+metdata with ``--processes`` includes the Dask nannies and workers). CPU per image is over the images each
 kept. Rows: no latency; ``--latency`` (0.3 s) on every answer; the fault mix (every kind at
 ``--fault-rate``, slow answers held ``--slow-seconds``): images each recovered. Last, bytes on
 disk per kept image: img2dataset's output folder (JPEGs re-encoded at quality 95, plus their
@@ -118,6 +120,7 @@ def run_metdata(api: str, root: Path, store: str, args, where: str | None = None
     flags = ["--data", str(root), "--api", api, "--store", store, "--size", str(args.size), "--resize", "pad"]
     flags += ["--where", where] if where else []
     flags += ["--rate", "0", "--workers", str(args.workers), "--timeout", f"{args.timeout:g}"]
+    flags += ["--processes"] if getattr(args, "metdata_processes", False) else []
     r = timed([*METDATA, "images", *flags])
     summary = json.loads(r["stdout"])
     r["kept"] = summary["slots_by_status"].get("ok", 0)
@@ -140,6 +143,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="img2dataset --processes_count")
     parser.add_argument("--threads", type=int, default=16, help="img2dataset --thread_count")
     parser.add_argument("--workers", type=int, default=2, help="metdata images --workers")
+    parser.add_argument(
+        "--metdata-processes", action="store_true", help="metdata images --processes (worker processes, nannies)"
+    )
     parser.add_argument("--i2d-venv", type=Path, default=Path("/tmp/metdata-img2dataset"))
     parser.add_argument("--small", type=int, default=128, help="URLs of the start-up run (0: none)")
     args = parser.parse_args()

@@ -178,6 +178,7 @@ def connect(
     workers: int | None = None,
     threads_per_worker: int = 2,
     timeout: float = 20.0,
+    processes: bool = True,
 ) -> Iterator[Client]:
     """Yield a Dask client for ``spec``; shut down what was started on exit.
 
@@ -191,6 +192,12 @@ def connect(
         workers: worker processes for ``local`` (default: one per core).
         threads_per_worker: task threads per local worker; ingestion is I/O-bound.
         timeout: seconds to wait for a remote scheduler.
+        processes: ``local`` only: each worker a process of its own under a nanny (restarted if it
+            dies or outgrows its memory), as on a real cluster; False: the scheduler and workers run
+            in this process, as threads. That start costs no imports (each worker process and
+            nanny imports Dask and metdata again: ~2 s of CPU for two), and suits work whose CPU
+            is spent outside the GIL (the images stage: sockets, OpenCV, Blosc); Python-heavy work
+            (parsing the API's JSON) wants processes.
 
     Raises:
         ClusterError: for an unknown spec, an unreachable scheduler or cluster, dask-kubernetes
@@ -204,15 +211,16 @@ def connect(
             LocalCluster(
                 n_workers=n,
                 threads_per_worker=threads_per_worker,
-                processes=True,
+                processes=processes,
                 dashboard_address="127.0.0.1:8787",  # this machine only, as the log says
             ) as cluster,
             Client(cluster) as client,
         ):
             log.info(
-                "Dask LocalCluster: %d workers x %d threads; dashboard %s",
+                "Dask LocalCluster: %d workers x %d threads (%s); dashboard %s",
                 n,
                 threads_per_worker,
+                "worker processes" if processes else "in this process",
                 client.dashboard_link,
             )
             yield client

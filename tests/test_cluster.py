@@ -285,3 +285,12 @@ def test_a_taken_dashboard_port_prints_no_dask_warning():
     assert out.returncode == 0, out.stderr
     assert ":8787/" not in out.stdout  # the port was taken: Dask moved its dashboard
     assert "already in use" not in out.stderr + out.stdout, out.stderr
+
+
+@pytest.mark.slow
+def test_local_cluster_in_this_process_or_in_worker_processes():
+    with connect("local", workers=1, processes=False) as client:
+        assert client.submit(os.getpid, pure=False).result() == os.getpid()
+        assert len(client.scheduler_info()["workers"]) == 1
+    with connect("local", workers=1) as client:  # the default: a worker process under a nanny
+        assert client.submit(os.getpid, pure=False).result() != os.getpid()

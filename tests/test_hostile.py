@@ -18,6 +18,7 @@ from metdata.errors import UserError
 from metdata.images import images
 from metdata.net.fetch import Policy, fetch, new_session, read_url
 from metdata.net.pacing import LocalPacer, PaceConfig
+from metdata.net.session import new_pool
 from metdata.storage.dataset import Dataset
 from metdata.storage.imagestore import prepare_store
 
@@ -217,10 +218,11 @@ def test_predict_reads_a_good_url_and_refuses_a_malformed_one(servers):
         read_image("http://[::1/x.jpg", timeout=DEADLINE)
 
 
-def test_fetch_never_leaves_the_policy(servers):
+@pytest.mark.parametrize("make", [new_session, new_pool])
+def test_fetch_never_leaves_the_policy(servers, make):
     hostile, other = servers
     policy = Policy.same_origin(hostile.url, deadline=DEADLINE)
-    with new_session(1) as session:
+    with make(1) as session:
         reply = fetch(session, f"{hostile.url}/img/redirect_other_port.jpg", policy)
         assert reply.outcome == "failed" and other.url.removeprefix("http://") in reply.error
         assert fetch(session, "https" + hostile.url.removeprefix("http") + "/x", policy).outcome == "failed"

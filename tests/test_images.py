@@ -244,6 +244,22 @@ def test_bombs_odd_formats_and_non_images(start_met, dask_client, tmp_path, odd_
     assert summary["slots_by_status"]["ok"] == 4
 
 
+def test_pad_decodes_smaller_and_looks_the_same():
+    import cv2
+
+    from metdata.core.imaging import decode, reduction, resize
+
+    big = cv2.imencode(".jpg", cv2.resize(cv2.imdecode(np.frombuffer(photo(), np.uint8), cv2.IMREAD_COLOR), (640, 500)))
+    data = big[1].tobytes()
+    assert (reduction(640, 500, 150), reduction(640, 500, 150, longer=True)) == (2, 4)
+    full, width, height = decode(data, 150)
+    small, *size = decode(data, 150, longer=True)
+    assert (width, height) == tuple(size) == (640, 500) and full.shape == (250, 320, 3) and small.shape == (125, 160, 3)
+    a, b = resize(full, 150, "pad").astype(int), resize(small, 150, "pad").astype(int)
+    assert a.shape == b.shape == (150, 150, 3) and (a[:, :, 0] > 0).sum() > 0.7 * 150 * 150
+    assert np.abs(a - b).mean() < 3  # the same picture: the longer side still shrinks to 150
+
+
 def test_resize_modes_on_a_real_photograph():
     import cv2
 
@@ -365,7 +381,7 @@ def test_cli_bad_input(start_met, dask_client, tmp_path):
     dataset = ingested(met, dask_client, tmp_path)
     runner = CliRunner()
     base = ["images", "--data", str(tmp_path), "--api", met.url, "--size", "16"]
-    ok = runner.invoke(main, [*base, "--where", "department = 'Asian Art'", "--workers", "1"])
+    ok = runner.invoke(main, [*base, "--where", "department = 'Asian Art'", "--workers", "1", "--processes"])
     assert ok.exit_code == 0, ok.output
     before = {p.name: p.read_bytes() for p in (tmp_path / "images.zarr").rglob("*") if p.is_file()}
     for args, code, message in [
@@ -375,6 +391,7 @@ def test_cli_bad_input(start_met, dask_client, tmp_path):
         (["--where", "objectBeginDate > 99999"], 1, "is empty"),
         (["--size", "32", "--where", "department = 'Asian Art'"], 1, "was made with"),
         (["--target", "painting-culture", "--where", "true"], 2, "not both"),
+        (["--processes", "--cluster", "tcp://127.0.0.1:9"], 2, "--processes is for --cluster local"),
     ]:
         result = runner.invoke(main, [*base, *args])
         assert result.exit_code == code, (args, result.output)

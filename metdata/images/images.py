@@ -31,7 +31,8 @@ from metdata.acquire.lookup import UNEXPECTED, LookupOptions, Pacer, lookup_batc
 from metdata.core import imaging
 from metdata.core.progress import report
 from metdata.net.dispatch import Figures
-from metdata.net.fetch import Outcome, Policy, fetch, judge, new_session
+from metdata.net.fetch import Outcome, Policy, fetch, judge
+from metdata.net.session import shared_pool
 from metdata.storage import layout
 from metdata.storage.dataset import Dataset
 from metdata.storage.imagestore import ImageStore
@@ -187,7 +188,7 @@ def download_all(
     dispatcher = options.lookup.dispatcher(pacer, len(urls))
     dispatcher.late_after = options.late_after
     policy = options.policy
-    with new_session(dispatcher.max_in_flight) as session:
+    with shared_pool(dispatcher.max_in_flight) as session:
 
         def attempt(url: str) -> tuple[str, Fetched]:
             reply = fetch(session, url, policy, wait=paid_first(dispatcher.slots, budget_key))
@@ -221,7 +222,7 @@ def process(fetched: Fetched, options: ImageOptions) -> Fetched:
     if fetched.status != "ok":
         return fetched
     try:
-        rgb, width, height = imaging.decode(fetched.data, options.size)
+        rgb, width, height = imaging.decode(fetched.data, options.size, longer=options.resize == "pad")
     except imaging.TooLarge as exc:
         return replace(fetched, status="too_large", error=str(exc))
     except imaging.BadImage as exc:

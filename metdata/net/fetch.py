@@ -24,15 +24,16 @@ import http.client
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
 
-from metdata.net.session import new_session, proxies_for, watched
+from metdata.net.session import Pool, new_session, proxies_for, watched
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ def fetch(
     starting after ``wait`` lets it go (the pacer's budget slot).
 
     Args:
-        session: from ``new_session`` (its pools let the watchdog end a request at its deadline).
+        session: from ``new_session`` or ``new_pool`` (their pools let the watchdog end a request at
+            its deadline).
         url: the URL; checked against the policy like every redirect target.
         policy: hosts, schemes, deadline, byte cap.
         wait: called with each URL before it is requested (the pacer's budget).
@@ -176,18 +178,8 @@ def fetch(
             wait(url)
         deadline = time.monotonic() + policy.deadline
         try:
-            with (
-                watched(deadline),
-                session.get(
-                    url,
-                    params=params,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(policy.deadline, policy.deadline),
-                    proxies=proxies_for(url),
-                ) as response,
-            ):
-                if response.is_redirect:  # checked against the policy at the top of the next hop
+            with watched(deadline), _get(session, url, params, policy.deadline) as response:
+                if response.status in _REDIRECTS and "Location" in response.headers:  # checked at the next hop
                     url, params = urljoin(url, response.headers["Location"]), None
                     continue
                 return _read(response, url, policy, deadline)
@@ -195,6 +187,7 @@ def fetch(
             requests.exceptions.InvalidURL,
             requests.exceptions.InvalidSchema,
             requests.exceptions.MissingSchema,
+            urllib3.exceptions.LocationValueError,
         ) as exc:
             return Reply(url, outcome=Outcome.FAILED, error=_describe(exc))
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
@@ -207,11 +200,58 @@ def fetch(
     return Reply(url, outcome=Outcome.FAILED, error=f"more than {policy.max_redirects} redirects")
 
 
+#: The statuses whose ``Location`` is a redirect (as ``requests``' ``is_redirect``).
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class _Response:
+    """One answer's status line and headers, and its body's stream, whichever client got it."""
+
+    status: int
+    headers: object  # case-insensitive: requests' CaseInsensitiveDict or urllib3's HTTPHeaderDict
+    raw: urllib3.BaseHTTPResponse
+
+
+@contextmanager
+def _get(session: requests.Session | Pool, url: str, params: dict | None, seconds: float) -> Iterator[_Response]:
+    """GET one URL, no redirect followed, the body left to stream; its connection is given back
+    (read to the end) or closed when the block ends."""
+    if not isinstance(session, Pool):
+        with session.get(
+            url,
+            params=params,
+            stream=True,
+            allow_redirects=False,
+            timeout=(seconds, seconds),
+            proxies=proxies_for(url),
+        ) as response:
+            yield _Response(response.status_code, response.headers, response.raw)
+        return
+    if params:
+        url += ("&" if urlsplit(url).query else "?") + urlencode(params)
+    raw = session.urlopen(
+        "GET",
+        url,
+        redirect=False,
+        retries=False,
+        preload_content=False,
+        decode_content=False,
+        timeout=urllib3.Timeout(connect=seconds, read=seconds),
+    )
+    try:
+        yield _Response(raw.status, raw.headers, raw)
+    finally:
+        if raw.connection is not None:  # not read to the end (``_read`` gives a whole one back): drop it
+            raw.close()
+        raw.release_conn()
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def _read(response: requests.Response, url: str, policy: Policy, deadline: float) -> Reply:
+def _read(response: _Response, url: str, policy: Policy, deadline: float) -> Reply:
     """Read the body within the deadline and the cap, decompressing it ourselves (bounded)."""
     cap = policy.max_bytes
     too_large = Reply(url, outcome=Outcome.TOO_LARGE, error=f"more than {cap:,} bytes")
@@ -249,7 +289,7 @@ def _read(response: requests.Response, url: str, policy: Policy, deadline: float
     if decoder is not None and not decoder.eof:
         return Reply(url, outcome=Outcome.TRANSIENT, error=f"the {encoding} body ended early")
     raw.release_conn()  # read to the end: the connection can serve the next request
-    return Reply(url, response.status_code, response.headers.get("Content-Type", ""), bytes(body))
+    return Reply(url, response.status, response.headers.get("Content-Type", ""), bytes(body))
 
 
 def is_block_page(content_type: str, body: bytes) -> bool:
