@@ -13,7 +13,7 @@ import pytest
 from hostile import API_CASES, ENDLESS, IMAGE_CASES, MAX_SECONDS, Hostile, gzip_bomb
 
 from metdata.acquire.ingest import ShardTask, run_shard, shard_name
-from metdata.acquire.lookup import LookupOptions, lookup_ids, lookup_one
+from metdata.acquire.lookup import LookupOptions, lookup_batch
 from metdata.errors import UserError
 from metdata.images import images
 from metdata.net.fetch import Policy, fetch, new_session, read_url
@@ -68,7 +68,7 @@ def test_every_bad_api_answer_is_its_ids_row(servers):
     hostile, _ = servers
     ids = list(API_CASES)
     with Bounded() as bounded:
-        rows = lookup_ids(ids, lookup_options(hostile.url), pacer())
+        rows = lookup_batch(ids, lookup_options(hostile.url), pacer())[0]
     assert [r["objectID"] for r in rows] == ids  # exactly one row per id, in order
     got = {r["objectID"]: r["status"] for r in rows}
     assert got == {i: status for i, (_, status) in API_CASES.items()}, [r["error"] for r in rows]
@@ -168,7 +168,7 @@ def test_an_answer_that_never_ends_is_transient_within_the_deadline(servers, kin
     )
     expected = f"no complete answer within {DEADLINE:g} s" if kind in ENDLESS else "InvalidHeader: Content-Length"
     started = time.monotonic()
-    row = lookup_one(object_id, api, pacer())
+    row = lookup_batch([object_id], api, pacer())[0][0]
     looked_up = time.monotonic() - started
     slot = images.fetch_slots([1], [f"{hostile.url}/img/{kind}.jpg"], image, pacer())[0][0]
     fetched = time.monotonic() - started - looked_up

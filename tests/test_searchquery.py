@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metdata.acquire.lookup import MAX_OBJECT_ID
-from metdata.core.schema import DEPARTMENTS
+from metdata.core.schema import DEPARTMENTS, MAX_OBJECT_ID
 from metdata.core.searchquery import (
     DATE_WINDOWS,
     Query,

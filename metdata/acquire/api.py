@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 
+from metdata.core.statuses import Status
 from metdata.net import fetch
-from metdata.net.fetch import RETRYABLE, Answer, Outcome, Reply
+from metdata.net.fetch import Answer, Reply
 
-__all__ = ["DEFAULT_API", "RETRYABLE", "Answer", "Outcome", "classify", "judge", "parse_json"]
+__all__ = ["DEFAULT_API", "Answer", "classify", "judge", "parse_json"]
 
 #: The real service; ``--api`` defaults to it.
 DEFAULT_API = "https://collectionapi.metmuseum.org/public/collection/v1"
@@ -45,27 +46,27 @@ def classify(status: int, content_type: str, body: bytes) -> Answer:
         body: the raw body.
 
     >>> classify(404, "application/json", b'{"message":"Not a valid object"}').outcome
-    <Outcome.NOT_VALID: 'not_valid'>
+    <Status.NOT_VALID: 'not_valid'>
     >>> classify(200, "text/html", b"<html>Incapsula incident ID: 1</html>").outcome
-    <Outcome.BLOCKED: 'blocked'>
+    <Status.BLOCKED: 'blocked'>
     """
     shared = fetch.classify(status, content_type, body)
-    if shared.outcome in (Outcome.TRANSIENT, Outcome.BLOCKED):
+    if shared.outcome in (Status.TRANSIENT, Status.BLOCKED):
         return shared
     payload, problem = parse_json(body)
     if problem:
-        return Answer(Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, {problem}")
+        return Answer(Status.FAILED, error=f"HTTP {status} {content_type or 'no content type'}, {problem}")
     message = payload.get("message", "") if isinstance(payload, dict) else ""
     message = message if isinstance(message, str) else ""
     if status == 200:
-        return Answer(Outcome.OK, payload)
+        return Answer(Status.OK, payload)
     if status == 404 and message == "ObjectID not found":
-        return Answer(Outcome.NOT_FOUND, error=message)
+        return Answer(Status.NOT_FOUND, error=message)
     if status == 404 and message == "Not a valid object":
-        return Answer(Outcome.NOT_VALID, error=message)
+        return Answer(Status.NOT_VALID, error=message)
     if status == 400 and message == "could not parse objectID":
-        return Answer(Outcome.INVALID_ID, error=message)
-    return Answer(Outcome.FAILED, error=f"HTTP {status}: {message or str(payload)[:200]}")
+        return Answer(Status.INVALID_ID, error=message)
+    return Answer(Status.FAILED, error=f"HTTP {status}: {message or str(payload)[:200]}")
 
 
 def judge(reply: Reply) -> Answer:

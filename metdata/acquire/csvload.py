@@ -17,10 +17,10 @@ import pyarrow as pa
 
 from metdata.acquire.ingest import row_ids
 from metdata.acquire.listing import listing_with, read_listing_meta, write_listing
-from metdata.acquire.lookup import MAX_OBJECT_ID
 from metdata.acquire.opencsv import open_csv
 from metdata.core.progress import Progress
 from metdata.core.records import rows_to_table
+from metdata.core.schema import MAX_OBJECT_ID
 from metdata.storage.dataset import Dataset, DatasetError
 from metdata.storage.layout import CSV_SOURCE, CSV_STAGED, OBJECTS, csv_staged_shard, object_shard
 

@@ -23,7 +23,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metdata.acquire.api import RETRYABLE
 from metdata.acquire.listing import (
     check_candidates,
     read_candidates,
@@ -32,11 +31,12 @@ from metdata.acquire.listing import (
     refresh_ids,
     write_listing,
 )
-from metdata.acquire.lookup import LATE, UNEXPECTED, LookupOptions, Pacer, fetch_listing, lookup_batch
+from metdata.acquire.lookup import LATE, UNEXPECTED, LookupOptions, fetch_listing, lookup_batch
 from metdata.acquire.opencsv import MAX_CSV_BYTES
 from metdata.core.progress import report
 from metdata.core.records import SCHEMA, rows_to_table
-from metdata.net.pacing import LocalPacer, PaceConfig
+from metdata.core.statuses import RETRYABLE
+from metdata.net.pacing import LocalPacer, PaceConfig, Pacer
 from metdata.storage.dataset import Dataset
 from metdata.storage.layout import (
     LISTING,

@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metdata.acquire.lookup import MAX_OBJECT_ID, LookupOptions, checked_ids, fetch_listing
+from metdata.acquire.lookup import LookupOptions, checked_ids, fetch_listing
 from metdata.acquire.search import search_all, search_url, snapshot_record
+from metdata.core.schema import MAX_OBJECT_ID
 from metdata.core.searchquery import Query
 from metdata.net.pacing import LocalPacer, PaceConfig
 from metdata.storage.dataset import Dataset, DatasetError

@@ -16,18 +16,19 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import requests
 
 from metdata.acquire import api
-from metdata.acquire.api import DEFAULT_API, Answer, Outcome
+from metdata.acquire.api import DEFAULT_API, Answer
 from metdata.core.records import all_fitted, error_row, record_row
+from metdata.core.schema import MAX_OBJECT_ID
+from metdata.core.statuses import Status
 from metdata.errors import UserError
-from metdata.net.dispatch import Dispatcher, Done, Figures, Slots, in_flight_limit
+from metdata.net.dispatch import Done, Figures, Tuning, paid_first
 from metdata.net.fetch import Policy, fetch, new_session
-from metdata.net.pacing import PaceConfig
+from metdata.net.pacing import Pacer
 
 __all__ = [
     "LATE",
@@ -36,75 +37,30 @@ __all__ = [
     "fetch_listing",
     "get",
     "lookup_batch",
-    "lookup_ids",
-    "lookup_one",
     "new_session",
 ]
 
 log = logging.getLogger(__name__)
 
 
-class Pacer(Protocol):
-    config: PaceConfig
-
-    def bind(self) -> Pacer: ...
-    def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
-    def blocked(self, host: str) -> None: ...
-    def throttled(self, host: str) -> None: ...
-
-
-def is_429(value: object) -> bool:
-    """Whether an attempt's value (an ``Answer`` or an ``images.Fetched``) is a 429 answer."""
-    return getattr(value, "error", "") == "HTTP 429"
-
-
 @dataclass(frozen=True)
-class LookupOptions:
-    """How lookups behave.
+class LookupOptions(Tuning):
+    """How lookups behave: the API, and how its requests are sent (``dispatch.Tuning``).
 
     Attributes:
         api: the API base URL.
-        max_in_flight: the most requests one task keeps in flight; 0 sizes it to the budget
-            (``dispatch.in_flight_limit``: rate x timeout, at most 256; 32 with no rate limit). How
-            many are really in flight is rate x latency: the bound matters only when answers hang,
-            or when the rate is unlimited (then it and the host's answers are the pace).
-        timeout: seconds for a whole request (connect and every read) before it counts as a
-            transient failure.
-        max_attempts: attempts per id before a transient or blocked outcome is final for this run.
-        backoff: base seconds of the exponential backoff after a transient failure.
         max_bytes: a record answer longer than this (after decompression) is ``too_large``: a
             record is a few KB, so 4 MB leaves room and bounds memory (the id listing, 3.4 MB
             in 2026, has its own cap, ``LISTING_MAX_BYTES``).
     """
 
     api: str = DEFAULT_API
-    max_in_flight: int = 0
-    timeout: float = 30.0
-    max_attempts: int = 5
-    backoff: float = 2.0
     max_bytes: int = 4 << 20
 
     @property
     def policy(self) -> Policy:
         """Requests reach only the API's own scheme, host and port, within the deadline and cap."""
         return Policy.same_origin(self.api, deadline=self.timeout, max_bytes=self.max_bytes)
-
-    def dispatcher(self, pacer: Pacer, items: int) -> Dispatcher:
-        """A dispatcher for ``items`` requests at the pacer's rate, with these limits."""
-        limit = self.max_in_flight or in_flight_limit(pacer.config.rate, self.timeout)
-        return Dispatcher(Slots(pacer), max(1, min(limit, items)), self.max_attempts, self.backoff, throttled=is_429)
-
-
-def paid_first(slots: Slots, key_of: Callable[[str], str]) -> Callable[[str], None]:
-    """``fetch``'s ``wait`` for a request whose slot the dispatcher already took: later hops
-    (redirects) each take a slot of their own, from the budget ``key_of(url)``."""
-    hops = iter(range(1 << 30))
-
-    def wait(url: str) -> None:
-        if next(hops):
-            slots.wait(key_of(url))
-
-    return wait
 
 
 #: The id listing's byte cap: the full listing is ~3.4 MB (500,000 ids); room to grow 20 times.
@@ -193,23 +149,16 @@ def lookup_batch(
     return all_fitted(rows), dispatcher.figures
 
 
-def lookup_ids(ids: list[int], options: LookupOptions, pacer: Pacer) -> list[dict]:
-    """Look many ids up (``lookup_batch``); one row per id."""
-    return lookup_batch(ids, options, pacer)[0]
-
-
-def lookup_one(object_id: int, options: LookupOptions, pacer: Pacer) -> dict:
-    """Look one object up; return its row (``lookup_batch`` of one id)."""
-    return lookup_ids([object_id], options, pacer)[0]
-
-
 def _row(object_id: int, done: Done[Answer]) -> dict:
     """The row of one id from its last answer; a ``failed``/``unexpected`` row if that raised; a
     ``transient`` row marked ``late`` if it was handed on."""
     if done.late:
         last = done.value.error if done.value is not None else "no answer yet"
         reason = f"{last} (pending: a follow-up task retries it)"[:500]
-        return {**error_row(object_id, "transient", reason, done.attempts, dt.datetime.now(dt.UTC)), LATE: done.due}
+        return {
+            **error_row(object_id, Status.TRANSIENT, reason, done.attempts, dt.datetime.now(dt.UTC)),
+            LATE: done.due,
+        }
     try:
         if done.error is not None:
             raise done.error
@@ -217,25 +166,21 @@ def _row(object_id: int, done: Done[Answer]) -> dict:
     except Exception as exc:  # per-item isolation: one id never sinks its shard
         log.error("looking up object %s failed unexpectedly", object_id, exc_info=exc)
         reason = f"{type(exc).__name__}: {exc}"[:500]
-        return {**error_row(object_id, "failed", reason, done.attempts, dt.datetime.now(dt.UTC)), UNEXPECTED: True}
+        return {**error_row(object_id, Status.FAILED, reason, done.attempts, dt.datetime.now(dt.UTC)), UNEXPECTED: True}
 
 
 def _answer_row(object_id: int, answer: Answer, attempts: int) -> dict:
     now = dt.datetime.now(dt.UTC)
-    if answer.outcome is not Outcome.OK:
+    if answer.outcome is not Status.OK:
         return error_row(object_id, answer.outcome.value, answer.error, attempts, now)
     got = answer.payload.get("objectID") if isinstance(answer.payload, dict) else type(answer.payload).__name__
     if type(got) is not int or got != object_id:  # True == 1 in Python: a bool is not this id
-        return error_row(object_id, "failed", f"the API answered a record for {got!r}"[:300], attempts, now)
+        return error_row(object_id, Status.FAILED, f"the API answered a record for {got!r}"[:300], attempts, now)
     return record_row(answer.payload, attempts, now)  # checked against the schema by lookup_batch
 
 
 class ListingError(UserError):
     """The id listing could not be read; the message says why and what to do."""
-
-
-#: The largest id a listing may hold: every integer up to 2**53 is exact in JSON.
-MAX_OBJECT_ID = 2**53
 
 
 def checked_ids(values: object) -> list[int]:
@@ -280,18 +225,18 @@ def fetch_listing(
     pacer = pacer.bind()
     with new_session(1) as session:
         answer, _ = get(session, url, options, pacer, params=params, max_bytes=LISTING_MAX_BYTES)
-    if answer.outcome is Outcome.OK and isinstance(answer.payload, dict) and "objectIDs" in answer.payload:
+    if answer.outcome is Status.OK and isinstance(answer.payload, dict) and "objectIDs" in answer.payload:
         try:
             return checked_ids(answer.payload["objectIDs"])
         except ValueError as exc:
             raise ListingError(
                 f"the id listing at {url} is not usable ({exc}): is --api the API base URL, like {DEFAULT_API}?"
             ) from exc
-    if answer.outcome is Outcome.TRANSIENT:
+    if answer.outcome is Status.TRANSIENT:
         hint = "the API is unreachable or failing; check --api and the network, then retry"
-    elif answer.outcome is Outcome.BLOCKED:
+    elif answer.outcome is Status.BLOCKED:
         hint = "the Met's bot protection blocked this address; wait (up to an hour), lower --rate"
-    elif answer.outcome is Outcome.OK:
+    elif answer.outcome is Status.OK:
         hint = "the answer has no objectIDs: is --api the base URL, like " + DEFAULT_API + "?"
     elif "Date not valid" in answer.error:
         hint = "the metadata date must be YYYY-MM-DD, e.g. 2024-05-03"

@@ -13,8 +13,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from metdata.acquire.api import Outcome
-from metdata.acquire.lookup import LookupOptions, Pacer, get, new_session
+from metdata.acquire.lookup import LookupOptions, get, new_session
 from metdata.core.progress import Progress
 from metdata.core.searchquery import (
     PAGE,
@@ -28,7 +27,9 @@ from metdata.core.searchquery import (
     split_options,
     unique,
 )
+from metdata.core.statuses import Status
 from metdata.errors import UserError
+from metdata.net.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Searcher:
         answer, attempts = get(session, self.url, self.options, self.pacer, params=dict(params))
         self.requests += attempts
         payload = answer.payload
-        if answer.outcome is Outcome.OK and isinstance(payload, dict) and "total" in payload:
+        if answer.outcome is Status.OK and isinstance(payload, dict) and "total" in payload:
             total = payload["total"]
             if type(total) is not int or not 0 <= total <= MAX_TOTAL:
                 raise SearchError(
@@ -114,9 +115,9 @@ class Searcher:
                     f"Met's objects (0 to {MAX_TOTAL}): is --api the Met API?"
                 )
             return total, payload.get("objectIDs")
-        if answer.outcome is Outcome.BLOCKED:
+        if answer.outcome is Status.BLOCKED:
             hint = "the Met's bot protection blocked this address; wait (up to an hour), lower --rate, rerun"
-        elif answer.outcome is Outcome.TRANSIENT:
+        elif answer.outcome is Status.TRANSIENT:
             hint = "the API is unreachable or failing; check --api and the network, then rerun"
         else:
             hint = "is --api the API base URL, like https://collectionapi.metmuseum.org/public/collection/v1?"

@@ -133,9 +133,9 @@ def images(
         raise click.UsageError("--processes is for --cluster local: a running cluster's workers are what it started")
     from metdata.acquire.lookup import LookupOptions
     from metdata.cluster import connect
-    from metdata.images.images import MET_IMAGE_HOST, ImageOptions
+    from metdata.images.images import ImageOptions
     from metdata.jobs.images import check_pace, plan, run, writing
-    from metdata.net.pacing import PaceConfig
+    from metdata.net.pacing import MET_IMAGE_HOST, PaceConfig
     from metdata.storage.dataset import Dataset
 
     hosts = frozenset({MET_IMAGE_HOST, urlsplit(api).netloc, *allow_host})

@@ -98,6 +98,7 @@ def serve(
     Requests are read whole on each worker's event loop (a slow client holds a socket, not one of
     the --threads that run the model), under --header-timeout and --body-timeout.
     """
+    from metdata.net.pacing import MET_IMAGE_HOST
     from metdata.predict import prediction
     from metdata.serve.server import Limits, run
     from metdata.serve.state import ServeConfig
@@ -109,7 +110,7 @@ def serve(
         checkpoint=checkpoint,
         max_bytes=int(max_upload_mb * (1 << 20)),
         fetch_deadline=fetch_timeout,
-        allowed_hosts=frozenset({prediction.MET_IMAGE_HOST, *(h.strip().lower() for h in allow_host)}),
+        allowed_hosts=frozenset({MET_IMAGE_HOST, *(h.strip().lower() for h in allow_host)}),
     )
     fail_cleanly(prediction.read_settings, run_url, storage_options, config.checkpoint)  # before any fork
     limits = Limits(

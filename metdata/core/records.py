@@ -51,7 +51,7 @@ def _field_type(name: str) -> pa.DataType:
     return _NESTED.get(name, pa.string())
 
 
-#: ``status`` is how a row's lookup ended (``api.Outcome``), or ``csv`` for rows from MetObjects.csv.
+#: ``status`` is how a row's lookup ended (``statuses.RECORD_STATUSES``): ``csv`` for rows from MetObjects.csv.
 
 SCHEMA = pa.schema(
     [pa.field(name, _field_type(name), nullable=name != "objectID") for name in FIELDS]

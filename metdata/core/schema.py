@@ -113,3 +113,7 @@ def department_of_record(name: str) -> int | None:
         if name in (display, RECORD_DEPARTMENT_NAMES.get(dept_id)):
             return dept_id
     return None
+
+
+#: The largest id a listing may hold: every integer up to 2**53 is exact in JSON.
+MAX_OBJECT_ID = 2**53

@@ -19,8 +19,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode
 
-from metdata.acquire.lookup import MAX_OBJECT_ID
-from metdata.core.schema import DEPARTMENTS
+from metdata.core.schema import DEPARTMENTS, MAX_OBJECT_ID
 from metdata.errors import UserError
 
 #: The most results one query answers (``offset + limit`` stops there).
@@ -287,7 +286,7 @@ def check_page(query: Query, offset: int, total: int, page_total: object, ids: o
     Raises:
         SearchQueryError: a total that changed between pages, a null or short page before the
             total is reached (the window cut short), a page longer than asked, or ids that are not
-            integers from 1 to ``lookup.MAX_OBJECT_ID`` (as ``lookup.checked_ids``).
+            integers from 1 to ``schema.MAX_OBJECT_ID`` (as ``lookup.checked_ids``).
 
     >>> check_page(Query.parse("q=a"), 500, 501, 501, [7])
     [7]

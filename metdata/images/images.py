@@ -26,30 +26,19 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from metdata.acquire.api import RETRYABLE
-from metdata.acquire.lookup import UNEXPECTED, LookupOptions, Pacer, lookup_batch, paid_first
+from metdata.acquire.lookup import UNEXPECTED, LookupOptions, lookup_batch
 from metdata.core import imaging
 from metdata.core.progress import report
-from metdata.net.dispatch import Figures
-from metdata.net.fetch import Outcome, Policy, fetch, judge
+from metdata.core.statuses import IMAGE_STATUSES, RETRYABLE, Status
+from metdata.net.dispatch import Figures, paid_first
+from metdata.net.fetch import Policy, fetch, judge
+from metdata.net.pacing import MET_IMAGE_HOST, Pacer
 from metdata.net.session import shared_pool
 from metdata.storage import layout
 from metdata.storage.dataset import Dataset
 from metdata.storage.imagestore import ImageStore
 
 log = logging.getLogger(__name__)
-
-MET_IMAGE_HOST = "images.metmuseum.org"
-STATUSES = (
-    "ok",
-    "no_image",
-    "not_found",
-    "bad_image",
-    "too_large",
-    "blocked",
-    "transient",
-    "failed",
-)
 
 
 @dataclass(frozen=True)
@@ -193,10 +182,10 @@ def download_all(
         def attempt(url: str) -> tuple[str, Fetched]:
             reply = fetch(session, url, policy, wait=paid_first(dispatcher.slots, budget_key))
             answer = judge(reply)
-            if answer.outcome is not Outcome.OK:
+            if answer.outcome is not Status.OK:
                 return answer.outcome.value, Fetched(answer.outcome.value, answer.error, reply.url)
             with _DECODING:
-                fetched = process(Fetched("ok", url=reply.url, data=answer.payload), options)
+                fetched = process(Fetched(Status.OK, url=reply.url, data=answer.payload), options)
             return fetched.status, fetched
 
         done = dispatcher.run(urls, budget_key, attempt, tries=tries, finished=finished)
@@ -204,13 +193,15 @@ def download_all(
     for url, result in zip(urls, done, strict=True):
         if result.error is not None:
             log.error("downloading %s failed unexpectedly", url, exc_info=result.error)
-            fetched = Fetched("failed", f"{type(result.error).__name__}: {result.error}"[:500], url, unexpected=True)
+            fetched = Fetched(
+                Status.FAILED, f"{type(result.error).__name__}: {result.error}"[:500], url, unexpected=True
+            )
         elif result.value is None:  # handed on while its first attempt was in flight
-            fetched = Fetched("transient", "no answer yet", url)
+            fetched = Fetched(Status.TRANSIENT, "no answer yet", url)
         else:
             fetched = result.value
         if result.late:
-            fetched = replace(fetched, status="transient", late=True, due=result.due)
+            fetched = replace(fetched, status=Status.TRANSIENT, late=True, due=result.due)
             fetched.error = f"{fetched.error or 'no answer yet'} (pending: a follow-up task retries it)"[:500]
         fetched.attempts = result.attempts
         results.append(fetched)
@@ -219,14 +210,14 @@ def download_all(
 
 def process(fetched: Fetched, options: ImageOptions) -> Fetched:
     """Decode and resize a downloaded image; a bad or huge one becomes its status."""
-    if fetched.status != "ok":
+    if fetched.status != Status.OK:
         return fetched
     try:
         rgb, width, height = imaging.decode(fetched.data, options.size, longer=options.resize == "pad")
     except imaging.TooLarge as exc:
-        return replace(fetched, status="too_large", error=str(exc))
+        return replace(fetched, status=Status.TOO_LARGE, error=str(exc))
     except imaging.BadImage as exc:
-        return replace(fetched, status="bad_image", error=str(exc))
+        return replace(fetched, status=Status.BAD_IMAGE, error=str(exc))
     return replace(
         fetched,
         pixels=imaging.resize(rgb, options.size, options.resize),
@@ -274,8 +265,8 @@ def fetch_slots(
         rows, _ = lookup_batch([object_ids[k] for k in unknown], options.lookup, pacer)
         urls = list(urls)
         for k, row in zip(unknown, rows, strict=True):
-            if row["status"] != "ok":
-                status = row["status"] if row["status"] in STATUSES else "failed"
+            if row["status"] != Status.OK:
+                status = row["status"] if row["status"] in IMAGE_STATUSES else Status.FAILED
                 results[k] = Fetched(status, f"lookup: {row['error']}", unexpected=row.get(UNEXPECTED, False))
             else:
                 urls[k] = row[options.url_field] or ""
@@ -288,12 +279,12 @@ def fetch_slots(
             if url and url.startswith(KEPT):
                 results[k] = _from_kept(object_id, url, options, kept)
             elif not url:
-                results[k] = Fetched("no_image", "the record has no image URL")
+                results[k] = Fetched(Status.NO_IMAGE, "the record has no image URL")
             else:
                 to_download.append(k)
         except Exception as exc:  # per-item isolation: one slot never sinks its chunk
             log.exception("image slot of object %s failed unexpectedly", object_id)
-            results[k] = Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], url, unexpected=True)
+            results[k] = Fetched(Status.FAILED, f"{type(exc).__name__}: {exc}"[:500], url, unexpected=True)
         if results[k] is not None:
             finished(k)
     downloaded, figures = download_all(
@@ -310,9 +301,9 @@ def fetch_slots(
 
 def _from_kept(object_id: int, url: str, options: ImageOptions, kept: dict[int, tuple[str, bytes]] | None) -> Fetched:
     if kept is None or object_id not in kept:
-        return Fetched("no_image", f"no original was kept for it in {url.removeprefix(KEPT)}")
+        return Fetched(Status.NO_IMAGE, f"no original was kept for it in {url.removeprefix(KEPT)}")
     original_url, data = kept[object_id]
-    return process(Fetched("ok", url=original_url, data=data), options)
+    return process(Fetched(Status.OK, url=original_url, data=data), options)
 
 
 def run_chunk(
@@ -353,9 +344,9 @@ def run_chunk(
     for k, (i, result) in enumerate(zip(redo, results, strict=True)):
         try:
             valid[i], pixels[i], rows[i] = _slot_row(task, i, result, options, now)
-        except Exception as exc:  # per-item isolation, as in fetch_slot
+        except Exception as exc:  # per-item isolation, as in fetch_slots
             log.exception("image slot of object %s failed unexpectedly", task.object_ids[i])
-            results[k] = Fetched("failed", f"{type(exc).__name__}: {exc}"[:500], result.url, unexpected=True)
+            results[k] = Fetched(Status.FAILED, f"{type(exc).__name__}: {exc}"[:500], result.url, unexpected=True)
             valid[i], pixels[i], rows[i] = _slot_row(task, i, results[k], options, now)
     store.write_chunk(task.start, task.index, pixels, valid, rows)
     statuses: dict[str, int] = {}
@@ -416,7 +407,7 @@ def _slot_row(task: ChunkTask, i: int, result: Fetched, options: ImageOptions, n
         "original": result.data if options.keep_originals else None,
     }
     pixels = result.pixels if result.pixels is not None else 0
-    return result.status == "ok", pixels, row
+    return result.status == Status.OK, pixels, row
 
 
 def plan_chunks(

@@ -47,10 +47,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
-from metdata.net.fetch import RETRYABLE, Outcome
-from metdata.net.pacing import HORIZON
+from metdata.core.statuses import RETRYABLE, Status
+from metdata.net.pacing import HORIZON, Pacer
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ UNLIMITED_GRANT = 64
 
 #: A transient failure's backoff never exceeds this (s).
 MAX_BACKOFF = 60.0
-
-
-class SlotSource(Protocol):
-    """The budget: ``pacing.LocalPacer`` or ``pacing.SchedulerPacer``."""
-
-    def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
-    def blocked(self, host: str) -> None: ...
-    def throttled(self, host: str) -> None: ...
 
 
 def in_flight_limit(rate: float, timeout: float, cap: int = MAX_IN_FLIGHT) -> int:
@@ -111,7 +103,7 @@ class Slots:
     what it still holds after ``HORIZON`` s, so a block elsewhere still stops it within that.
     """
 
-    pacer: SlotSource
+    pacer: Pacer
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     _held: dict[str, deque[float]] = field(default_factory=dict)
@@ -238,7 +230,7 @@ class Dispatcher:
         """Attempt every item until its status is final or its attempts are spent; results in order.
 
         ``attempt(item)`` sends one request (its slot already taken: redirect hops take theirs with
-        ``slots.wait``) and returns ``(status, value)``, ``status`` an ``Outcome`` value. ``tries``:
+        ``slots.wait``) and returns ``(status, value)``, ``status`` an ``Status`` value. ``tries``:
         attempts each item already had (in an earlier task). ``finished(i)`` is called as each item
         ends (not when handed on), from this thread. With ``late_after``, items may come back
         ``late`` (see the module docstring).
@@ -246,7 +238,7 @@ class Dispatcher:
         clock, rng = self.slots.clock, random.Random(self.seed)
         results: list[Done[V] | None] = [None] * len(items)
         tries = list(tries) if tries is not None else [0] * len(items)
-        last: list[tuple[str, V | None]] = [(Outcome.TRANSIENT.value, None)] * len(items)
+        last: list[tuple[str, V | None]] = [(Status.TRANSIENT.value, None)] * len(items)
         ready: deque[int] = deque(range(len(items)))
         backing_off: list[tuple[float, int]] = []  # (not before, item)
         answers: queue.SimpleQueue = queue.SimpleQueue()
@@ -261,7 +253,7 @@ class Dispatcher:
                 status, value = attempt(items[i])
                 answers.put((i, status, value, None, time.perf_counter() - started))
             except Exception as exc:  # the caller names it in the item's row; the others go on
-                answers.put((i, Outcome.FAILED.value, None, exc, time.perf_counter() - started))
+                answers.put((i, Status.FAILED.value, None, exc, time.perf_counter() - started))
 
         def end(i: int, done: Done) -> None:
             nonlocal unresolved
@@ -284,7 +276,7 @@ class Dispatcher:
                     del sent_at[i]
                     in_flight -= 1
                     hanging.add(i)
-                    end(i, Done(Outcome.TRANSIENT.value, last[i][1], tries[i] + 1, late=True, due=0.0))
+                    end(i, Done(Status.TRANSIENT.value, last[i][1], tries[i] + 1, late=True, due=0.0))
             return again
 
         def hand_on(now: float) -> tuple[bool, float]:
@@ -303,7 +295,7 @@ class Dispatcher:
                 return False, again  # a retry is due soon: cheaper to wait here than in another task
             for i in sent_at:  # abandoned: the request counts as an attempt; its answer is ignored
                 error = f"no answer within {now - sent_at[i]:.1f} s: handed on to a later task"
-                end(i, Done(Outcome.TRANSIENT.value, last[i][1], tries[i] + 1, late=True, due=0.0))
+                end(i, Done(Status.TRANSIENT.value, last[i][1], tries[i] + 1, late=True, due=0.0))
                 log.debug("item %s: %s", items[i], error)
             for not_before, i in backing_off:
                 end(i, Done(last[i][0], last[i][1], tries[i], late=True, due=max(0.0, not_before - now)))
@@ -322,7 +314,7 @@ class Dispatcher:
             self.figures.busy_s += took
             took_all.append(took)
             if status in RETRYABLE and error is None and tries[i] < self.max_attempts:
-                if status == Outcome.BLOCKED.value:
+                if status == Status.BLOCKED.value:
                     host = host_of(items[i])
                     self.slots.pacer.blocked(host)  # every worker pauses
                     self.slots.forget(host)
@@ -384,3 +376,46 @@ class Dispatcher:
             pool.shutdown(wait=not sent_at and not hanging, cancel_futures=True)
         self.figures.grants = self.slots.grants
         return results  # type: ignore[return-value]
+
+
+def is_429(value: object) -> bool:
+    """Whether an attempt's value (an ``Answer`` or an ``images.Fetched``) is a 429 answer."""
+    return getattr(value, "error", "") == "HTTP 429"
+
+
+def paid_first(slots: Slots, key_of: Callable[[str], str]) -> Callable[[str], None]:
+    """``fetch``'s ``wait`` for a request whose slot the dispatcher already took: later hops
+    (redirects) each take a slot of their own, from the budget ``key_of(url)``."""
+    hops = iter(range(1 << 30))
+
+    def wait(url: str) -> None:
+        if next(hops):
+            slots.wait(key_of(url))
+
+    return wait
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How requests are sent, whatever they ask for (API lookups, image downloads).
+
+    Attributes:
+        max_in_flight: the most requests one task keeps in flight; 0 sizes it to the budget
+            (``in_flight_limit``: rate x timeout, at most 256; 32 with no rate limit). How many
+            are really in flight is rate x latency: the bound matters only when answers hang,
+            or when the rate is unlimited (then it and the host's answers are the pace).
+        timeout: seconds for a whole request (connect and every read) before it counts as a
+            transient failure.
+        max_attempts: attempts per item before a transient or blocked outcome is final for this run.
+        backoff: base seconds of the exponential backoff after a transient failure.
+    """
+
+    max_in_flight: int = 0
+    timeout: float = 30.0
+    max_attempts: int = 5
+    backoff: float = 2.0
+
+    def dispatcher(self, pacer: Pacer, items: int) -> Dispatcher:
+        """A dispatcher for ``items`` requests at the pacer's rate, with these limits."""
+        limit = self.max_in_flight or in_flight_limit(pacer.config.rate, self.timeout)
+        return Dispatcher(Slots(pacer), max(1, min(limit, items)), self.max_attempts, self.backoff, throttled=is_429)

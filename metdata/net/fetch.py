@@ -27,44 +27,22 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
 
+from metdata.core.statuses import Status
 from metdata.net.session import Pool, new_session, proxies_for, watched
 
 log = logging.getLogger(__name__)
-
-
-class Outcome(StrEnum):
-    """What one answer means for the item asked about."""
-
-    OK = "ok"
-    NOT_FOUND = "not_found"  # 404 (the API: "ObjectID not found")
-    NOT_VALID = "not_valid"  # the API's 404 "Not a valid object" (withdrawn, on loan)
-    INVALID_ID = "invalid_id"  # the API's 400 "could not parse objectID"
-    BLOCKED = "blocked"  # the bot protection's HTML page, with 403 or 200
-    TRANSIENT = "transient"  # 429, 5xx, timeouts, cut bodies, resets, bad gzip
-    TOO_LARGE = "too_large"  # a body over the byte cap (after decompression)
-    FAILED = "failed"  # anything else, with its reason
-
-    @property
-    def retryable(self) -> bool:
-        """Whether asking again later can give a different answer."""
-        return self.value in RETRYABLE
-
-
-#: The statuses worth asking again, in every stage: the rest are final.
-RETRYABLE = frozenset({Outcome.TRANSIENT.value, Outcome.BLOCKED.value})
 
 
 @dataclass(frozen=True)
 class Answer:
     """A classified answer: the outcome, the payload when ok, and a reason otherwise."""
 
-    outcome: Outcome
+    outcome: Status
     payload: object = None
     error: str = ""
 
@@ -108,7 +86,7 @@ class Reply:
     status: int = 0
     content_type: str = ""
     body: bytes = b""
-    outcome: Outcome | None = None
+    outcome: Status | None = None
     error: str = ""
 
 
@@ -173,7 +151,7 @@ def fetch(
     for hop in range(policy.max_redirects + 1):
         refused = refusal(url, policy)
         if refused:
-            return Reply(url, outcome=Outcome.FAILED, error=("redirected: " if hop else "") + refused)
+            return Reply(url, outcome=Status.FAILED, error=("redirected: " if hop else "") + refused)
         if wait is not None:
             wait(url)
         deadline = time.monotonic() + policy.deadline
@@ -189,15 +167,15 @@ def fetch(
             requests.exceptions.MissingSchema,
             urllib3.exceptions.LocationValueError,
         ) as exc:
-            return Reply(url, outcome=Outcome.FAILED, error=_describe(exc))
+            return Reply(url, outcome=Status.FAILED, error=_describe(exc))
         except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             # refused or reset, timeouts, cut bodies, malformed headers or framing: asking again may work
             late = time.monotonic() >= deadline
             error = f"no complete answer within {policy.deadline:g} s" if late else _describe(exc)
-            return Reply(url, outcome=Outcome.TRANSIENT, error=error)
+            return Reply(url, outcome=Status.TRANSIENT, error=error)
         except ValueError as exc:  # parsing a redirect's Location (requests does even when not following it)
-            return Reply(url, outcome=Outcome.FAILED, error=f"malformed URL in the request or its redirect ({exc})")
-    return Reply(url, outcome=Outcome.FAILED, error=f"more than {policy.max_redirects} redirects")
+            return Reply(url, outcome=Status.FAILED, error=f"malformed URL in the request or its redirect ({exc})")
+    return Reply(url, outcome=Status.FAILED, error=f"more than {policy.max_redirects} redirects")
 
 
 #: The statuses whose ``Location`` is a redirect (as ``requests``' ``is_redirect``).
@@ -254,16 +232,16 @@ def _describe(exc: BaseException) -> str:
 def _read(response: _Response, url: str, policy: Policy, deadline: float) -> Reply:
     """Read the body within the deadline and the cap, decompressing it ourselves (bounded)."""
     cap = policy.max_bytes
-    too_large = Reply(url, outcome=Outcome.TOO_LARGE, error=f"more than {cap:,} bytes")
+    too_large = Reply(url, outcome=Status.TOO_LARGE, error=f"more than {cap:,} bytes")
     encoding = response.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity") and encoding not in _ENCODINGS:
-        return Reply(url, outcome=Outcome.FAILED, error=f"unsupported Content-Encoding {encoding!r}")
+        return Reply(url, outcome=Status.FAILED, error=f"unsupported Content-Encoding {encoding!r}")
     decoder = zlib.decompressobj(_ENCODINGS[encoding]) if encoding in _ENCODINGS else None
     length = response.headers.get("Content-Length", "")
     if decoder is None and length.isdigit() and int(length) > cap:
         return too_large
     raw = response.raw
-    late = Reply(url, outcome=Outcome.TRANSIENT, error=f"no complete answer within {policy.deadline:g} s")
+    late = Reply(url, outcome=Status.TRANSIENT, error=f"no complete answer within {policy.deadline:g} s")
     body = bytearray()
     while True:
         if time.monotonic() >= deadline:
@@ -278,7 +256,7 @@ def _read(response: _Response, url: str, policy: Policy, deadline: float) -> Rep
                     rest, decoder = decoder.unused_data, zlib.decompressobj(_ENCODINGS[encoding])
                     data += decoder.decompress(rest, cap - len(body) - len(data) + 1)
             except zlib.error as exc:
-                return Reply(url, outcome=Outcome.TRANSIENT, error=f"bad {encoding} body ({exc})")
+                return Reply(url, outcome=Status.TRANSIENT, error=f"bad {encoding} body ({exc})")
         body += data
         if len(body) > cap:
             return too_large
@@ -287,7 +265,7 @@ def _read(response: _Response, url: str, policy: Policy, deadline: float) -> Rep
     if time.monotonic() >= deadline:  # the watchdog's shutdown looks like the end of a body without a length
         return late
     if decoder is not None and not decoder.eof:
-        return Reply(url, outcome=Outcome.TRANSIENT, error=f"the {encoding} body ended early")
+        return Reply(url, outcome=Status.TRANSIENT, error=f"the {encoding} body ended early")
     raw.release_conn()  # read to the end: the connection can serve the next request
     return Reply(url, response.status, response.headers.get("Content-Type", ""), bytes(body))
 
@@ -315,21 +293,21 @@ def classify(status: int, content_type: str, body: bytes) -> Answer:
     """What an HTTP answer means on any host: the one place that decides blocked and transient.
 
     >>> classify(429, "text/html", b"").outcome, classify(502, "", b"").outcome
-    (<Outcome.TRANSIENT: 'transient'>, <Outcome.TRANSIENT: 'transient'>)
+    (<Status.TRANSIENT: 'transient'>, <Status.TRANSIENT: 'transient'>)
     >>> classify(200, "text/html", b"<html>Incapsula incident ID: 1</html>").outcome
-    <Outcome.BLOCKED: 'blocked'>
+    <Status.BLOCKED: 'blocked'>
     >>> classify(200, "image/jpeg", b"\\xff\\xd8").payload
     b'\\xff\\xd8'
     """
     if status == 429 or status >= 500:
-        return Answer(Outcome.TRANSIENT, error=f"HTTP {status}")
+        return Answer(Status.TRANSIENT, error=f"HTTP {status}")
     if status in (200, 403) and is_block_page(content_type, body):
-        return Answer(Outcome.BLOCKED, error=f"HTTP {status} bot-protection page")
+        return Answer(Status.BLOCKED, error=f"HTTP {status} bot-protection page")
     if status == 200:
-        return Answer(Outcome.OK, body)
+        return Answer(Status.OK, body)
     if status == 404:
-        return Answer(Outcome.NOT_FOUND, error="HTTP 404")
-    return Answer(Outcome.FAILED, error=f"HTTP {status} {content_type or 'no content type'}")
+        return Answer(Status.NOT_FOUND, error="HTTP 404")
+    return Answer(Status.FAILED, error=f"HTTP {status} {content_type or 'no content type'}")
 
 
 def judge(reply: Reply) -> Answer:
@@ -343,9 +321,9 @@ def judge(reply: Reply) -> Answer:
 URL_MAX_BYTES = 50 << 20
 
 _HINTS = {
-    Outcome.TRANSIENT: "the host is slow or failing; try again later, or download the file and pass its path",
-    Outcome.BLOCKED: "the host's bot protection blocked this address; wait (up to an hour) and try again",
-    Outcome.TOO_LARGE: "pass a smaller rendition of the image, or a local file",
+    Status.TRANSIENT: "the host is slow or failing; try again later, or download the file and pass its path",
+    Status.BLOCKED: "the host's bot protection blocked this address; wait (up to an hour) and try again",
+    Status.TOO_LARGE: "pass a smaller rendition of the image, or a local file",
 }
 
 
@@ -366,7 +344,7 @@ def read_url(url: str, deadline: float = 30.0, max_bytes: int = URL_MAX_BYTES) -
 
     hosts = Policy.same_origin(url).hosts
     answer = judge(fetch_one(url, Policy(hosts, deadline=deadline, max_bytes=max_bytes)))
-    if answer.outcome is not Outcome.OK:
+    if answer.outcome is not Status.OK:
         hint = _HINTS.get(answer.outcome, "pass an http(s) URL of the image itself, or download it and pass the file")
         raise UserError(f"cannot download {url} ({answer.outcome.value}: {answer.error}): {hint}")
     return answer.payload

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from distributed import get_client, get_worker
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -45,7 +46,9 @@ from metdata.errors import UserError
 log = logging.getLogger(__name__)
 
 #: The Met's own hosts: its documented ceiling applies, and no limit is never allowed.
-MET_HOSTS = frozenset({"collectionapi.metmuseum.org", "images.metmuseum.org"})
+#: The Met's two hosts: its Collection API and the host of its images.
+MET_API_HOST, MET_IMAGE_HOST = "collectionapi.metmuseum.org", "images.metmuseum.org"
+MET_HOSTS = frozenset({MET_API_HOST, MET_IMAGE_HOST})
 #: The Met's documented ceiling, requests/second per host ("Please limit request rate to 80 requests per second").
 MET_CEILING = 80.0
 #: Seconds over which an unlimited host's granted rate is measured (its fallback after a block is half of it).
@@ -198,22 +201,6 @@ class RateLimiter:
             log.info("no block for %.0fs on %s: rate up to %.3g/s", self.config.probe_every, host, state.rate)
         return state
 
-    def reserve(self, host: str) -> float:
-        """Reserve the next request slot for ``host``; return how long to wait for it (s).
-
-        >>> limiter = RateLimiter(PaceConfig(rate=2.0), clock=lambda: 10.0)
-        >>> [limiter.reserve("api") for _ in range(3)]
-        [0.0, 0.5, 1.0]
-        """
-        with self._lock:
-            now = self.clock()
-            state = self._probe(host, now)
-            slot = max(now, state.next_free, state.paused_until)
-            state.next_free = slot + 1.0 / state.rate
-            state.requests += 1
-            state.count(now, 1)
-            return slot - now
-
     def grant(self, host: str, n: int, horizon: float = HORIZON, span: float = SPAN) -> tuple[list[float], float]:
         """Grant up to ``n`` consecutive slots of ``host`` (at most ``span`` s of budget, at least one),
         none more than ``horizon`` s ahead; return their waits (s) and, when none could be granted,
@@ -253,9 +240,10 @@ class RateLimiter:
 
         >>> clock = [0.0]
         >>> limiter = RateLimiter(PaceConfig(rate=4, cooldown=10), clock=lambda: clock[0])
-        >>> limiter.blocked("api"), limiter.reserve("api")
+        >>> next_slot = lambda: limiter.grant("api", 1, horizon=float("inf"))[0][0]
+        >>> limiter.blocked("api"), next_slot()
         (True, 10.0)
-        >>> clock[0] = 11.0; limiter.blocked("api"), limiter.reserve("api")
+        >>> clock[0] = 11.0; limiter.blocked("api"), next_slot()
         (True, 20.0)
         """
         with self._lock:
@@ -307,6 +295,17 @@ class RateLimiter:
                 h: {"rate": s.rate if math.isfinite(s.rate) else None, "requests": s.requests, "blocks": s.blocks}
                 for h, s in self._hosts.items()
             }
+
+
+class Pacer(Protocol):
+    """A task's handle on the budget: ``LocalPacer`` (one process) or ``SchedulerPacer`` (the cluster's)."""
+
+    config: PaceConfig
+
+    def bind(self) -> Pacer: ...
+    def grant(self, host: str, n: int) -> tuple[list[float], float]: ...
+    def blocked(self, host: str) -> None: ...
+    def throttled(self, host: str) -> None: ...
 
 
 class LocalPacer:

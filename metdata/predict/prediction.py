@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from metdata.core import imaging
+from metdata.core.statuses import Status
 from metdata.errors import UserError
 from metdata.net import fetch
 from metdata.storage.dataset import Dataset
@@ -30,7 +31,6 @@ from metdata.train.runfolder import HISTORY, RUN_FILE, check_checkpoint, local_c
 
 log = logging.getLogger(__name__)
 #: the Met's image host: the only host a URL may name unless the server allows more
-MET_IMAGE_HOST = "images.metmuseum.org"
 
 
 class ImageRejected(UserError):
@@ -63,15 +63,15 @@ def fetch_image_url(url: str, policy: fetch.Policy) -> bytes:
         raise ImageRejected(f"{refused}; download the image and upload the file instead", 403)
     started = time.monotonic()
     reply = fetch.fetch_one(url, policy)
-    if reply.outcome is fetch.Outcome.TOO_LARGE:
+    if reply.outcome is Status.TOO_LARGE:
         raise ImageRejected(f"{shown} is over the {policy.max_bytes:,} byte cap", 413)
-    redirect_refused = fetch.refusal(reply.url, policy) if reply.outcome is fetch.Outcome.FAILED else ""
+    redirect_refused = fetch.refusal(reply.url, policy) if reply.outcome is Status.FAILED else ""
     if redirect_refused and reply.url != url:
         raise ImageRejected(f"{shown} redirects elsewhere: {redirect_refused}", 403)
-    if reply.outcome is fetch.Outcome.TRANSIENT and time.monotonic() - started >= policy.deadline:
+    if reply.outcome is Status.TRANSIENT and time.monotonic() - started >= policy.deadline:
         raise ImageRejected(f"{shown} did not download within {policy.deadline:g} s", 408)
     answer = fetch.judge(reply)
-    if answer.outcome is not fetch.Outcome.OK:
+    if answer.outcome is not Status.OK:
         detail = answer.error or f"HTTP {reply.status}"
         raise ImageRejected(f"cannot download {shown} ({answer.outcome.value}: {detail})", 422)
     return answer.payload

@@ -15,6 +15,7 @@ import numpy as np
 
 from metdata.errors import UserError
 from metdata.net import fetch
+from metdata.net.pacing import MET_IMAGE_HOST
 from metdata.predict import evaluation, prediction
 from metdata.storage.dataset import Dataset
 from metdata.storage.imagestore import ImageStore
@@ -50,7 +51,7 @@ class ServeConfig:
     checkpoint: str = "best.keras"
     max_bytes: int = 20 << 20
     max_pixels: int = 40_000_000
-    allowed_hosts: frozenset[str] = frozenset({prediction.MET_IMAGE_HOST})
+    allowed_hosts: frozenset[str] = frozenset({MET_IMAGE_HOST})
     fetch_deadline: float = 20.0
     top: int = 3
 
