@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
-import inspect
 import json
 import logging
 import os
@@ -33,7 +31,6 @@ from dataclasses import asdict, dataclass
 
 from metdata.errors import UserError
 from metdata.storage.dataset import Dataset
-from metdata.storage.layout import lock_file
 
 log = logging.getLogger(__name__)
 
@@ -351,24 +348,3 @@ def hold(
             f"the lock {lease.path} was taken over during this run ({lease.lost}): another run may have "
             "written the same files; rerun the command alone to check that everything is accounted for"
         )
-
-
-def exclusive(command: str, folder: Callable[[dict], str]) -> Callable:
-    """Decorator: run a job function holding the lease of a stage folder of its ``dataset``.
-
-    ``folder`` gets the function's bound arguments and names the folder (``objects``, a store).
-    Re-entrant, so a caller may hold the lease around several such calls (plan, then run).
-    """
-
-    def wrap(fn: Callable) -> Callable:
-        signature = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def held(*args, **kwargs):
-            arguments = signature.bind(*args, **kwargs).arguments
-            with hold(arguments["dataset"], lock_file(folder(arguments)), command):
-                return fn(*args, **kwargs)
-
-        return held
-
-    return wrap
