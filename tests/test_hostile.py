@@ -14,6 +14,7 @@ from hostile import API_CASES, ENDLESS, IMAGE_CASES, MAX_SECONDS, Hostile, gzip_
 
 from metdata.acquire.ingest import ShardTask, run_shard, shard_name
 from metdata.acquire.lookup import LookupOptions, lookup_batch
+from metdata.core.statuses import Status
 from metdata.errors import UserError
 from metdata.images import images
 from metdata.net.fetch import Policy, fetch, new_session, read_url
@@ -119,11 +120,11 @@ def image_urls(hostile: Hostile, other: Hostile) -> dict[str, tuple[str, str]]:
     """kind -> (URL, expected status): every image kind, and URLs that are malformed or elsewhere."""
     cases = {kind: (f"{hostile.url}/img/{kind}.jpg", status) for kind, status in IMAGE_CASES.items()}
     cases.update(
-        malformed=("http://[::1/x.jpg", "failed"),
-        bad_port=("http://127.0.0.1:99999/img/good.jpg", "failed"),
-        ftp=("ftp://127.0.0.1/x.jpg", "failed"),
-        not_a_url=("not a url", "failed"),
-        other_port=(f"{other.url}/img/good.png", "failed"),
+        malformed=("http://[::1/x.jpg", Status.FAILED),
+        bad_port=("http://127.0.0.1:99999/img/good.jpg", Status.FAILED),
+        ftp=("ftp://127.0.0.1/x.jpg", Status.FAILED),
+        not_a_url=("not a url", Status.FAILED),
+        other_port=(f"{other.url}/img/good.png", Status.FAILED),
     )
     return cases
 
@@ -154,7 +155,7 @@ def test_a_chunk_of_bad_images_gives_every_slot_its_status(servers, tmp_path):
     }
     assert summary["errors"] == 0 and sum(summary["statuses"].values()) == len(kinds)
     valid = dataset.open_zarr(options.store, "r")["valid"][:]
-    assert [bool(v) for v in valid] == [cases[k][1] == "ok" for k in kinds]
+    assert [bool(v) for v in valid] == [cases[k][1] == Status.OK for k in kinds]
 
 
 @pytest.mark.parametrize("kind", [*ENDLESS, "two_lengths"])
@@ -172,7 +173,7 @@ def test_an_answer_that_never_ends_is_transient_within_the_deadline(servers, kin
     looked_up = time.monotonic() - started
     slot = images.fetch_slots([1], [f"{hostile.url}/img/{kind}.jpg"], image, pacer())[0][0]
     fetched = time.monotonic() - started - looked_up
-    assert (row["status"], slot.status) == ("transient", "transient")
+    assert (row["status"], slot.status) == (Status.TRANSIENT, Status.TRANSIENT)
     assert row["error"].startswith(expected) and slot.error.startswith(expected)
     assert looked_up < ONE_ATTEMPT and fetched < ONE_ATTEMPT
 
@@ -184,22 +185,22 @@ def test_a_slot_whose_handling_raises_is_failed_and_marked(servers):
     )
     kept = {1: ("http://x/1.jpg", 12345)}  # kept bytes that are not bytes: a bug, deep inside decoding
     fetched = images.fetch_slots([1], ["kept:elsewhere/part-000000.parquet"], options, pacer(), kept)[0][0]
-    assert fetched.status == "failed" and fetched.unexpected and fetched.error.startswith("TypeError: ")
+    assert fetched.status == Status.FAILED and fetched.unexpected and fetched.error.startswith("TypeError: ")
 
 
 @pytest.mark.parametrize(
     ("kind", "status"),
     [
-        ("gzip_bomb", "too_large"),
-        ("huge_stream", "too_large"),
-        ("trickle", "transient"),
-        ("cut", "transient"),
-        ("bad_gzip", "transient"),
-        ("redirect_ftp", "failed"),
-        ("redirect_other_port", "failed"),
-        ("redirect_malformed", "failed"),
-        ("503", "transient"),
-        ("block_403", "blocked"),
+        ("gzip_bomb", Status.TOO_LARGE),
+        ("huge_stream", Status.TOO_LARGE),
+        ("trickle", Status.TRANSIENT),
+        ("cut", Status.TRANSIENT),
+        ("bad_gzip", Status.TRANSIENT),
+        ("redirect_ftp", Status.FAILED),
+        ("redirect_other_port", Status.FAILED),
+        ("redirect_malformed", Status.FAILED),
+        ("503", Status.TRANSIENT),
+        ("block_403", Status.BLOCKED),
     ],
 )
 def test_predict_reads_urls_within_bounds(servers, kind, status):
@@ -224,6 +225,6 @@ def test_fetch_never_leaves_the_policy(servers, make):
     policy = Policy.same_origin(hostile.url, deadline=DEADLINE)
     with make(1) as session:
         reply = fetch(session, f"{hostile.url}/img/redirect_other_port.jpg", policy)
-        assert reply.outcome == "failed" and other.url.removeprefix("http://") in reply.error
-        assert fetch(session, "https" + hostile.url.removeprefix("http") + "/x", policy).outcome == "failed"
+        assert reply.outcome == Status.FAILED and other.url.removeprefix("http://") in reply.error
+        assert fetch(session, "https" + hostile.url.removeprefix("http") + "/x", policy).outcome == Status.FAILED
         assert fetch(session, f"{hostile.url}/img/good.png", policy).status == 200

@@ -15,6 +15,7 @@ from conftest import stats
 from workers import kill_a_worker_when, wait_until
 
 from metdata.acquire.lookup import LookupOptions
+from metdata.core.statuses import Status
 from metdata.core.targets import TargetError
 from metdata.images.images import ImageOptions
 from metdata.images.selection import SelectionError
@@ -97,13 +98,13 @@ def test_images_land_in_zarr_with_a_status_per_slot(start_met, dask_client, tmp_
     pixels = group["images"][:]
     for slot, object_id in enumerate(ids):
         row = rows[int(object_id)]
-        assert row["slot"] == slot and (row["status"] == "ok") == valid[slot]
+        assert row["slot"] == slot and (row["status"] == Status.OK) == valid[slot]
         if valid[slot]:
             assert pixels[slot].std() > 0 and 500 <= max(row["width"], row["height"]) <= 800
             assert row["sha256"] == hashlib.sha256(met.catalog.image(urlsplit(row["url"]).path).body).hexdigest()
         else:
             assert not pixels[slot].any()
-    assert summary["slots_by_status"] == {"ok": n}
+    assert summary["slots_by_status"] == {Status.OK: n}
 
 
 def test_every_image_fault_lands_as_its_status(start_met, dask_client, tmp_path):
@@ -123,15 +124,15 @@ def test_every_image_fault_lands_as_its_status(start_met, dask_client, tmp_path)
     for row in statuses(dataset).values():
         path = urlsplit(row["url"]).path
         if met.faults.permanent("image-404", path):
-            expected = {"not_found"}
+            expected = {Status.NOT_FOUND}
         elif met.faults.permanent("truncate", path) or met.faults.permanent("not-image", path):
-            expected = {"bad_image"}
+            expected = {Status.BAD_IMAGE}
         else:
-            expected = {"ok", "transient"}  # transient only if every attempt met a fault
+            expected = {Status.OK, Status.TRANSIENT}  # transient only if every attempt met a fault
         assert row["status"] in expected, row
-        assert (row["status"] == "ok") == (row["error"] is None)
+        assert (row["status"] == Status.OK) == (row["error"] is None)
         seen.add(row["status"])
-    assert {"ok", "not_found", "bad_image"} <= seen
+    assert {Status.OK, Status.NOT_FOUND, Status.BAD_IMAGE} <= seen
     counters = stats(met)["images"]
     assert counters.get("fault_503", 0) and counters.get("fault_drop", 0) and counters.get("fault_slow", 0)
 
@@ -162,12 +163,12 @@ def test_rerun_skips_done_chunks_and_retry_failed_redoes_only_retryable(start_me
     point_images_at(dataset, clean.base, met.base)
     once = image_options(met, max_attempts=1)
     first = build(dask_client, dataset, once)
-    assert first["slots_by_status"].get("transient", 0) > 5
+    assert first["slots_by_status"].get(Status.TRANSIENT, 0) > 5
     before = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")["images"][:]
     assert build(dask_client, dataset, once)["this_run"]["images"] == 0
     again = build(dask_client, dataset, image_options(met), retry_failed=True)
-    assert again["this_run"]["images"] == first["slots_by_status"]["transient"]
-    assert again["slots_by_status"] == {"ok": first["selected"]}
+    assert again["this_run"]["images"] == first["slots_by_status"][Status.TRANSIENT]
+    assert again["slots_by_status"] == {Status.OK: first["selected"]}
     after = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
     ok_before = [s for s, r in enumerate(before) if r.any()]
     assert np.array_equal(after["images"][ok_before], before[ok_before])  # kept, not refetched
@@ -223,14 +224,14 @@ def test_bombs_odd_formats_and_non_images(start_met, dask_client, tmp_path, odd_
     summary = build(dask_client, dataset, image_options(met, size=64, max_attempts=1))
     rows = statuses(dataset)
     expected = {
-        45734: "ok",
-        10000: "too_large",
-        237: "bad_image",
-        460863: "bad_image",
-        436286: "ok",
-        47892: "ok",
-        51868: "ok",
-        452641: "not_found",
+        45734: Status.OK,
+        10000: Status.TOO_LARGE,
+        237: Status.BAD_IMAGE,
+        460863: Status.BAD_IMAGE,
+        436286: Status.OK,
+        47892: Status.OK,
+        51868: Status.OK,
+        452641: Status.NOT_FOUND,
     }
     assert {i: rows[i]["status"] for i in expected} == expected
     assert "pixel cap" in rows[10000]["error"] and (rows[10000]["width"], rows[10000]["height"]) == (None, None)
@@ -241,7 +242,7 @@ def test_bombs_odd_formats_and_non_images(start_met, dask_client, tmp_path, odd_
     assert np.array_equal(group["images"][slot[45734]], imaging.resize(rgb, 64, "squash"))
     gray = group["images"][slot[436286]]
     assert np.array_equal(gray[..., 0], gray[..., 1])  # 16-bit grayscale came out 8-bit RGB
-    assert summary["slots_by_status"]["ok"] == 4
+    assert summary["slots_by_status"][Status.OK] == 4
 
 
 def test_pad_decodes_smaller_and_looks_the_same():
@@ -300,7 +301,7 @@ def test_a_killed_worker_loses_nothing(start_met, tmp_path):
         kill_a_worker_when(client, lambda: len(dataset.data_files("images")) >= 2, still_running=worker.is_alive)
         worker.join(120)
     group = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
-    assert result["slots_by_status"] == {"ok": planned.selected}
+    assert result["slots_by_status"] == {Status.OK: planned.selected}
     assert group["valid"][:].all() and all(group["images"][i].any() for i in range(planned.selected))
 
 
@@ -359,14 +360,14 @@ def test_images_on_s3_with_originals_kept(start_met, dask_client, s3):
     ingest(dask_client, dataset, IngestOptions(lookup=LookupOptions(api=met.url), pace=FAST, shard_size=100))
     summary = build(dask_client, dataset, image_options(met, keep_originals=True))
     group = zarr.open_group(store=dataset.zarr_store("images.zarr"), mode="r")
-    assert group["images"].shape[0] == summary["selected"] == summary["slots_by_status"]["ok"]
+    assert group["images"].shape[0] == summary["selected"] == summary["slots_by_status"][Status.OK]
     assert group["valid"][:].all() and group["images"][0].any()
     for row in statuses(dataset).values():
         assert hashlib.sha256(row["original"]).hexdigest() == row["sha256"] and len(row["original"]) == row["bytes"]
     met.stop()  # another size from the kept bytes: no download possible, none needed
     small = image_options(met, size=16, store="images-16.zarr")
     resized = job.run(dask_client, dataset, small, FAST, job.plan(dataset, small, from_originals="images.zarr"))
-    assert resized["slots_by_status"] == {"ok": summary["selected"]} and resized["this_run"]["bytes_downloaded"]
+    assert resized["slots_by_status"] == {Status.OK: summary["selected"]} and resized["this_run"]["bytes_downloaded"]
     group16 = zarr.open_group(store=dataset.zarr_store("images-16.zarr"), mode="r")
     assert group16["images"].shape[1:] == (16, 16, 3)
     assert np.array_equal(group16["object_id"][:], group["object_id"][:])
@@ -413,7 +414,7 @@ def test_no_rate_limit_works_against_the_emulator_and_is_refused_for_the_mets_im
     options = image_options(met)
     summary = job.run(dask_client, dataset, options, PaceConfig(rate=0), job.plan(dataset, options))
     n = summary["selected"]
-    assert n > 20 and summary["slots_by_status"] == {"ok": n} and summary["this_run"]["configured_rate"] == 0
+    assert n > 20 and summary["slots_by_status"] == {Status.OK: n} and summary["this_run"]["configured_rate"] == 0
     point_images_at(dataset, met.base, "https://images.metmuseum.org")  # the Met's own image host now
     other = image_options(met, store="met.zarr")
     with pytest.raises(RateRefused, match=r"refused for images\.metmuseum\.org"):
@@ -442,12 +443,12 @@ def test_slow_and_retried_images_are_handed_to_follow_up_tasks_and_every_slot_en
     assert summary["this_run"]["images"] == n  # each slot counted once, when it ended
     rows = pads.dataset(dataset.path("images"), filesystem=dataset.fs, format="parquet").to_table().to_pylist()
     assert len(rows) == n and len({r["objectID"] for r in rows}) == n  # one row per slot, none lost or twice
-    assert summary["slots_by_status"] == {"ok": n}  # 8 attempts: every transient fault was outlived
+    assert summary["slots_by_status"] == {Status.OK: n}  # 8 attempts: every transient fault was outlived
     assert max(r["attempts"] for r in rows) > 1
     group = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
     assert group["valid"][:].all() and all(group["images"][s].any() for s in range(n))  # follow-ups kept the rest
     again = build(dask_client, dataset, options, retry_failed=True)
-    assert again["this_run"]["images"] == 0 and again["slots_by_status"] == {"ok": n}  # a rerun changes nothing
+    assert again["this_run"]["images"] == 0 and again["slots_by_status"] == {Status.OK: n}  # a rerun changes nothing
 
 
 def _items_task(task: tuple[str, int, int], progress_topic: str | None = None) -> dict:

@@ -14,6 +14,7 @@ from workers import kill_a_worker_when, wait_until
 
 from metdata.acquire.lookup import LookupOptions
 from metdata.core.records import SCHEMA
+from metdata.core.statuses import Status
 from metdata.emulator.faults import KINDS
 from metdata.jobs.ingest import IngestOptions, plan, run
 from metdata.net.pacing import PaceConfig
@@ -41,7 +42,7 @@ def comparable(t: pa.Table) -> list[dict]:
 def test_replayed_samples_land_with_types_and_nulls(start_met, dask_client, tmp_path):
     met = start_met(catalog=SAMPLES)
     summary = run(dask_client, Dataset(str(tmp_path)), options(met))
-    assert summary["rows"] == 10 and summary["rows_by_status"] == {"ok": 10}
+    assert summary["rows"] == 10 and summary["rows_by_status"] == {Status.OK: 10}
     t = table(tmp_path)
     assert t.schema.equals(SCHEMA)
     rows = {r["objectID"]: r for r in t.to_pylist()}
@@ -83,13 +84,13 @@ def test_fault_storm_accounts_for_every_id(start_met, dask_client, tmp_path):
     counters = stats(storm)["api"]
     assert counters.get("fault_not-valid", 0) > 0
     for row in t.to_pylist():
-        assert row["status"] in ("ok", "not_valid", "transient", "blocked"), row["error"]
-        if row["status"] == "ok":
+        assert row["status"] in (Status.OK, Status.NOT_VALID, Status.TRANSIENT, Status.BLOCKED), row["error"]
+        if row["status"] == Status.OK:
             expected = requests.get(f"{clean.url}/objects/{row['objectID']}").json()
             assert row["title"] == expected["title"] and row["metadataDate"] == expected["metadataDate"]
-        if row["status"] == "not_valid":
+        if row["status"] == Status.NOT_VALID:
             assert row["error"] == "Not a valid object" and row["title"] is None
-    assert sum(r["status"] == "ok" for r in t.to_pylist()) > 200
+    assert sum(r["status"] == Status.OK for r in t.to_pylist()) > 200
 
 
 def test_slow_and_retried_lookups_are_handed_to_follow_up_tasks_and_every_id_ends_once(
@@ -114,7 +115,7 @@ def test_slow_and_retried_lookups_are_handed_to_follow_up_tasks_and_every_id_end
     t = table(tmp_path)
     ids = t["objectID"].to_pylist()
     assert ids == sorted(requests.get(f"{clean.url}/objects").json()["objectIDs"]) and len(set(ids)) == 300
-    assert summary["rows_by_status"] == {"ok": 300}  # 8 attempts: every transient fault was outlived
+    assert summary["rows_by_status"] == {Status.OK: 300}  # 8 attempts: every transient fault was outlived
     assert max(t["attempts"].to_pylist()) > 1 and not any("pending" in (e or "") for e in t["error"].to_pylist())
     again = run(dask_client, dataset, options(met, lookup=lookup, late_after=0.2, retry_failed=True))
     assert again["this_run"]["ids_looked_up"] == 0 and comparable(table(tmp_path)) == comparable(t)
@@ -138,7 +139,7 @@ def test_ids_left_pending_by_a_stopped_run_stay_transient_and_retry_failed_finis
     rows = {r["objectID"]: r for r in table(tmp_path).to_pylist()}
     assert len(rows) == 40
     for object_id, attempts, _ in late:
-        assert rows[object_id]["status"] == "transient" and "pending" in rows[object_id]["error"]
+        assert rows[object_id]["status"] == Status.TRANSIENT and "pending" in rows[object_id]["error"]
         assert rows[object_id]["attempts"] == attempts >= 1  # the abandoned request counts
     _, nxt = follow_up(task, result)
     assert nxt.replace and set(nxt.ids) == {i for i, *_ in late}
@@ -154,14 +155,14 @@ def test_rerun_skips_finished_shards_and_retry_failed_fixes_the_rest(start_met, 
     dataset = Dataset(str(tmp_path))
     once = options(met, lookup=LookupOptions(api=met.url, max_attempts=1, backoff=0.01))
     first = run(dask_client, dataset, once)
-    transient = first["rows_by_status"].get("transient", 0)
+    transient = first["rows_by_status"].get(Status.TRANSIENT, 0)
     assert transient > 20
     before = table(tmp_path)
     again = run(dask_client, dataset, once)
     assert again["this_run"]["requests"] == 0 and comparable(table(tmp_path)) == comparable(before)
     fixed = run(dask_client, dataset, options(met, retry_failed=True))
     assert fixed["this_run"]["ids_looked_up"] == transient
-    assert fixed["rows_by_status"] == {"ok": 200}
+    assert fixed["rows_by_status"] == {Status.OK: 200}
     after = table(tmp_path)
     assert after["objectID"].to_pylist() == before["objectID"].to_pylist()
 
@@ -206,7 +207,7 @@ def test_a_killed_worker_loses_nothing(start_met, tmp_path):
         kill_a_worker_when(client, lambda: len(dataset.data_files("objects")) >= 2, still_running=job.is_alive)
         job.join(120)
     assert result["rows"] == 400 == len(set(table(tmp_path)["objectID"].to_pylist()))
-    assert result["rows_by_status"] == {"ok": 400}
+    assert result["rows_by_status"] == {Status.OK: 400}
 
 
 def test_client_killed_mid_run_then_rerun_equals_a_clean_run(start_met, tmp_path):
@@ -265,7 +266,7 @@ def test_four_workers_stay_under_the_cluster_wide_rate(start_met, tmp_path):
         summary = run(client, Dataset(str(tmp_path)), options(met, shard_size=15, pace=PaceConfig(rate=4.0)))
     counters = stats(met)["api"]
     assert counters.get("blocked", 0) == 0
-    assert summary["rows_by_status"] == {"ok": 60}
+    assert summary["rows_by_status"] == {Status.OK: 60}
     assert summary["this_run"]["achieved_rate"] <= 4.4
 
 
@@ -277,7 +278,7 @@ def test_a_run_with_few_ids_uses_every_worker(start_met, dask_client, tmp_path):
         summary = run(dask_client, Dataset(str(tmp_path)), options(met, shard_size=1000))
     workers = {task["worker"] for task in stream.data if "run_shard" in task["key"] or "ids" in task["key"]}
     assert workers == set(dask_client.scheduler_info()["workers"])  # both workers looked ids up
-    assert summary["this_run"]["in_flight"]["tasks"] == 4 and summary["rows_by_status"] == {"ok": 40}
+    assert summary["this_run"]["in_flight"]["tasks"] == 4 and summary["rows_by_status"] == {Status.OK: 40}
 
 
 def test_s3_root_through_moto(start_met, dask_client, s3):
@@ -321,7 +322,7 @@ def test_from_csv_maps_the_open_access_columns(tmp_path):
 
     csv = SAMPLES.parent / "MetObjects-sample.csv"
     summary = load_csv(Dataset(str(tmp_path)), IngestOptions(from_csv=str(csv), shard_size=4))
-    assert summary["rows"] == 10 and summary["rows_by_status"] == {"csv": 10}
+    assert summary["rows"] == 10 and summary["rows_by_status"] == {Status.CSV: 10}
     rows = {r["objectID"]: r for r in table(tmp_path).to_pylist()}
     for sample in SAMPLES.glob("*.json"):
         record = json.loads(sample.read_text())
