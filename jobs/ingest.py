@@ -116,9 +116,8 @@ def run(client: Client, dataset: Dataset, options: IngestOptions, planned: Plan 
                 tally.add(result)
             stats = pacer.stats()
         duration = time.monotonic() - started
-        summary = ingest.summary(dataset, options, tally, duration, stats, failures, len(tasks))
-        if tasks:
-            summary["this_run"]["unexpected_errors"] = report_unexpected(tally.bugs, "ids")
+        unexpected = report_unexpected(tally.bugs, "ids") if tasks else None
+        summary = ingest.summary(dataset, options, tally, duration, stats, failures, len(tasks), unexpected)
         _save_summary(dataset, summary, failures)
         return summary
 

@@ -370,11 +370,12 @@ def summary(
     pacer: dict,
     failures: list[str],
     tasks: int,
+    unexpected: int | None = None,
 ) -> dict:
     """An ingestion run's summary: rows by status over the whole table, then this run's ids by
     status, requests, blocks (``pacer``: the pacer's figures per host), duration and rate
-    achieved against the configured rate, its failed shard tasks and, when ``tasks`` ran, their
-    requests in flight and follow-ups."""
+    achieved against the configured rate, its failed shard tasks and, when ``tasks`` ran, the ids
+    that met an unexpected error (``unexpected``), their requests in flight and follow-ups."""
     table_statuses = status_counts(dataset)
     this_run = {
         "ids_looked_up": sum(tally.statuses.values()),
@@ -387,6 +388,7 @@ def summary(
         "failed_shard_tasks": failures,
     }
     if tasks:
+        this_run["unexpected_errors"] = unexpected or 0
         busy = round(tally.busy / duration, 1) if duration else 0
         this_run["in_flight"] = {"mean": busy, "peak_per_task": tally.peak, "tasks": tasks}
         this_run["follow_up_tasks"] = tally.follow_ups
