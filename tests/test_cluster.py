@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -294,3 +295,28 @@ def test_local_cluster_in_this_process_or_in_worker_processes():
         assert len(client.scheduler_info()["workers"]) == 1
     with connect("local", workers=1) as client:  # the default: a worker process under a nanny
         assert client.submit(os.getpid, pure=False).result() != os.getpid()
+
+
+def test_an_in_process_cluster_drops_only_late_timeouts_from_asyncio(caplog):
+    """A late reply's timeout while an in-process cluster closes is noise; any other unread error is kept."""
+    import asyncio
+    import gc
+
+    from metdata.cluster import _LATE_REPLIES
+
+    async def unread(exc: BaseException) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(exc)
+        del future
+        gc.collect()
+
+    logger = logging.getLogger("asyncio")
+    logger.addFilter(_LATE_REPLIES)
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            asyncio.run(unread(TimeoutError("Timeout")))
+            asyncio.run(unread(ValueError("kept")))
+    finally:
+        logger.removeFilter(_LATE_REPLIES)
+    unread_errors = [r for r in caplog.records if r.getMessage().startswith("Future exception was never retrieved")]
+    assert [type(r.exc_info[1]) for r in unread_errors] == [ValueError]
