@@ -127,8 +127,9 @@ class ImageStore:
     def attrs(self) -> dict:
         return dict(self.group.attrs)
 
-    @property
+    @cached_property
     def images(self) -> zarr.Array:
+        """The ``images`` array, opened once (a lookup in the group reads its metadata)."""
         return self.group["images"]
 
     @property
@@ -214,8 +215,8 @@ class ImageStore:
 
     def chunk_path(self, chunk: int) -> str:
         """The object that holds chunk ``chunk`` of ``images``, under the root."""
-        key = self.images.metadata.encode_chunk_key((chunk, 0, 0, 0))
-        return f"{self.name}/{self.images.path}/{key}"
+        images = self.images
+        return f"{self.name}/{images.path}/{images.metadata.encode_chunk_key((chunk, 0, 0, 0))}"
 
     def status_shard(self, chunk: int) -> str:
         return layout.status_shard(self.name, chunk)
