@@ -215,8 +215,8 @@ class ImageStore:
 
     def chunk_path(self, chunk: int) -> str:
         """The object that holds chunk ``chunk`` of ``images``, under the root."""
-        images = self.images
-        return f"{self.name}/{images.path}/{images.metadata.encode_chunk_key((chunk, 0, 0, 0))}"
+        key = self.images.metadata.encode_chunk_key((chunk, 0, 0, 0))
+        return f"{self.name}/{self.images.path}/{key}"
 
     def status_shard(self, chunk: int) -> str:
         return layout.status_shard(self.name, chunk)
