@@ -98,14 +98,14 @@ class ImageStore:
         """
         layout.store_paths(name)
         try:
-            group = dataset.open_zarr(name, mode)
-            group["images"], group["object_id"], group["valid"]
+            store = cls(dataset, name, dataset.open_zarr(name, mode))
+            store.images, store.group["object_id"], store.group["valid"]  # all three, or it is no store
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError) as exc:
             raise NoStore(
                 f"no image store {name!r} under {dataset.url}: run 'metdata images --data {dataset.url} "
                 "--target ...' first (or give the right --store)"
             ) from exc
-        return cls(dataset, name, group)
+        return store
 
     @classmethod
     def find(cls, dataset: Dataset, name: str = layout.DEFAULT_STORE) -> ImageStore | None:
@@ -192,8 +192,8 @@ class ImageStore:
 
     @cached_property
     def digests(self) -> dict[int, str]:
-        """objectID -> the SHA-256 of its image's bytes, where known."""
-        t = self.statuses
+        """objectID -> the SHA-256 of its image's bytes, where known (two columns read, not ``statuses``)."""
+        t = self.read_statuses(["objectID", "sha256"])
         return {i: d for i, d in zip(t["objectID"].to_pylist(), t["sha256"].to_pylist(), strict=True) if d}
 
     @cached_property
